@@ -1,0 +1,41 @@
+# modelcycle — `make demo` and `make test` each create or refresh .venv, then run.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+# Real MNIST / Fashion-MNIST beside the checkout, when there (never committed here).
+ifneq ($(wildcard $(SHARED_DATA)/mnist),)
+export MODELCYCLE_DATA_DIR ?= $(SHARED_DATA)
+endif
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+DEMO_DIR := .demo/mnist-pytorch
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned to the CPU build; then the project and its extras (editable).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q -e '.[all]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import modelcycle, torch, fastapi, pytest"
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/modelcycle init $(DEMO_DIR) --framework pytorch --example mnist
+	set -e; trap '$(VENV)/bin/modelcycle -C $(DEMO_DIR) cleanup' EXIT; \
+	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) train; \
+	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) deploy; \
+	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) score --samples 10; \
+	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) status
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

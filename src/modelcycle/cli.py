@@ -1,0 +1,246 @@
+"""The ``modelcycle`` command line.
+
+Every command acts on the use case in the current directory or ``-C DIR``. Imports are lazy so
+``modelcycle --help`` answers without loading torch, pydantic or the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = ("mnist",)
+
+
+def _use_case(args: argparse.Namespace) -> Any:
+    from modelcycle.core.config import parse_overrides
+    from modelcycle.core.lifecycle import UseCase
+
+    return UseCase(args.directory, overrides=parse_overrides(args.set or []), lock_timeout=args.lock_timeout)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import re
+    from importlib.resources import files
+
+    from modelcycle.core.errors import ConfigError
+
+    template = files("modelcycle") / "examples" / f"{args.example}-{args.framework}" / "modelcycle.yaml"
+    if not template.is_file():
+        available = sorted(p.name for p in (files("modelcycle") / "examples").iterdir() if p.is_dir())
+        raise ConfigError(
+            f"no example '{args.example}' for framework '{args.framework}'; available: {', '.join(available)}"
+        )
+    target = Path(args.target)
+    config = target / "modelcycle.yaml"
+    if config.exists() and not args.force:
+        raise ConfigError(f"{config} already exists; pass --force to overwrite it")
+    target.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", target.resolve().name).strip("-._") or "use-case"
+    text = template.read_text()
+    text = re.sub(r"^name: .*$", f"name: {name[:63]}", text, count=1, flags=re.MULTILINE)
+    config.write_text(text)
+    print(f"wrote {config} (framework {args.framework}, example {args.example})")
+    print(f"next: modelcycle -C {target} run --until deploy")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from modelcycle.core.registry import installed_plugins
+
+    plugins = installed_plugins()
+    if args.json:
+        _print_json([p.__dict__ | {"kind": p.kind} for p in plugins])
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="installed modelcycle plugins")
+    for column in ("kind", "name", "distribution", "version", "module"):
+        table.add_column(column)
+    for p in plugins:
+        table.add_row(p.kind, p.name, p.distribution, p.version, p.value)
+    Console().print(table)
+    return 0
+
+
+def _print_training(outputs: dict[str, Any]) -> None:
+    metrics = outputs.get("metrics", {})
+    print(f"Current RunID {outputs['run_id']}")
+    if "test_accuracy" in metrics:
+        print(f"test accuracy {metrics['test_accuracy'] * 100:.2f}%  test loss {metrics['test_loss']:.4f}")
+    print(f"Model artifact {outputs.get('archive')}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    use_case = _use_case(args)
+    before = use_case.state().stages.get("train")
+    outputs = use_case.train(force=args.force)
+    if before and before.status == "done" and not args.force and before.outputs.get("run_id") == outputs.get("run_id"):
+        print(f"already trained (run {outputs['run_id']}); pass --force to train again")
+    _print_training(outputs)
+    return 0
+
+
+def _print_endpoint(endpoint: dict[str, Any]) -> None:
+    print(f"Endpoint name saved: {endpoint['name']}")
+    print(f"url {endpoint.get('url')}  status {endpoint.get('status')}  pid {endpoint.get('pid')}")
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    use_case = _use_case(args)
+    _print_endpoint(use_case.deploy(force=args.force))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    use_case = _use_case(args)
+    result = use_case.score(samples=args.samples)
+    if args.json:
+        _print_json(result.response)
+        return 0
+    endpoint = use_case.endpoint() or {}
+    print(f"EndpointName used for inference: {endpoint.get('name')}")
+    print(f"response_time {result.response_time_ms:.0f}ms")
+    rows = [f"\t\t[{p}, [{', '.join(f'{x:.9f}' for x in probs[:3])}, ...]]" for p, probs in zip(result.predictions, result.probabilities)]
+    print("{\n\t'fields': ['prediction', 'probability'],\n\t'values': [\n" + ",\n".join(rows) + "\n\t]\n}")
+    print(f"scoring_id {result.scoring_id}")
+    print(f"Predicted digits:  {result.predictions}")
+    if result.labels:
+        correct = sum(p == y for p, y in zip(result.predictions, result.labels))
+        print(f"True labels:       {result.labels}  ({correct}/{len(result.labels)} correct)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _use_case(args).status()
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"use case {status['use_case']} ({status['framework']}) in {status['directory']}\n")
+    for flag in ("trained", "deployed", "governed", "monitored"):
+        print(f"              - {flag + ':':<10} [{status[flag]}]")
+    print()
+    if status["run_id"]:
+        print(f"run id          {status['run_id']}")
+    accuracy = status["metrics"].get("test_accuracy")
+    if accuracy is not None:
+        print(f"test accuracy   {accuracy * 100:.2f}%")
+    endpoint = status["endpoint"]
+    if endpoint:
+        print(f"endpoint        {endpoint.get('name')}  {endpoint.get('url')}  {endpoint.get('status')}")
+    return 0
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    endpoint = _use_case(args).endpoint()
+    endpoints = [endpoint] if endpoint else []
+    if args.json:
+        _print_json(endpoints)
+        return 0
+    if not endpoints:
+        print("no endpoint deployed")
+    for e in endpoints:
+        print(f"{e['name']}\t{e.get('platform')}\t{e.get('url')}\t{e.get('status')}\tpid {e.get('pid')}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    print(_use_case(args).cleanup())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    results = _use_case(args).run(until=args.until, force=args.force)
+    if "train" in results:
+        _print_training(results["train"])
+    if "deploy" in results:
+        _print_endpoint(results["deploy"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelcycle",
+        description="One lifecycle for every model: train → deploy → score → govern → monitor → evaluate → cleanup.",
+    )
+    parser.add_argument("-C", dest="directory", default=".", help="use case directory (default: .)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. hyperparameters.epochs=1 (repeatable)"
+    )
+    parser.add_argument(
+        "--lock-timeout", type=float, default=None, metavar="S",
+        help="seconds to wait for another process working on this use case (default: wait)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="write a ready use case into DIR")
+    init.add_argument("target", metavar="DIR")
+    init.add_argument("--framework", default="pytorch")
+    init.add_argument("--example", default="mnist", choices=EXAMPLES)
+    init.add_argument("--force", action="store_true", help="overwrite an existing modelcycle.yaml")
+    init.set_defaults(func=cmd_init)
+
+    plugins = commands.add_parser("plugins", help="list installed framework and platform plugins")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    train = commands.add_parser("train", help="train and package the model")
+    train.add_argument("--force", action="store_true", help="train again even if already trained")
+    train.set_defaults(func=cmd_train)
+
+    deploy = commands.add_parser("deploy", help="serve the trained model on an endpoint")
+    deploy.add_argument("--force", action="store_true", help="redeploy even if the endpoint is in service")
+    deploy.set_defaults(func=cmd_deploy)
+
+    score = commands.add_parser("score", help="score test images on the endpoint")
+    score.add_argument("--samples", type=int, default=10)
+    score.add_argument("--json", action="store_true", help="print the raw response")
+    score.set_defaults(func=cmd_score)
+
+    status = commands.add_parser("status", help="show the lifecycle state")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    endpoints = commands.add_parser("endpoints", help="list the use case's endpoints")
+    endpoints.add_argument("--json", action="store_true")
+    endpoints.set_defaults(func=cmd_endpoints)
+
+    cleanup = commands.add_parser("cleanup", help="stop the endpoint and report what was removed")
+    cleanup.set_defaults(func=cmd_cleanup)
+
+    run = commands.add_parser("run", help="run the pipeline's stages in order, skipping those done")
+    run.add_argument("--until", default="deploy", help="last stage to run (default: deploy)")
+    run.add_argument("--force", action="store_true")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from modelcycle.core.errors import ModelcycleError
+
+    try:
+        return int(args.func(args))
+    except ModelcycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Model artifacts: a model directory, its ``modelcycle.json`` manifest and ``model.tar.gz``.
+
+The layout is SageMaker's: the archive's root holds the framework's model files and the
+manifest, and ``code/`` holds the inference entry point plus ``requirements.txt``. The manifest
+names the framework plugin that loads the artifact, the versions it was made with, the input
+schema, the preprocessing applied on the serving side, and the data lineage.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tarfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelcycle.core.errors import ArtifactError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ARCHIVE_NAME",
+    "InputSchema",
+    "Preprocessing",
+    "Manifest",
+    "write_manifest",
+    "read_manifest",
+    "package_model",
+    "extract_archive",
+    "modelcycle_version",
+]
+
+MANIFEST_NAME = "modelcycle.json"
+ARCHIVE_NAME = "model.tar.gz"
+
+_INFERENCE_ENTRY_POINT = '''"""SageMaker inference entry point written by modelcycle.
+
+It delegates the four handlers to the framework plugin named in modelcycle.json, so the
+container runs exactly the code the local endpoint runs.
+"""
+from modelcycle.core.serving.pipeline import sagemaker_handlers
+
+model_fn, input_fn, predict_fn, output_fn = sagemaker_handlers()
+'''
+
+
+def modelcycle_version() -> str:
+    """The installed modelcycle distribution's version (``0+unknown`` when not installed)."""
+    try:
+        return version("modelcycle")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSchema(_Frozen):
+    """One image as clients send it: raw pixels of ``shape`` ``(C, H, W)`` in ``value_range``."""
+
+    shape: tuple[int, int, int]
+    dtype: str = "uint8"
+    value_range: tuple[float, float] = (0.0, 255.0)
+
+
+class Preprocessing(_Frozen):
+    """``(raw / scale - mean[c]) / std[c]`` per channel, as applied during training."""
+
+    scale: float = 255.0
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Normalise raw ``(N, C, H, W)`` pixels into the model's float32 input."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1) * self.scale
+        return ((raw - mean * self.scale) / std).astype(np.float32, copy=False)
+
+
+class DatasetLineage(_Frozen):
+    name: str
+    checksums: dict[str, str]
+    train_records: int
+    test_records: int
+
+
+class Manifest(_Frozen):
+    """The ``modelcycle.json`` that travels with every model artifact."""
+
+    format_version: int = 1
+    use_case: str
+    framework: str
+    framework_version: str = Field(description="version of the framework plugin's distribution")
+    modelcycle_version: str
+    libraries: dict[str, str] = Field(default_factory=dict)
+    run_id: str
+    created_at: str
+    model_files: list[str]
+    input_schema: InputSchema
+    preprocessing: Preprocessing
+    classes: list[str]
+    dataset: DatasetLineage
+    metrics: dict[str, float] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def now() -> str:
+        return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    @staticmethod
+    def runtime_libraries(*names: str) -> dict[str, str]:
+        """Versions of the named installed distributions plus the Python version."""
+        found = {"python": platform.python_version()}
+        for name in names:
+            try:
+                found[name] = version(name)
+            except PackageNotFoundError:
+                continue
+        return found
+
+
+def write_manifest(model_dir: Path, manifest: Manifest) -> Path:
+    """Write ``modelcycle.json`` into ``model_dir`` atomically."""
+    path = Path(model_dir) / MANIFEST_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(model_dir: Path, expected_framework: str | None = None) -> Manifest:
+    """Read and validate the manifest of ``model_dir``.
+
+    Raises:
+        ArtifactError: no manifest, an invalid one, or one made by another framework plugin
+            than ``expected_framework``.
+    """
+    path = Path(model_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(
+            f"{model_dir} is not a modelcycle model: {MANIFEST_NAME} is missing. Train the use "
+            "case (modelcycle train) or point at the directory that holds the manifest."
+        )
+    try:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+    if expected_framework is not None and manifest.framework != expected_framework:
+        raise ArtifactError(
+            f"model in {model_dir} was made by framework plugin '{manifest.framework}', not "
+            f"'{expected_framework}': load it with '{manifest.framework}'"
+        )
+    return manifest
+
+
+def package_model(model_dir: Path, requirements: list[str]) -> Path:
+    """Add ``code/`` to ``model_dir`` and write ``model.tar.gz`` beside it (SageMaker layout).
+
+    Returns:
+        The archive's path (``model_dir.parent / "model.tar.gz"``).
+    """
+    model_dir = Path(model_dir)
+    code = model_dir / "code"
+    code.mkdir(exist_ok=True)
+    (code / "inference.py").write_text(_INFERENCE_ENTRY_POINT)
+    (code / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    archive = model_dir.parent / ARCHIVE_NAME
+    tmp = archive.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(model_dir).as_posix())
+    os.replace(tmp, archive)
+    return archive
+
+
+def extract_archive(archive: Path, destination: Path) -> Path:
+    """Extract a model archive safely into ``destination``.
+
+    Raises:
+        ArtifactError: a member is absolute, climbs out with ``..``, or is a link, device or
+            other special file — nothing is extracted then.
+    """
+    destination = Path(destination)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise ArtifactError(
+                        f"{archive} is unsafe: member '{member.name}' points outside the "
+                        "extraction directory; refusing to extract it"
+                    )
+                if not (member.isfile() or member.isdir()):
+                    raise ArtifactError(
+                        f"{archive} is unsafe: member '{member.name}' is a link or special "
+                        "file; model archives hold only files and directories"
+                    )
+            destination.mkdir(parents=True, exist_ok=True)
+            tar.extractall(destination, members=members, filter="data")
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"{archive} is not a readable tar.gz archive ({exc})") from exc
+    return destination

@@ -1,0 +1,302 @@
+"""``UseCase``: the lifecycle of one model, the same whatever its framework or platform.
+
+Stages declare the stages they need; each is idempotent (a stage already done, whose result
+still holds, is skipped unless forced) and resumable (a stage interrupted by a crash is run
+again). Every transition is persisted atomically under the use case's lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelcycle.core.config import UseCaseConfig, load_config, validate_section
+from modelcycle.core.errors import ModelcycleError, StageError
+from modelcycle.core.registry import PluginRegistry
+from modelcycle.core.state import State, StateStore, utcnow
+
+__all__ = ["UseCase", "Stage", "PIPELINE", "ScoreResult"]
+
+WORK_DIR = ".modelcycle"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A lifecycle stage: its name, the stages it needs, and its state-table flag."""
+
+    name: str
+    requires: tuple[str, ...]
+    flag: str
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("train", (), "trained"),
+        Stage("deploy", ("train",), "deployed"),
+        Stage("govern", ("deploy",), "governed"),
+        Stage("monitor", ("deploy",), "monitored"),
+    )
+}
+#: The stages ``run`` goes through, in order.
+PIPELINE: tuple[str, ...] = ("train", "deploy")
+
+
+@dataclass
+class ScoreResult:
+    """What ``score`` got back: predicted labels, probabilities, true labels, timing."""
+
+    predictions: list[int]
+    probabilities: list[list[float]]
+    labels: list[int]
+    response_time_ms: float
+    scoring_id: str | None
+    response: dict[str, Any]
+
+
+class UseCase:
+    """One use case directory (``modelcycle.yaml`` plus ``.modelcycle/`` state and artifacts).
+
+    Args:
+        directory: the use case directory.
+        overrides: ``{"section.key": value}`` applied over file and environment.
+        plugins: extra in-process plugin objects (observers, hook overrides).
+        lock_timeout: seconds to wait for another process working on this use case.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = ".",
+        overrides: Mapping[str, Any] | None = None,
+        plugins: Iterable[Any] = (),
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.config: UseCaseConfig = load_config(self.directory, overrides)
+        self.work_dir = self.directory / WORK_DIR
+        self.store = StateStore(self.work_dir)
+        self.lock_timeout = lock_timeout
+        self._extra_plugins = list(plugins)
+        self._registry: PluginRegistry | None = None
+        self._model_config: Any = None
+
+    # -- plugins ---------------------------------------------------------------------------
+    @property
+    def registry(self) -> PluginRegistry:
+        """The plugin registry: platforms load on demand, the framework via ``model_config``."""
+        if self._registry is None:
+            registry = PluginRegistry(blocked=tuple(self.config.disable_plugins))
+            for plugin in self._extra_plugins:
+                registry.register(plugin)
+            self._registry = registry
+        return self._registry
+
+    @property
+    def model_config(self) -> Any:
+        """Load the framework plugin and return ``model:`` validated by its config class."""
+        if self.registry.framework is None:
+            self.registry.load_framework(self.config.framework)
+            config_class = self.registry.pm.hook.model_config_class()
+            if config_class is not None:
+                self._model_config = validate_section(
+                    config_class, self.config.model, "model", str(self.directory / "modelcycle.yaml")
+                )
+        return self._model_config
+
+    def _platform(self, role: str) -> str:
+        name = self.config.training.platform if role == "training" else self.config.serving.platform
+        self.registry.load_platform(name, role)
+        return name
+
+    # -- stage machinery -------------------------------------------------------------------
+    def state(self) -> State:
+        return self.store.read()
+
+    def _run_stage(self, name: str, action: Callable[[State], dict[str, Any]], force: bool, still_valid: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        stage = STAGES[name]
+        with self.store.lock(f"pid {os.getpid()} running '{name}'", self.lock_timeout):
+            state = self.store.read()
+            for needed in stage.requires:
+                if not state.done(needed):
+                    raise StageError(name, f"needs '{needed}' first: run 'modelcycle {needed}' (or 'modelcycle run --until {name}')")
+            record = state.stage(name)
+            if record.status == "done" and not force and (still_valid is None or still_valid(record.outputs)):
+                return record.outputs
+            if record.interrupted():
+                state.record(name, "interrupted", previous_pid=record.pid)
+            registry = self.registry
+            record.status, record.started_at, record.finished_at = "running", utcnow(), None
+            record.pid, record.error = os.getpid(), None
+            state.record(name, "start")
+            self.store.write(state)
+            registry.hook.on_stage_start(stage=name, use_case=self)
+            try:
+                outputs = action(state)
+            except BaseException as exc:
+                record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", utcnow()
+                state.record(name, "failed", error=record.error)
+                self.store.write(state)
+                registry.hook.on_stage_error(stage=name, use_case=self, error=exc)
+                raise
+            record.status, record.outputs, record.finished_at = "done", outputs, utcnow()
+            state.record(name, "done")
+            self.store.write(state)
+            registry.hook.on_stage_end(stage=name, use_case=self, outputs=outputs)
+            return outputs
+
+    # -- stages ----------------------------------------------------------------------------
+    def train(self, force: bool = False) -> dict[str, Any]:
+        """Train and package the model on the training platform; returns the run's outputs."""
+
+        def action(state: State) -> dict[str, Any]:
+            from modelcycle.core.training import TrainingContext, TrainingReporter
+
+            run_id = uuid.uuid4().hex
+            model_config = self.model_config
+            registry = self.registry
+            context = TrainingContext(
+                config=self.config,
+                model_config=model_config,
+                registry=registry,
+                reporter=TrainingReporter(registry.hook),
+                run_id=run_id,
+                output_dir=self.work_dir / "runs" / run_id,
+            )
+            platform = self._platform("training")
+            result = registry.call_platform(platform, "run_training_job", context=context)
+            return {**result.outputs(), "platform": platform, "framework": self.config.framework}
+
+        self.model_config  # a bad framework or model: section fails before any state changes
+        if force:
+            self._stop_endpoint()
+        return self._run_stage("train", action, force)
+
+    def _endpoint_name(self, run_id: str) -> str:
+        return f"{self.config.name}-{run_id[:8]}"
+
+    def deploy(self, force: bool = False) -> dict[str, Any]:
+        """Serve the trained model on the serving platform; returns the endpoint record."""
+
+        def action(state: State) -> dict[str, Any]:
+            train = state.stage("train").outputs
+            previous = state.stage("deploy").outputs
+            platform = self._platform("serving")
+            if previous.get("name"):
+                self.registry.call_platform(previous.get("platform", platform), "delete_endpoint", endpoint=previous)
+            return self.registry.call_platform(
+                platform,
+                "deploy_endpoint",
+                name=self._endpoint_name(train["run_id"]),
+                model_dir=Path(train["model_dir"]),
+                settings=self.config.serving,
+                token=self.config.endpoint_token(),
+                work_dir=self.work_dir,
+            ) | {"run_id": train["run_id"]}
+
+        return self._run_stage("deploy", action, force, still_valid=lambda out: self._describe(out)["status"] == "InService")
+
+    def run(self, until: str = PIPELINE[-1], force: bool = False) -> dict[str, dict[str, Any]]:
+        """Run the pipeline's stages in order up to ``until``, skipping those already done."""
+        if until not in PIPELINE:
+            raise StageError(until, f"unknown stage; 'run --until' takes one of: {', '.join(PIPELINE)}")
+        results: dict[str, dict[str, Any]] = {}
+        for name in PIPELINE[: PIPELINE.index(until) + 1]:
+            results[name] = getattr(self, name)(force=force)
+        return results
+
+    # -- actions ---------------------------------------------------------------------------
+    def _describe(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        platform = endpoint.get("platform", self.config.serving.platform)
+        self.registry.load_platform(platform, "serving")
+        return self.registry.call_platform(platform, "describe_endpoint", endpoint=endpoint)
+
+    def endpoint(self) -> dict[str, Any] | None:
+        """The deployed endpoint's record with its live status, or ``None``."""
+        state = self.store.read()
+        if not state.done("deploy"):
+            return None
+        return self._describe(state.stage("deploy").outputs)
+
+    def score(self, samples: int = 10, images: Any = None, labels: Any = None) -> ScoreResult:
+        """Score ``samples`` test images (or the given raw ``images``) on the endpoint."""
+        import numpy as np
+        import orjson
+
+        endpoint = self.endpoint()
+        if endpoint is None or endpoint["status"] != "InService":
+            status = "not deployed" if endpoint is None else f"status {endpoint['status']}"
+            raise StageError("score", f"the endpoint is {status}: run 'modelcycle deploy' first")
+        if images is None:
+            from modelcycle.core.datasets import load_dataset
+
+            test = load_dataset(self.config.data.dataset, self.config.data.path).test.take(samples)
+            images, labels = test.images, test.labels
+        body = orjson.dumps({"input_data": [{"values": np.asarray(images)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+        started = time.perf_counter()
+        status, payload, _ = self.registry.call_platform(
+            endpoint["platform"], "invoke_endpoint", endpoint=endpoint, body=body,
+            content_type="application/json", accept="application/json", token=self.config.endpoint_token(),
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        document = orjson.loads(payload)
+        if status != 200:
+            raise StageError("score", f"endpoint answered {status}: {document.get('error', document)}")
+        values = document["predictions"][0]["values"]
+        return ScoreResult(
+            predictions=[int(v[0]) for v in values],
+            probabilities=[list(v[1]) for v in values],
+            labels=[] if labels is None else [int(x) for x in labels],
+            response_time_ms=elapsed_ms,
+            scoring_id=document.get("scoring_id"),
+            response=document,
+        )
+
+    def _stop_endpoint(self) -> int:
+        state = self.store.read()
+        endpoint = state.stages.get("deploy")
+        if endpoint is None or not endpoint.outputs.get("name"):
+            return 0
+        platform = endpoint.outputs.get("platform", self.config.serving.platform)
+        self.registry.load_platform(platform, "serving")
+        return int(self.registry.call_platform(platform, "delete_endpoint", endpoint=endpoint.outputs))
+
+    def cleanup(self) -> dict[str, int]:
+        """Stop the endpoint and reset the stages that depended on it; returns removal counts."""
+        with self.store.lock(f"pid {os.getpid()} running 'cleanup'", self.lock_timeout):
+            removed = {"serving": self._stop_endpoint()}
+            state = self.store.read()
+            for name in ("deploy", "govern", "monitor"):
+                if name in state.stages:
+                    state.stages[name].status = "pending"
+                    state.stages[name].outputs = {}
+            state.record("cleanup", "done", removed=removed)
+            self.store.write(state)
+        return removed
+
+    def status(self) -> dict[str, Any]:
+        """The seeds' state table (trained/deployed/governed/monitored) plus ids and metrics."""
+        state = self.store.read()
+        train = state.stages.get("train")
+        endpoint = None
+        try:
+            endpoint = self.endpoint()
+        except ModelcycleError as exc:
+            endpoint = {"status": f"unknown ({exc})"}
+        flags = {stage.flag: state.done(name) for name, stage in STAGES.items()}
+        flags["deployed"] = bool(endpoint and endpoint.get("status") == "InService")
+        return {
+            "use_case": self.config.name,
+            "framework": self.config.framework,
+            "directory": str(self.directory),
+            **flags,
+            "stages": {name: record.status for name, record in state.stages.items()},
+            "run_id": train.outputs.get("run_id") if train else None,
+            "metrics": train.outputs.get("metrics", {}) if train else {},
+            "model_archive": train.outputs.get("archive") if train else None,
+            "endpoint": endpoint,
+        }

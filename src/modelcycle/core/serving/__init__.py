@@ -1,0 +1,1 @@
+"""Serving: request codecs, the inference pipeline and the ASGI endpoint app."""

@@ -1,0 +1,143 @@
+"""The endpoint's ASGI app: SageMaker's container contract plus the runtime API path.
+
+Routes: ``GET /ping``, ``POST /invocations``, ``POST /endpoints/{name}/invocations`` (what
+boto3's ``sagemaker-runtime`` client calls when pointed at the endpoint's URL) and
+``GET /metrics`` (Prometheus text). Client mistakes get a 4xx JSON error
+``{"error": {"code": 400, "message": "..."}}`` and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from modelcycle.core.errors import ServingError
+from modelcycle.core.serving.codecs import negotiate_accept
+from modelcycle.core.serving.pipeline import InferencePipeline
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status, headers=headers or None)
+
+
+class _Metrics:
+    def __init__(self, endpoint: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "modelcycle_requests", "Scoring requests by HTTP status", ["endpoint", "code"], registry=self.registry
+        )
+        self.records = Counter("modelcycle_records", "Records scored", ["endpoint"], registry=self.registry)
+        self.latency = Histogram(
+            "modelcycle_request_seconds",
+            "Scoring request latency (server side)",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+        )
+        self.endpoint = endpoint
+        self._records = self.records.labels(endpoint)
+        self._latency = self.latency.labels(endpoint)
+        self._codes: dict[int, Any] = {}
+
+    def observe(self, code: int, records: int, seconds: float) -> None:
+        counter = self._codes.get(code)
+        if counter is None:
+            counter = self._codes[code] = self.requests.labels(self.endpoint, str(code))
+        counter.inc()
+        if records:
+            self._records.inc(records)
+        self._latency.observe(seconds)
+
+
+def create_app(
+    pipeline: InferencePipeline,
+    name: str,
+    token: str | None = None,
+    max_body_bytes: int = 6 * 1024 * 1024,
+) -> FastAPI:
+    """Build the endpoint app around a loaded pipeline.
+
+    Args:
+        pipeline: the loaded model and its handlers.
+        name: the endpoint name (the runtime path's ``{name}`` must match it).
+        token: when set, ``/invocations`` and ``/metrics`` need ``Authorization: Bearer <token>``.
+        max_body_bytes: larger requests get 413 (SageMaker's limit is 6 MB).
+    """
+    app = FastAPI(title=f"modelcycle endpoint {name}", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = _Metrics(name)
+    expected_auth = f"Bearer {token}".encode() if token else None
+
+    def authorized(request: Request) -> bool:
+        if expected_auth is None:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, expected_auth)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise ServingError(f"request body is {int(declared)} bytes; the limit is {max_body_bytes} bytes", 413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise ServingError(f"request body exceeds the limit of {max_body_bytes} bytes", 413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def score(request: Request) -> Response:
+        started = time.perf_counter()
+        records = 0
+        if not authorized(request):
+            response: Response = _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                                        **{"WWW-Authenticate": "Bearer"})
+        else:
+            try:
+                accept = negotiate_accept(request.headers.get("accept"))
+                body = await read_body(request)
+                data = pipeline.decode(body, request.headers.get("content-type", ""))
+                probabilities = pipeline.predict(data)
+                scoring_id = uuid.uuid4().hex
+                payload, content_type = pipeline.encode(probabilities, accept, scoring_id)
+                records = len(probabilities)
+                response = Response(payload, media_type=content_type, headers={"X-Scoring-Id": scoring_id})
+            except ServingError as exc:
+                response = _error(exc.status_code, str(exc))
+            except Exception:  # a server-side defect, never a client's mistake
+                log.exception("scoring failed")
+                response = _error(500, "internal error while scoring; see the endpoint log")
+        metrics.observe(response.status_code, records, time.perf_counter() - started)
+        return response
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(b"", status_code=200)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        return await score(request)
+
+    @app.post("/endpoints/{endpoint_name}/invocations")
+    async def runtime_invocations(endpoint_name: str, request: Request) -> Response:
+        if endpoint_name != name:
+            return _error(404, f"endpoint '{endpoint_name}' is not served here; this is '{name}'")
+        return await score(request)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,75 @@
+"""The inference pipeline: the four handlers bound once, for the endpoint and for SageMaker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelcycle.core.artifacts import read_manifest
+from modelcycle.core.errors import PluginContractError
+from modelcycle.core.registry import PluginRegistry
+from modelcycle.core.serving.context import ServingContext
+
+__all__ = ["InferencePipeline", "sagemaker_handlers"]
+
+
+class InferencePipeline:
+    """Loads the model in ``model_dir`` with the plugin its manifest names, then decodes,
+    predicts and encodes requests through the ``input_fn``/``predict_fn``/``output_fn`` hooks.
+    """
+
+    def __init__(self, model_dir: str | Path, registry: PluginRegistry | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        manifest = read_manifest(self.model_dir)
+        self.registry = registry or PluginRegistry()
+        self.registry.load_framework(manifest.framework)
+        self.context = ServingContext(manifest=manifest, model_dir=self.model_dir)
+        self.model = self.registry.call_first("model_fn", model_dir=self.model_dir, context=self.context)
+        hook = self.registry.hook
+        self._input_fn, self._predict_fn, self._output_fn = hook.input_fn, hook.predict_fn, hook.output_fn
+
+    @property
+    def manifest(self) -> Any:
+        return self.context.manifest
+
+    def decode(self, body: bytes, content_type: str) -> np.ndarray:
+        """Body → raw pixels ``(N, C, H, W)``; raises ServingError (4xx) for bad input."""
+        return self._input_fn(body=body, content_type=content_type, context=self.context)
+
+    def predict(self, data: np.ndarray) -> np.ndarray:
+        """Raw pixels → class probabilities ``(N, K)``."""
+        result = self._predict_fn(data=data, model=self.model, context=self.context)
+        if result is None:
+            raise PluginContractError(f"framework '{self.manifest.framework}' did not answer 'predict_fn'")
+        return result
+
+    def encode(self, probabilities: np.ndarray, accept: str, scoring_id: str | None = None) -> tuple[bytes, str]:
+        """Probabilities → ``(body, content_type)`` for the negotiated ``accept`` type."""
+        return self._output_fn(prediction=probabilities, accept=accept, context=self.context, scoring_id=scoring_id)
+
+
+def sagemaker_handlers() -> tuple[Any, Any, Any, Any]:
+    """``model_fn, input_fn, predict_fn, output_fn`` with SageMaker's signatures.
+
+    ``model_fn`` returns the pipeline itself, which the other three receive as ``model``.
+    """
+    from modelcycle.core.serving.codecs import negotiate_accept
+
+    pipelines: dict[str, InferencePipeline] = {}
+
+    def model_fn(model_dir: str) -> InferencePipeline:
+        pipelines["current"] = InferencePipeline(model_dir)
+        return pipelines["current"]
+
+    def input_fn(body: bytes, content_type: str) -> np.ndarray:
+        return pipelines["current"].decode(body, content_type)
+
+    def predict_fn(data: np.ndarray, model: InferencePipeline) -> np.ndarray:
+        return model.predict(data)
+
+    def output_fn(prediction: np.ndarray, accept: str) -> tuple[bytes, str]:
+        return pipelines["current"].encode(prediction, negotiate_accept(accept))
+
+    return model_fn, input_fn, predict_fn, output_fn

@@ -1,0 +1,1 @@
+"""The local platform: in-process training and endpoints as detached uvicorn processes."""

@@ -1,0 +1,175 @@
+"""Start, probe and stop local endpoint processes (by pid), with their records."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from modelcycle.core.errors import EndpointError
+
+__all__ = ["start_endpoint", "endpoint_status", "stop_endpoint", "request", "process_alive"]
+
+_SERVER_MODULE = "modelcycle.platforms.local.server"
+
+
+def process_alive(pid: int | None) -> bool:
+    """True when ``pid`` runs a modelcycle endpoint server (guards against pid reuse)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    if not cmdline:  # a zombie: exited, not yet reaped
+        return False
+    return _SERVER_MODULE.encode() in cmdline
+
+
+def request(
+    host: str, port: int, method: str, path: str, body: bytes | None = None,
+    headers: dict[str, str] | None = None, timeout: float = 60.0,
+) -> tuple[int, bytes, str]:
+    """One HTTP request to a local endpoint; returns ``(status, body, content_type)``."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("content-type", "")
+    finally:
+        connection.close()
+
+
+def _log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_endpoint(
+    name: str, model_dir: Path, run_dir: Path, host: str = "127.0.0.1", port: int = 0,
+    token: str | None = None, threads: int = 1, max_body_mb: float = 6.0, timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Start a detached server process for ``model_dir`` and wait until ``/ping`` answers.
+
+    Returns:
+        The endpoint record: name, url, host, port, pid, status, model_dir, log, started_at.
+
+    Raises:
+        EndpointError: the process exited or did not become ready within ``timeout``; the
+            message carries the tail of its log. The process is stopped then.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ready = run_dir / f"{name}.ready.json"
+    log = run_dir / f"{name}.log"
+    ready.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MODELCYCLE_SERVING_THREADS": str(threads)}
+    env.pop("MODELCYCLE_ENDPOINT_TOKEN", None)
+    if token:
+        env["MODELCYCLE_ENDPOINT_TOKEN"] = token
+    command = [
+        sys.executable, "-m", _SERVER_MODULE, "--model-dir", str(model_dir), "--name", name,
+        "--host", host, "--port", str(port), "--ready-file", str(ready), "--max-body-mb", str(max_body_mb),
+    ]
+    with open(log, "ab") as log_file:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None:
+            raise EndpointError(
+                f"endpoint '{name}' exited with code {process.returncode} while starting; log {log}:\n{_log_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            _terminate(process.pid)
+            raise EndpointError(f"endpoint '{name}' did not become ready in {timeout:.0f} s; log {log}:\n{_log_tail(log)}")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    status, _, _ = request(host, info["port"], "GET", "/ping", timeout=10)
+    if status != 200:
+        _terminate(process.pid)
+        raise EndpointError(f"endpoint '{name}' answered /ping with {status}; log {log}")
+    url_host = f"[{host}]" if ":" in host else host
+    return {
+        "name": name,
+        "platform": "local",
+        "url": f"http://{url_host}:{info['port']}",
+        "host": host,
+        "port": info["port"],
+        "pid": process.pid,
+        "status": "InService",
+        "model_dir": str(model_dir),
+        "log": str(log),
+        "ready_file": str(ready),
+        "auth": bool(token),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def endpoint_status(record: dict[str, Any]) -> str:
+    """``InService`` (process alive and ``/ping`` 200), ``Unhealthy`` or ``Stopped``."""
+    if not process_alive(record.get("pid")):
+        return "Stopped"
+    try:
+        status, _, _ = request(record["host"], record["port"], "GET", "/ping", timeout=5)
+    except OSError:
+        return "Unhealthy"
+    return "InService" if status == 200 else "Unhealthy"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM ``pid``, wait up to ``grace`` seconds, then SIGKILL; reap it if it is our child."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                if _gone(pid):
+                    return
+            time.sleep(0.05)
+
+
+def stop_endpoint(record: dict[str, Any]) -> int:
+    """Stop the endpoint's process (SIGTERM, then SIGKILL) and remove its ready file.
+
+    Returns:
+        1 when an endpoint was removed (its process stopped or its leftovers deleted), else 0.
+    """
+    removed = 0
+    pid = record.get("pid")
+    if process_alive(pid):
+        _terminate(int(pid))  # type: ignore[arg-type]
+        removed = 1
+    ready = record.get("ready_file")
+    if ready and Path(ready).exists():
+        Path(ready).unlink()
+        removed = 1
+    return removed

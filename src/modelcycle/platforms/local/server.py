@@ -1,0 +1,99 @@
+"""The endpoint process: ``python -m modelcycle.platforms.local.server --model-dir DIR ...``.
+
+It binds its socket first (port 0 picks a free one), loads the model, then writes a ready file
+``{"pid", "host", "port"}`` so the deployer learns the port without races. The bearer token comes
+from ``MODELCYCLE_ENDPOINT_TOKEN`` (never from argv, which other users can read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["is_loopback", "main"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve one modelcycle model over HTTP.")
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--max-body-mb", type=float, default=6.0)
+    args = parser.parse_args(argv)
+
+    token = os.environ.get("MODELCYCLE_ENDPOINT_TOKEN") or None
+    if not is_loopback(args.host) and not token:
+        print(
+            f"refusing to bind {args.host}: serving beyond loopback needs a bearer token; set "
+            "serving.token in modelcycle.yaml or MODELCYCLE_ENDPOINT_TOKEN",
+            file=sys.stderr,
+        )
+        return 2
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+
+    import uvicorn
+
+    from modelcycle.core.serving.app import create_app
+    from modelcycle.core.serving.pipeline import InferencePipeline
+
+    pipeline = InferencePipeline(args.model_dir)
+    app = create_app(pipeline, args.name, token=token, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    options: dict[str, object] = {"access_log": False, "log_level": "warning", "timeout_keep_alive": 30}
+    try:
+        import uvloop  # noqa: F401
+
+        options["loop"] = "uvloop"
+    except ImportError:
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        options["http"] = "httptools"
+    except ImportError:
+        pass
+    server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+
+    if args.ready_file:
+        original_startup = server.startup
+
+        async def startup(sockets: list[socket.socket] | None = None) -> None:
+            await original_startup(sockets=sockets)
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": port}))
+            os.replace(tmp, args.ready_file)
+
+        server.startup = startup  # type: ignore[method-assign]
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

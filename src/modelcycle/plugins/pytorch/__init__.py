@@ -1,0 +1,1 @@
+"""The PyTorch framework plugin (entry point ``pytorch`` in ``modelcycle.frameworks``)."""

@@ -1,0 +1,93 @@
+"""The networks of the PyTorch plugin: the seeds' MNIST ConvNet, an FC net and a CIFAR-10 CNN.
+
+Every network takes a float tensor of shape ``(N, C, H, W)`` (already normalised) and returns
+log-probabilities of shape ``(N, num_classes)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    """The seeds' 2-conv MNIST CNN: conv 1→10 k5, conv 10→20 k5, Dropout2d, fc 320→50→10.
+
+    ``hidden_channels`` (the seed ``004`` sweep parameter) sets the second conv's width; the
+    default 20 reproduces the seed's summary (260 / 5,020 / 16,050 / 510 parameters).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        conv1_channels: int = 10,
+        hidden_channels: int = 20,
+        kernel_size: int = 5,
+        fc_size: int = 50,
+        dropout: float = 0.5,
+        image_size: int = 28,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, conv1_channels, kernel_size=kernel_size)
+        self.conv2 = nn.Conv2d(conv1_channels, hidden_channels, kernel_size=kernel_size)
+        self.conv2_drop = nn.Dropout2d()
+        side = ((image_size - kernel_size + 1) // 2 - kernel_size + 1) // 2
+        self.flat_features = hidden_channels * side * side
+        self.fc1 = nn.Linear(self.flat_features, fc_size)
+        self.fc2 = nn.Linear(fc_size, num_classes)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = x.flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class FCNet(nn.Module):
+    """A fully connected net (the seed's ``--model fc``): flatten → hidden → hidden → classes."""
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        num_classes: int = 10,
+        hidden_size: int = 64,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.layers(x), dim=1)
+
+
+class CifarNet(nn.Module):
+    """The PyTorch-tutorial CIFAR-10 CNN of seed ``002``: conv 3→6 k5, conv 6→16 k5, fc 400→120→84→10."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return F.log_softmax(self.fc3(x), dim=1)
