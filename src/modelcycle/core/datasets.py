@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import logging
 import os
@@ -225,7 +226,10 @@ class _SafeUnpickler(pickle.Unpickler):
         import codecs
 
         allowed: dict[tuple[str, str], object] = {
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell bytes
+        }
         for package in ("numpy.core", "numpy._core"):
             allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
             if hasattr(numeric, "_frombuffer"):  # protocol-5 pickles of arrays
@@ -393,7 +397,7 @@ def _download(name: str, cache: Path, failures: list[str]) -> bool:
                 log.info("downloading %s", url)
                 _fetch(url, cache / file, KNOWN_MD5.get(name, {}).get(file))
                 break
-            except (OSError, ValueError, DatasetIntegrityError) as exc:  # URLError is an OSError
+            except (OSError, ValueError, http.client.HTTPException, DatasetIntegrityError) as exc:
                 failures.append(f"{url}: {exc}")
         else:
             return False

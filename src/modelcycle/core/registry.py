@@ -127,6 +127,11 @@ class PluginRegistry:
                 f"{kind} '{name}' is not installed; installed {kind}s: {installed}. "
                 f"Pick one of those, or pip install the package that provides '{name}'."
             )
+        if self.pm.is_blocked(name):
+            raise PluginNotFoundError(
+                f"{kind} '{name}' is disabled (it is listed in disable_plugins); remove it from "
+                f"disable_plugins or pick another {kind}"
+            )
         existing = self.pm.get_plugin(name)
         if existing is not None:
             return existing
@@ -142,11 +147,12 @@ class PluginRegistry:
             raise PluginNotFoundError(
                 f"{kind} '{name}' could not be imported ({exc}). Install what it needs: {fix}."
             ) from exc
-        self.pm.register(plugin, name=name)
         try:
-            self.pm.check_pending()
+            self.pm.register(plugin, name=name)  # validates hookimpl arguments against the specs
+            self.pm.check_pending()  # refuses hookimpls matching no spec (misspelled hooks)
         except pluggy.PluginValidationError as exc:
-            self.pm.unregister(plugin)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
             raise PluginContractError(f"{kind} '{name}' is invalid: {exc}") from exc
         return plugin
 
@@ -192,11 +198,12 @@ class PluginRegistry:
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Register an extra in-process plugin (observers, overrides) and validate it."""
-        self.pm.register(plugin, name=name)
         try:
+            self.pm.register(plugin, name=name)
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self.pm.unregister(plugin)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
             raise PluginContractError(str(exc)) from exc
 
     # -- calling -------------------------------------------------------------------------

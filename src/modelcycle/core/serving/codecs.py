@@ -75,7 +75,10 @@ def _json_values(document: Any) -> Any:
                 raise ServingError('"input_data"[0] has no "values" key', 400)
             if len(rows) == 1:
                 return rows[0]["values"]
-            return [value for row in rows for value in row.get("values", [])]
+            for index, row in enumerate(rows):
+                if not isinstance(row, dict) or not isinstance(row.get("values"), list):
+                    raise ServingError(f'"input_data"[{index}] must be an object with a "values" list', 400)
+            return [value for row in rows for value in row["values"]]
         if "instances" in document:
             return document["instances"]
         keys = ", ".join(sorted(document)) or "none"
@@ -94,14 +97,16 @@ def _decode_json(body: bytes) -> np.ndarray:
         raise ServingError(f"malformed JSON body: {exc}", 400) from None
     values = _json_values(document)
     try:
-        array = np.asarray(values, dtype=np.float32)
+        array = np.asarray(values)  # no dtype: numpy would turn "12" into 12.0 and null into NaN
     except (ValueError, TypeError):
+        array = None
+    if array is None or array.dtype.kind not in _NUMERIC_KINDS:
         raise ServingError(
             "pixel values must be a rectangular array of numbers (rows of equal length, no "
             "strings or nulls)",
             400,
-        ) from None
-    return array
+        )
+    return array.astype(np.float32, copy=False)
 
 
 def _decode_npy(body: bytes) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""Shared fixtures: real MNIST, a small trained model, a live local endpoint (stopped by pid)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _data_dir() -> Path | None:
+    configured = os.environ.get("MODELCYCLE_DATA_DIR")
+    if configured and (Path(configured) / "mnist").is_dir():
+        return Path(configured)
+    return SHARED_DATA if (SHARED_DATA / "mnist").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The directory holding ``mnist/`` and ``fashion-mnist/`` (real IDX files)."""
+    found = _data_dir()
+    if found is None:
+        pytest.skip("real MNIST not found: set MODELCYCLE_DATA_DIR or put ../shared/data beside the repo")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads the user's cache, token or config overrides from the environment."""
+    for name in list(os.environ):
+        if name.startswith("MODELCYCLE_") and name != "MODELCYCLE_DATA_DIR":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    found = _data_dir()
+    if found is not None:
+        monkeypatch.setenv("MODELCYCLE_DATA_DIR", str(found))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def write_use_case(directory: Path, **sections: Any) -> Path:
+    """Write the packaged mnist-pytorch example into ``directory`` with ``sections`` merged in."""
+    template = REPO / "src" / "modelcycle" / "examples" / "mnist-pytorch" / "modelcycle.yaml"
+    config = yaml.safe_load(template.read_text())
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "modelcycle.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return directory
+
+
+SMALL = {
+    "data": {"dataset": "mnist", "train_limit": 2000, "test_limit": 500},
+    "hyperparameters": {"epochs": 1, "log_interval": 10},
+}
+
+
+@pytest.fixture
+def small_use_case(tmp_path: Path, data_dir: Path) -> Path:
+    """A use case directory that trains on 2,000 MNIST images for one epoch (seconds)."""
+    return write_use_case(tmp_path / "uc", name="small-mnist", **SMALL)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory (manifest, weights, code/) trained once per session on 2,000 images."""
+    data = _data_dir()
+    if data is None:
+        pytest.skip("real MNIST not found")
+    from modelcycle.core.lifecycle import UseCase
+
+    directory = write_use_case(tmp_path_factory.mktemp("trained") / "uc", name="trained-mnist", **SMALL)
+    previous = os.environ.get("MODELCYCLE_DATA_DIR")
+    os.environ["MODELCYCLE_DATA_DIR"] = str(data)
+    try:
+        outputs = UseCase(directory).train()
+    finally:
+        if previous is None:
+            os.environ.pop("MODELCYCLE_DATA_DIR", None)
+    return Path(outputs["model_dir"])
+
+
+@pytest.fixture(scope="module")
+def endpoint(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A live local endpoint serving ``trained_model_dir``; stopped by pid afterwards."""
+    from modelcycle.platforms.local.endpoints import process_alive, start_endpoint, stop_endpoint
+
+    record = start_endpoint("test-endpoint", trained_model_dir, tmp_path_factory.mktemp("endpoint"))
+    try:
+        yield record
+    finally:
+        stop_endpoint(record)
+        assert not process_alive(record["pid"])
+
+
+@pytest.fixture(scope="session")
+def mnist_test_images() -> tuple[Any, Any]:
+    """The first 64 raw MNIST test images (uint8 N×28×28) and their labels."""
+    data = _data_dir()
+    if data is None:
+        pytest.skip("real MNIST not found")
+    from modelcycle.core.datasets import load_dataset
+
+    test = load_dataset("mnist", data / "mnist").test.take(64)
+    return test.images, test.labels
+
+
+def copy_model(model_dir: Path, destination: Path) -> Path:
+    """A private copy of a model directory a test may modify."""
+    shutil.copytree(model_dir, destination)
+    return destination
