@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from modelcycle.core.errors import ServingError
@@ -76,13 +77,17 @@ def create_app(
     """
     app = FastAPI(title=f"modelcycle endpoint {name}", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = _Metrics(name)
-    expected_auth = f"Bearer {token}".encode() if token else None
+    expected_token = token.encode() if token else None
 
     def authorized(request: Request) -> bool:
-        if expected_auth is None:
+        if expected_token is None:
             return True
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected_auth)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected_token)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail))
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")

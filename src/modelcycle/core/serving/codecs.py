@@ -131,7 +131,7 @@ def conform_images(array: np.ndarray, input_shape: tuple[int, int, int]) -> np.n
     shape = array.shape
     if shape == (h, w) and c == 1 or shape == (c, h, w):
         array = array.reshape(1, c, h, w)
-    elif shape == (h, w, c) and c != 1:
+    elif shape == (h, w, c):
         array = array.reshape(1, h, w, c).transpose(0, 3, 1, 2)
     elif array.ndim == 3 and shape[1:] == (h, w) and c == 1:
         array = array.reshape(shape[0], 1, h, w)

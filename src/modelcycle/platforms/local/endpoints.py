@@ -58,6 +58,23 @@ def _log_tail(log: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _wait_ready(name: str, process: subprocess.Popen[bytes], ready: Path, log: Path, host: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None:
+            raise EndpointError(
+                f"endpoint '{name}' exited with code {process.returncode} while starting; log {log}:\n{_log_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise EndpointError(f"endpoint '{name}' did not become ready in {timeout:.0f} s; log {log}:\n{_log_tail(log)}")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    status, _, _ = request(host, info["port"], "GET", "/ping", timeout=10)
+    if status != 200:
+        raise EndpointError(f"endpoint '{name}' answered /ping with {status}; log {log}")
+    return info
+
+
 def start_endpoint(
     name: str, model_dir: Path, run_dir: Path, host: str = "127.0.0.1", port: int = 0,
     token: str | None = None, threads: int = 1, max_body_mb: float = 6.0, timeout: float = 120.0,
@@ -88,21 +105,11 @@ def start_endpoint(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
             env=env, start_new_session=True, close_fds=True,
         )
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None:
-            raise EndpointError(
-                f"endpoint '{name}' exited with code {process.returncode} while starting; log {log}:\n{_log_tail(log)}"
-            )
-        if time.monotonic() > deadline:
-            _terminate(process.pid)
-            raise EndpointError(f"endpoint '{name}' did not become ready in {timeout:.0f} s; log {log}:\n{_log_tail(log)}")
-        time.sleep(0.05)
-    info = json.loads(ready.read_text())
-    status, _, _ = request(host, info["port"], "GET", "/ping", timeout=10)
-    if status != 200:
+    try:
+        info = _wait_ready(name, process, ready, log, host, timeout)
+    except BaseException:  # never leave a half-started server behind (errors, Ctrl-C)
         _terminate(process.pid)
-        raise EndpointError(f"endpoint '{name}' answered /ping with {status}; log {log}")
+        raise
     url_host = f"[{host}]" if ":" in host else host
     return {
         "name": name,

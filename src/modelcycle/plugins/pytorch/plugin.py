@@ -7,12 +7,14 @@ the network is rebuilt from the manifest's ``model`` section, so no pickled code
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from modelcycle.core.errors import ArtifactError
 from modelcycle.core.markers import hookimpl
 from modelcycle.plugins.pytorch import training
 from modelcycle.plugins.pytorch.config import PytorchModelConfig
@@ -103,8 +105,14 @@ def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     config = PytorchModelConfig.model_validate(manifest.model)
     channels, side, _ = manifest.input_schema.shape
     model = _build(config, channels, side, len(manifest.classes))
-    state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        raise ArtifactError(
+            f"cannot load {WEIGHTS} from {model_dir}: {exc}. It must be a state_dict saved by "
+            "modelcycle's pytorch plugin (arbitrary pickles are refused)"
+        ) from exc
     model.eval()
     return model
 
