@@ -47,13 +47,14 @@ def modelcycle_epoch(registry: PluginRegistry, config: UseCaseConfig, out: dict[
 
 
 def raw_epoch(config: UseCaseConfig, out: dict[str, Any]) -> float:
-    """Seconds for the hand-written loop: normalise, 1 epoch, evaluate."""
+    """Seconds for the hand-written loop: normalise, 1 epoch, evaluate — channels-last, its
+    fastest form on CPU (about 30% faster than NCHW here)."""
     dataset, _ = load_training_data(config)
     torch.manual_seed(config.hyperparameters.seed)
-    model = ConvNet()
+    model = ConvNet().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     started = time.perf_counter()
-    x = to_tensor(dataset.train.images)
+    x = to_tensor(dataset.train.images).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(dataset.train.labels.astype(np.int64))
     train_one_epoch(model, optimizer, x, y, batch_size=64)
     accuracy = evaluate(model, dataset.test.images, dataset.test.labels)
@@ -68,6 +69,8 @@ def run(rounds: int = 3) -> dict[str, Any]:
     registry.load_framework("pytorch")
     load_training_data(config)  # warm the dataset cache outside the timing
     out: dict[str, Any] = {}
+    modelcycle_epoch(registry, config, {})  # warm-up: first-touch allocations, kernels
+    raw_epoch(config, {})
     mc, raw, pairs = interleave(lambda: modelcycle_epoch(registry, config, out), lambda: raw_epoch(config, out), rounds)
     return {
         "modelcycle_s": mc, "raw_s": raw, "ratio": mc / raw, "pairs": pairs,

@@ -24,7 +24,7 @@ from _common import MEAN, STD, load_convnet_class, load_mnist  # noqa: E402
 
 def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, 28, 28)`` → normalised float32 ``(N, 1, 28, 28)``."""
-    x = torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)
+    x = torch.from_numpy(np.array(images_u8, copy=True)).float().div_(255.0)
     return x.sub_(MEAN).div_(STD).unsqueeze(1)
 
 

@@ -17,10 +17,15 @@ __all__ = ["to_tensor", "make_optimizer", "train_step", "fit", "evaluate"]
 
 
 def to_tensor(images: np.ndarray, context: TrainingContext) -> torch.Tensor:
-    """Raw uint8 images ``(N, H, W[, C])`` → normalised float32 ``(N, C, H, W)``, in one pass."""
+    """Raw uint8 images ``(N, H, W[, C])`` → normalised float32 ``(N, C, H, W)``, in one pass,
+    laid out channels-last (torch's CPU conv and max-pool kernels are ~30% faster that way)."""
+    prep = context.preprocessing
+    assert prep is not None, "the trainer sets preprocessing before fit"
     raw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    assert context.preprocessing is not None, "the trainer sets preprocessing before fit"
-    return torch.from_numpy(context.preprocessing.apply(raw.astype(np.float32)))
+    tensor = torch.from_numpy(np.array(raw, dtype=np.float32, copy=True))  # torch ops: multi-threaded
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1) * prep.scale
+    std = torch.tensor(prep.std, dtype=torch.float32).view(1, -1, 1, 1) * prep.scale
+    return tensor.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
 def make_optimizer(model: torch.nn.Module, context: TrainingContext, steps: int) -> None:
@@ -90,6 +95,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> T
     y_test = torch.from_numpy(dataset.test.labels.astype(np.int64))
     total = len(x_train)
     num_batches = (total + hp.batch_size - 1) // hp.batch_size
+    model.to(memory_format=torch.channels_last)
     make_optimizer(model, context, steps=hp.epochs * num_batches)
     generator = torch.Generator().manual_seed(hp.seed)
     metrics: dict[str, float] = {}
