@@ -15,6 +15,9 @@ from typing import Any
 __all__ = ["main", "build_parser"]
 
 EXAMPLES = ("mnist",)
+#: Modules that add subcommands with ``add_commands(subparsers)``; they must import nothing heavy
+#: at module level (``modelcycle --help`` builds every parser).
+COMMAND_MODULES = ("modelcycle.core.monitoring.commands",)
 
 
 def _use_case(args: argparse.Namespace) -> Any:
@@ -222,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", default="deploy", help="last stage to run (default: deploy)")
     run.add_argument("--force", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    import importlib
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands, _use_case, _print_json)
     return parser
 
 

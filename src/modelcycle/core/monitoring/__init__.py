@@ -1,0 +1,1 @@
+"""Monitoring: payload and feedback records, quality and drift evaluations."""
