@@ -31,7 +31,13 @@ demo: setup
 	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) score --samples 10; \
 	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) status
 
-test: setup
+# The example third-party adapter is installed the way a user installs one (not editable).
+ADAPTER := tests/resources/modelcycle-example-adapter
+$(VENV)/.adapter: $(VENV)/.installed $(wildcard $(ADAPTER)/pyproject.toml $(ADAPTER)/src/*/*.py)
+	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall ./$(ADAPTER) 2>&1 | grep -v "is ignored" || true
+	touch $@
+
+test: setup $(VENV)/.adapter
 	$(PY) -m pytest
 
 bench: setup

@@ -22,6 +22,17 @@ def _data_dir() -> Path | None:
     return SHARED_DATA if (SHARED_DATA / "mnist").is_dir() else None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Class- and session-scoped fixtures run before the per-test environment is set: give them
+    the real data and a private dataset cache from the start."""
+    found = _data_dir()
+    if found is not None:
+        os.environ.setdefault("MODELCYCLE_DATA_DIR", str(found))
+    import tempfile
+
+    os.environ.setdefault("MODELCYCLE_CACHE_DIR", tempfile.mkdtemp(prefix="modelcycle-test-cache-"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The directory holding ``mnist/`` and ``fashion-mnist/`` (real IDX files)."""

@@ -69,7 +69,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     table = Table(title="installed modelcycle plugins")
     for column in ("kind", "name", "distribution", "version", "module"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for p in plugins:
         table.add_row(p.kind, p.name, p.distribution, p.version, p.value)
     Console().print(table)

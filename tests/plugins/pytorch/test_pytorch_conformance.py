@@ -1,0 +1,8 @@
+"""The PyTorch plugin passes the adapter contract exactly as a third-party adapter would."""
+
+from modelcycle.testing import FrameworkConformance
+
+
+class TestPytorchConformance(FrameworkConformance):
+    framework = "pytorch"
+    model_options = {"architecture": "cnn", "hidden_channels": 10}

@@ -1,0 +1,1 @@
+"""A scikit-learn MLP as a modelcycle framework adapter."""
