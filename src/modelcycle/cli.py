@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 EXAMPLES = ("mnist",)
 #: Modules that add subcommands with ``add_commands(subparsers)``; they must import nothing heavy
 #: at module level (``modelcycle --help`` builds every parser).
-COMMAND_MODULES = ("modelcycle.core.monitoring.commands",)
+COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.platforms.sagemaker.commands")
 
 
 def _use_case(args: argparse.Namespace) -> Any:
@@ -101,7 +101,63 @@ def _print_endpoint(endpoint: dict[str, Any]) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     use_case = _use_case(args)
-    _print_endpoint(use_case.deploy(force=args.force))
+    endpoint = use_case.deploy(force=args.force, run_id=args.run, best=args.best)
+    _print_endpoint(endpoint)
+    print(f"serving run {endpoint.get('run_id')}")
+    return 0
+
+
+def _print_runs(runs: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    varying = sorted(
+        {k for r in runs for k in r["params"] if len({x["params"].get(k) for x in runs}) > 1}
+    ) or ["model.hidden_channels", "learning_rate", "epochs"]
+    table = Table(title=title)
+    for column in ("run", "status", *varying, "test_accuracy", "test_loss", "duration_s"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        metrics = run["metrics"]
+        table.add_row(
+            run["run_id"][:8],
+            run["status"],
+            *[run["params"].get(k, "") for k in varying],
+            f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "",
+            f"{metrics['test_loss']:.4f}" if "test_loss" in metrics else "",
+            f"{run['duration_s']:.1f}" if run.get("duration_s") else "",
+        )
+    Console().print(table)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from modelcycle.core.experiments import list_runs
+
+    use_case = _use_case(args)
+    runs = list_runs(use_case, sort=args.sort, ascending=True if args.ascending else None)
+    if args.json:
+        _print_json(runs)
+    elif not runs:
+        print("no tracked runs yet: run 'modelcycle train'")
+    else:
+        _print_runs(runs, f"runs of {use_case.config.name}" + (f" by {args.sort}" if args.sort else ""))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from modelcycle.core.config import parse_overrides
+    from modelcycle.core.experiments import list_runs, sweep
+
+    name, _, values = args.param.partition("=")
+    results = sweep(Path(args.directory), name.strip(), [v.strip() for v in values.split(",") if v.strip()],
+                    parse_overrides(args.set or []))
+    use_case = _use_case(args)
+    swept = {r["run_id"] for r in results}
+    runs = [r for r in list_runs(use_case, sort=args.sort) if r["run_id"] in swept]
+    if args.json:
+        _print_json(runs)
+    else:
+        _print_runs(runs, f"sweep of {name.strip()} by {args.sort}")
     return 0
 
 
@@ -141,6 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     endpoint = status["endpoint"]
     if endpoint:
         print(f"endpoint        {endpoint.get('name')}  {endpoint.get('url')}  {endpoint.get('status')}")
+        if endpoint.get("run_id"):
+            print(f"serving run     {endpoint['run_id']}")
     return 0
 
 
@@ -203,7 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = commands.add_parser("deploy", help="serve the trained model on an endpoint")
     deploy.add_argument("--force", action="store_true", help="redeploy even if the endpoint is in service")
+    choice = deploy.add_mutually_exclusive_group()
+    choice.add_argument("--run", metavar="ID", help="deploy this tracked run's model (a prefix is enough)")
+    choice.add_argument("--best", metavar="METRIC", help="deploy the finished run with the best METRIC, e.g. test_accuracy")
     deploy.set_defaults(func=cmd_deploy)
+
+    runs = commands.add_parser("runs", help="list tracked training runs (the ExperimentAnalytics table)")
+    runs.add_argument("--sort", metavar="METRIC", help="sort by a metric, e.g. test_accuracy (best first)")
+    runs.add_argument("--ascending", action="store_true", help="smallest first")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+
+    sweep = commands.add_parser("sweep", help="train one run per value of a parameter and compare them")
+    sweep.add_argument("--param", required=True, metavar="NAME=V1,V2,...", help="e.g. hidden_channels=2,5,10,20,32")
+    sweep.add_argument("--sort", default="test_accuracy", metavar="METRIC")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
 
     score = commands.add_parser("score", help="score test images on the endpoint")
     score.add_argument("--samples", type=int, default=10)

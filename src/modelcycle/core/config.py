@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelcycle.core.errors import ConfigError
 
@@ -82,12 +82,122 @@ class ServingConfig(_Section):
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class TrackingConfig(_Section):
+    """MLflow tracking: the embedded store under ``.modelcycle/`` unless ``uri`` names another."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = Field(default=None, description="default: the use case's name")
+
+
 class GovernanceConfig(_Section):
     backend: str = "local"
 
 
+_QualityMetric = Literal[
+    "accuracy", "weighted_precision", "weighted_recall", "weighted_f_measure",
+    "weighted_true_positive_rate", "weighted_false_positive_rate", "log_loss",
+]
+_DriftMetric = Literal["prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift"]
+
+
+class _Threshold(_Section):
+    """``{metric_id, type: lower_limit|upper_limit, value}`` — OpenScale's threshold shape."""
+
+    type: Literal["lower_limit", "upper_limit"]
+    value: float
+
+    @classmethod
+    def _refuse_misplaced_value(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "value" not in data:
+            for key in ("lower_limit", "upper_limit"):
+                if key in data:
+                    raise ValueError(
+                        f"the limit goes under the key 'value' (type: {key}, value: {data[key]}); "
+                        f"'{key}: {data[key]}' is the mlmonitor spelling that OpenScale silently ignores"
+                    )
+        return data
+
+
+class QualityThreshold(_Threshold):
+    metric_id: _QualityMetric
+
+    @model_validator(mode="before")
+    @classmethod
+    def _value_key(cls, data: Any) -> Any:
+        return cls._refuse_misplaced_value(data)
+
+
+class DriftThreshold(_Threshold):
+    metric_id: _DriftMetric
+    type: Literal["lower_limit", "upper_limit"] = "upper_limit"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _value_key(cls, data: Any) -> Any:
+        return cls._refuse_misplaced_value(data)
+
+
+def _unique_thresholds(thresholds: list[Any]) -> list[Any]:
+    seen = set()
+    for threshold in thresholds:
+        key = (threshold.metric_id, threshold.type)
+        if key in seen:
+            raise ValueError(f"two thresholds for {threshold.metric_id} {threshold.type}; keep one")
+        seen.add(key)
+    return thresholds
+
+
+class QualityMonitorConfig(_Section):
+    """Quality over feedback records. ``thresholds`` override the defaults per (metric_id, type);
+    the default is OpenScale's: accuracy lower_limit 0.8."""
+
+    enabled: bool = True
+    min_feedback_data_size: int = Field(default=50, gt=0)
+    max_records: int | None = Field(default=None, gt=0, description="the most recent N feedback records; all if unset")
+    thresholds: list[QualityThreshold] = Field(default_factory=list)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _one_per_metric(cls, value: list[QualityThreshold]) -> list[QualityThreshold]:
+        return _unique_thresholds(value)
+
+
+class DriftMonitorConfig(_Section):
+    """Drift of the most recent payload vs the baseline. ``thresholds`` override the defaults per
+    (metric_id, type): upper_limit 0.1 on prediction/confidence drift, 0.2 on the input KS statistics."""
+
+    enabled: bool = True
+    min_samples: int = Field(default=100, gt=0)
+    max_samples: int = Field(default=10_000, gt=0, description="size of the recent payload window")
+    baseline_samples: int = Field(default=2000, gt=0, description="held-out test images scored for the baseline")
+    thresholds: list[DriftThreshold] = Field(default_factory=list)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _one_per_metric(cls, value: list[DriftThreshold]) -> list[DriftThreshold]:
+        return _unique_thresholds(value)
+
+
+class PayloadLoggingConfig(_Section):
+    """The endpoint's payload log: journaled before each 200, drained into the store in batches."""
+
+    enabled: bool = True
+    sampling_percentage: float = Field(default=100.0, ge=0, le=100)
+    fsync: bool = Field(default=False, description="fsync the journal per request: survives power loss, costs throughput")
+    flush_interval_ms: int = Field(default=200, gt=0)
+    batch_records: int = Field(default=500, gt=0)
+
+
 class MonitoringConfig(_Section):
+    """Monitoring: the SQL store (``database_url``, else ``MODELCYCLE_DATABASE_URL``, else SQLite
+    ``.modelcycle/monitoring.db``), payload logging, and the quality and drift monitors."""
+
     backend: str = "local"
+    database_url: SecretStr | None = None
+    payload: PayloadLoggingConfig = Field(default_factory=PayloadLoggingConfig)
+    quality: QualityMonitorConfig = Field(default_factory=QualityMonitorConfig)
+    drift: DriftMonitorConfig = Field(default_factory=DriftMonitorConfig)
 
 
 class UseCaseConfig(_Section):
@@ -102,6 +212,7 @@ class UseCaseConfig(_Section):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     disable_plugins: list[str] = Field(default_factory=list)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from modelcycle.core.config import UseCaseConfig, load_config, validate_section
 from modelcycle.core.errors import ModelcycleError, StageError
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.state import State, StateStore, utcnow
+from modelcycle.core.tracking import RunTracker, record_training, start_tracker
 
 __all__ = ["UseCase", "Stage", "PIPELINE", "ScoreResult"]
 
@@ -57,6 +59,21 @@ class ScoreResult:
     response_time_ms: float
     scoring_id: str | None
     response: dict[str, Any]
+
+
+@contextmanager
+def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
+    """With ``capture: autolog``, make the tracked run MLflow's active run in this thread, so the
+    framework plugin's MLflow autolog writes into it."""
+    if capture != "autolog":
+        yield
+        return
+    import mlflow
+
+    run_id = tracker.wait_until_ready()
+    mlflow.set_tracking_uri(tracker.uri)
+    with mlflow.start_run(run_id=run_id):
+        yield
 
 
 class UseCase:
@@ -168,8 +185,24 @@ class UseCase:
                 output_dir=self.work_dir / "runs" / run_id,
             )
             platform = self._platform("training")
-            result = registry.call_platform(platform, "run_training_job", context=context)
-            return {**result.outputs(), "platform": platform, "framework": self.config.framework}
+            tracker = start_tracker(self.config, self.work_dir, self.directory, run_id, platform)
+            if tracker is None:
+                result = registry.call_platform(platform, "run_training_job", context=context)
+                return {**result.outputs(), "platform": platform, "framework": self.config.framework}
+            registry.register(tracker, name=f"modelcycle.tracking.{run_id}")
+            status = "FAILED"
+            try:
+                with _autolog_run(tracker, self.config.capture):
+                    result = registry.call_platform(platform, "run_training_job", context=context)
+                record_training(tracker, result)
+                status = "FINISHED"
+            finally:
+                registry.pm.unregister(tracker)
+                mlflow_run_id = tracker.finish(status)
+            return {
+                **result.outputs(), "platform": platform, "framework": self.config.framework,
+                "mlflow_run_id": mlflow_run_id, "tracking_uri": tracker.uri,
+            }
 
         self.model_config  # a bad framework or model: section fails before any state changes
         if force:
@@ -179,11 +212,28 @@ class UseCase:
     def _endpoint_name(self, run_id: str) -> str:
         return f"{self.config.name}-{run_id[:8]}"
 
-    def deploy(self, force: bool = False) -> dict[str, Any]:
-        """Serve the trained model on the serving platform; returns the endpoint record."""
+    def deploy(self, force: bool = False, run_id: str | None = None, best: str | None = None) -> dict[str, Any]:
+        """Serve a trained model on the serving platform; returns the endpoint record.
+
+        Args:
+            force: redeploy even when the endpoint is in service.
+            run_id: deploy this tracked run's model (a prefix is enough) instead of the latest.
+            best: deploy the finished run with the best value of this metric (e.g. test_accuracy).
+        """
+        chosen: dict[str, Any] | None = None
+        if run_id or best:
+            from modelcycle.core.experiments import find_run
+
+            chosen = find_run(self, run_id=run_id, best=best)
+
+        def target(state: State) -> tuple[str, Path]:
+            if chosen is not None:
+                return chosen["run_id"], Path(chosen["model_dir"])
+            train = state.stage("train").outputs
+            return train["run_id"], Path(train["model_dir"])
 
         def action(state: State) -> dict[str, Any]:
-            train = state.stage("train").outputs
+            target_run, model_dir = target(state)
             previous = state.stage("deploy").outputs
             platform = self._platform("serving")
             if previous.get("name"):
@@ -191,14 +241,18 @@ class UseCase:
             return self.registry.call_platform(
                 platform,
                 "deploy_endpoint",
-                name=self._endpoint_name(train["run_id"]),
-                model_dir=Path(train["model_dir"]),
+                name=self._endpoint_name(target_run),
+                model_dir=model_dir,
                 settings=self.config.serving,
                 token=self.config.endpoint_token(),
                 work_dir=self.work_dir,
-            ) | {"run_id": train["run_id"]}
+            ) | {"run_id": target_run}
 
-        return self._run_stage("deploy", action, force, still_valid=lambda out: self._describe(out)["status"] == "InService")
+        def still_valid(outputs: dict[str, Any]) -> bool:
+            wanted = chosen["run_id"] if chosen else self.store.read().stage("train").outputs.get("run_id")
+            return outputs.get("run_id") == wanted and self._describe(outputs)["status"] == "InService"
+
+        return self._run_stage("deploy", action, force, still_valid=still_valid)
 
     def run(self, until: str = PIPELINE[-1], force: bool = False) -> dict[str, dict[str, Any]]:
         """Run the pipeline's stages in order up to ``until``, skipping those already done."""

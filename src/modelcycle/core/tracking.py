@@ -1,0 +1,258 @@
+"""Experiment tracking on MLflow: every ``train`` is an MLflow run.
+
+The store is embedded (``sqlite:///<use case>/.modelcycle/mlflow.db``) unless the config names
+any tracking URI. Tracking must not slow training down, so :class:`RunTracker` imports MLflow,
+opens the store and creates the run on a background thread while data loads and the model
+trains; epoch metrics are queued and written by that thread; :meth:`RunTracker.finish` flushes
+everything. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelcycle.core.markers import hookimpl
+
+__all__ = ["RunTracker", "default_tracking_uri", "git_commit", "flatten"]
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+def default_tracking_uri(work_dir: Path) -> str:
+    """The embedded store of a use case."""
+    return f"sqlite:///{Path(work_dir).resolve() / 'mlflow.db'}"
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit of the git checkout holding ``directory`` (``None`` outside a checkout)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}`` (MLflow params are flat strings)."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif value is not None:
+            flat[name] = str(value)
+    return flat
+
+
+class RunTracker:
+    """One MLflow run, written from a background thread.
+
+    Args:
+        uri: the MLflow tracking URI.
+        experiment: experiment name (the use case's name).
+        run_name: the run's display name.
+        tags: tags set when the run is created.
+    """
+
+    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = tags
+        self.mlflow_run_id: str | None = None
+        self.error: BaseException | None = None
+        self.epochs_logged = 0
+        self._ready = threading.Event()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="modelcycle-tracking", daemon=True)
+
+    # -- background thread -----------------------------------------------------------------
+    def start(self) -> RunTracker:
+        self._thread.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.uri)
+            experiment = client.get_experiment_by_name(self.experiment)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+            run = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+            self.mlflow_run_id = run.info.run_id
+        except BaseException as exc:  # noqa: BLE001 - reported by finish(), never kills training
+            self.error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                item(client, self.mlflow_run_id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("tracking: %s", exc)
+                self.error = self.error or exc
+
+    def _submit(self, action: Callable[[Any, str], None]) -> None:
+        self._queue.put(action)
+
+    # -- what training code calls ----------------------------------------------------------
+    def wait_until_ready(self, timeout: float = 120.0) -> str:
+        """Block until the run exists; return its MLflow id (needed for autolog)."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the MLflow store at {self.uri} did not answer in {timeout:.0f} s")
+        if self.error is not None or self.mlflow_run_id is None:
+            raise RuntimeError(f"could not create an MLflow run at {self.uri}: {self.error}")
+        return self.mlflow_run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from_flat = flatten(params)
+
+        def action(client: Any, run_id: str) -> None:
+            from mlflow.entities import Param
+
+            items = [Param(k, v[:6000]) for k, v in from_flat.items()]
+            for start in range(0, len(items), 100):
+                client.log_batch(run_id, params=items[start : start + 100])
+
+        self._submit(action)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        stamp = int(time.time() * 1000)
+        values = {k: float(v) for k, v in metrics.items()}
+
+        def action(client: Any, run_id: str) -> None:
+            from mlflow.entities import Metric
+
+            client.log_batch(run_id, metrics=[Metric(k, v, stamp, step or 0) for k, v in values.items()])
+
+        self._submit(action)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        flat = flatten(tags)
+
+        def action(client: Any, run_id: str) -> None:
+            from mlflow.entities import RunTag
+
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in flat.items()])
+
+        self._submit(action)
+
+    def log_dataset(self, name: str, source: str, checksums: dict[str, str], records: dict[str, int]) -> None:
+        """Record the dataset as a run input (name, source, digest over the file checksums)."""
+
+        def action(client: Any, run_id: str) -> None:
+            import hashlib
+            import json
+
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            digest = hashlib.md5("".join(sorted(checksums.values())).encode()).hexdigest()[:16]
+            dataset = Dataset(
+                name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                schema=json.dumps({"files": checksums}), profile=json.dumps(records),
+            )
+            client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+        self._submit(action)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._submit(lambda client, run_id: client.log_text(run_id, text, artifact_file))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._submit(lambda client, run_id: client.log_artifact(run_id, str(path), artifact_path))
+
+    def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
+        """Flush every queued record, end the run with ``status``; returns the MLflow run id."""
+        if self.mlflow_run_id is not None or not self._ready.is_set():
+            self._submit(lambda client, run_id: client.set_terminated(run_id, status))
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self.error is not None:
+            log.warning("tracking incomplete for %s: %s", self.uri, self.error)
+        return self.mlflow_run_id
+
+    # -- observer hooks --------------------------------------------------------------------
+    @hookimpl
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], context: Any) -> None:
+        """Per-epoch metrics (both capture modes), step = epoch."""
+        if getattr(context, "rank", 0) == 0:
+            self.epochs_logged += 1
+            self.log_metrics(metrics, step=epoch)
+
+
+
+def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, platform: str) -> RunTracker | None:
+    """Start tracking a training run (``None`` when ``tracking.enabled`` is false)."""
+    if not config.tracking.enabled:
+        return None
+    tags = {
+        "modelcycle.run_id": run_id,
+        "modelcycle.use_case": config.name,
+        "modelcycle.framework": config.framework,
+        "modelcycle.platform": platform,
+        "modelcycle.capture": config.capture,
+        "mlflow.source.name": "modelcycle train",
+        "job_name": f"{config.name}-{run_id[:8]}",
+    }
+    commit = git_commit(directory)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tracker = RunTracker(
+        uri=config.tracking.uri or default_tracking_uri(work_dir),
+        experiment=config.tracking.experiment or config.name,
+        run_name=tags["job_name"],
+        tags=tags,
+    )
+    tracker.log_params(
+        {
+            **config.hyperparameters.model_dump(),
+            "model": config.model,
+            "data": config.data.model_dump(),
+            "framework": config.framework,
+        }
+    )
+    return tracker.start()
+
+
+def record_training(tracker: RunTracker, result: Any) -> None:
+    """Queue what a finished run produced: final metrics, facts, dataset input, summary, artifacts."""
+    from modelcycle.core.artifacts import read_manifest
+
+    if tracker.epochs_logged:  # per-epoch metrics were logged as training went
+        tracker.log_metrics({"duration_s": result.duration_s})
+    else:  # trained elsewhere (a remote job): log the final metrics once
+        tracker.log_metrics({**result.metrics, "duration_s": result.duration_s}, step=len(result.history))
+    facts = result.facts or {}
+    if facts.get("params"):
+        tracker.log_params(facts["params"])
+    if facts.get("metrics"):
+        tracker.log_metrics(facts["metrics"])
+    if facts.get("tags"):
+        tracker.set_tags(facts["tags"])
+    if result.summary:
+        tracker.log_text(result.summary, "model_summary.txt")
+    if result.model_dir is not None and Path(result.model_dir).exists():
+        manifest = read_manifest(Path(result.model_dir))
+        tracker.log_params({"preprocessing": manifest.preprocessing.model_dump()})
+        tracker.log_dataset(
+            manifest.dataset.name,
+            source=str(result.model_dir),
+            checksums=manifest.dataset.checksums,
+            records={"train": manifest.dataset.train_records, "test": manifest.dataset.test_records},
+        )
+        tracker.log_artifact(Path(result.model_dir) / "modelcycle.json", "model")
+    if result.archive is not None and Path(result.archive).exists():
+        tracker.log_artifact(Path(result.archive), "model")

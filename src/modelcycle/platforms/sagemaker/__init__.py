@@ -1,0 +1,1 @@
+"""The SageMaker platform: training jobs, endpoints and pipelines through the sagemaker SDK."""
