@@ -8,6 +8,7 @@ again). Every transition is persisted atomically under the use case's lock.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,7 +47,7 @@ STAGES: dict[str, Stage] = {
     )
 }
 #: The stages ``run`` goes through, in order.
-PIPELINE: tuple[str, ...] = ("train", "deploy")
+PIPELINE: tuple[str, ...] = ("train", "deploy", "monitor")
 
 
 @dataclass
@@ -70,7 +71,12 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
         return
     import mlflow
 
-    run_id = tracker.wait_until_ready()
+    try:
+        run_id = tracker.wait_until_ready()
+    except (TimeoutError, RuntimeError) as exc:  # the store is unreachable: train untracked
+        print(f"warning: autolog is off for this run: {exc}", file=sys.stderr)
+        yield
+        return
     mlflow.set_tracking_uri(tracker.uri)
     with mlflow.start_run(run_id=run_id):
         yield
@@ -254,6 +260,18 @@ class UseCase:
 
         return self._run_stage("deploy", action, force, still_valid=still_valid)
 
+    def govern(self, stage: str | None = None, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+        """Record the deployed endpoint's facts on its model asset in the inventory and move the
+        asset's lifecycle stage (develop → test when first deployed; ``stage`` moves it on, ``force``
+        with a ``reason`` skips or goes back); mirrored to IBM AI Factsheets with ``backend: ibm``.
+        Returns ``{"asset_id", "stage", "backend", ...}``."""
+        from modelcycle.core.governance import service
+
+        return self._run_stage(
+            "govern", lambda state: service.govern_stage(self, state, stage, force, reason), force or stage is not None,
+            still_valid=lambda outputs: service.govern_still_valid(self, outputs),
+        )
+
     def run(self, until: str = PIPELINE[-1], force: bool = False) -> dict[str, dict[str, Any]]:
         """Run the pipeline's stages in order up to ``until``, skipping those already done."""
         if until not in PIPELINE:
@@ -319,10 +337,18 @@ class UseCase:
         self.registry.load_platform(platform, "serving")
         return int(self.registry.call_platform(platform, "delete_endpoint", endpoint=endpoint.outputs))
 
-    def cleanup(self) -> dict[str, int]:
-        """Stop the endpoint and reset the stages that depended on it; returns removal counts."""
+    def cleanup(self, records: bool = False, governance: bool = False) -> dict[str, int]:
+        """Stop the endpoint, delete the monitoring subscription (``"monitoring": 1``; with
+        ``records`` also its payload/feedback records) and reset the stages that depended on
+        them; returns removal counts."""
         with self.store.lock(f"pid {os.getpid()} running 'cleanup'", self.lock_timeout):
             removed = {"serving": self._stop_endpoint()}
+            from modelcycle.core.monitoring import service as monitoring
+
+            removed.update(monitoring.cleanup(self, records=records))
+            from modelcycle.core.governance import on_cleanup  # with governance: delete its records
+
+            removed.update(on_cleanup(self, remove=governance))
             state = self.store.read()
             for name in ("deploy", "govern", "monitor"):
                 if name in state.stages:
@@ -354,3 +380,46 @@ class UseCase:
             "model_archive": train.outputs.get("archive") if train else None,
             "endpoint": endpoint,
         }
+
+    # -- monitoring (modelcycle.core.monitoring) ---------------------------------------------
+    def monitor(self, force: bool = False) -> dict[str, Any]:
+        """Subscribe the deployed endpoint to monitoring: payload schema, monitors, and the drift
+        baseline (held-out test images scored in-process); returns the subscription."""
+        from modelcycle.core.monitoring import service
+
+        return self._run_stage(
+            "monitor", lambda state: service.subscribe(self, state), force,
+            still_valid=lambda outputs: service.subscription_valid(self, outputs),
+        )
+
+    def log_payload(self, samples: int = 100, dataset: str | None = None, offset: int = 0, images: Any = None) -> dict[str, Any]:
+        """Score ``samples`` test images (of ``dataset``, from ``offset``; or raw ``images``) on
+        the endpoint and wait until their payload records are stored."""
+        from modelcycle.core.monitoring import service
+
+        return service.log_payload(self, samples=samples, dataset=dataset, offset=offset, images=images)
+
+    def log_feedback(self, samples: int = 100) -> dict[str, Any]:
+        """Attach true labels to ``samples`` payload records (test images whose label is known)."""
+        from modelcycle.core.monitoring import service
+
+        return service.log_feedback(self, samples=samples)
+
+    def attach_feedback(self, labels: Mapping[str, int]) -> int:
+        """Attach ground truth ``{scoring_id: label}`` to earlier scored records."""
+        from modelcycle.core.monitoring import service
+
+        return service.attach_feedback(self, labels)
+
+    def evaluate(self, fail_on_violation: bool = False, plots: bool = True) -> list[dict[str, Any]]:
+        """Run every enabled monitor, store and return one measurement each (plots under
+        ``.modelcycle/plots/``); ``fail_on_violation`` raises ThresholdViolationError."""
+        from modelcycle.core.monitoring import service
+
+        return service.evaluate(self, fail_on_violation=fail_on_violation, plots=plots)
+
+    def evaluations(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The stored measurements of this use case, oldest first."""
+        from modelcycle.core.monitoring import service
+
+        return service.evaluations(self, limit=limit)

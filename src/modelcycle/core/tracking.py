@@ -1,10 +1,12 @@
 """Experiment tracking on MLflow: every ``train`` is an MLflow run.
 
 The store is embedded (``sqlite:///<use case>/.modelcycle/mlflow.db``) unless the config names
-any tracking URI. Tracking must not slow training down, so :class:`RunTracker` imports MLflow,
-opens the store and creates the run on a background thread while data loads and the model
-trains; epoch metrics are queued and written by that thread; :meth:`RunTracker.finish` flushes
-everything. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
+any tracking URI. Tracking must not slow training down: importing MLflow and opening its store
+costs seconds of CPU, which on a small machine would be taken from the training threads. So
+:class:`RunTracker` queues every record while training runs and writes them from a background
+thread once training is done (:meth:`RunTracker.finish`). With ``capture: autolog`` the run must
+exist before training (the framework's autolog writes into it), so the thread starts at once.
+``mlflow ui --backend-store-uri <uri>`` shows the runs.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ class RunTracker:
 
     # -- background thread -----------------------------------------------------------------
     def start(self) -> RunTracker:
-        self._thread.start()
+        """Create the run now, on the background thread (needed before autolog)."""
+        if not self._thread.is_alive() and not self._ready.is_set():
+            self._thread.start()
         return self
 
     def _work(self) -> None:
@@ -175,10 +179,10 @@ class RunTracker:
         self._submit(lambda client, run_id: client.log_artifact(run_id, str(path), artifact_path))
 
     def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
-        """Flush every queued record, end the run with ``status``; returns the MLflow run id."""
-        if self.mlflow_run_id is not None or not self._ready.is_set():
-            self._submit(lambda client, run_id: client.set_terminated(run_id, status))
+        """Write every queued record, end the run with ``status``; returns the MLflow run id."""
+        self._submit(lambda client, run_id: client.set_terminated(run_id, status))
         self._queue.put(_STOP)
+        self.start()
         self._thread.join(timeout)
         if self.error is not None:
             log.warning("tracking incomplete for %s: %s", self.uri, self.error)
@@ -224,7 +228,7 @@ def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, pla
             "framework": config.framework,
         }
     )
-    return tracker.start()
+    return tracker.start() if config.capture == "autolog" else tracker
 
 
 def record_training(tracker: RunTracker, result: Any) -> None:
