@@ -104,9 +104,9 @@ def test_sweep_then_deploy_the_best_run(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_an_unreachable_tracking_store_loses_nothing_but_the_tracking(tmp_path: Path, data_dir: Path) -> None:
-    directory = write_use_case(
-        tmp_path / "broken", name="broken", tracking={"uri": "sqlite:////nonexistent-dir/forbidden/mlflow.db"}, **SMALL
-    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the store's directory would have to be")
+    directory = write_use_case(tmp_path / "broken", name="broken", tracking={"uri": f"sqlite:///{blocker}/mlflow.db"}, **SMALL)
     outputs = UseCase(directory).train()
     assert outputs["mlflow_run_id"] is None
     assert Path(outputs["archive"]).is_file() and outputs["metrics"]["test_accuracy"] > 0.3

@@ -267,6 +267,7 @@ class UseCase:
         Returns ``{"asset_id", "stage", "backend", ...}``."""
         from modelcycle.core.governance import service
 
+        service.preflight(self, stage, force, reason)  # a refused move fails before any state changes
         return self._run_stage(
             "govern", lambda state: service.govern_stage(self, state, stage, force, reason), force or stage is not None,
             still_valid=lambda outputs: service.govern_still_valid(self, outputs),
