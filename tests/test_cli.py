@@ -109,11 +109,11 @@ def test_init_twice_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_init_unknown_framework_lists_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    target = tmp_path / "keras-uc"
-    assert main(["init", str(target), "--framework", "keras", "--example", "mnist"]) == 2
+    target = tmp_path / "jax-uc"
+    assert main(["init", str(target), "--framework", "jax", "--example", "mnist"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
-    assert "no example 'mnist' for framework 'keras'" in err
+    assert "no example 'mnist' for framework 'jax'" in err
     assert re.search(r"available: .*\bmnist-pytorch\b", err), err
     assert not (target / "modelcycle.yaml").exists()
 

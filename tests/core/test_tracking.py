@@ -33,6 +33,7 @@ def test_a_training_run_records_params_epoch_metrics_tags_inputs_and_artifacts(t
     assert outputs["tracking_uri"] == f"sqlite:///{directory / '.modelcycle' / 'mlflow.db'}"
     run = _run(outputs)
     assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((directory / ".modelcycle" / "mlartifacts").as_uri())
     params = run.data.params
     assert params["learning_rate"] == "0.005" and params["epochs"] == "2" and params["model.hidden_channels"] == "20"
     assert params["data.train_limit"] == "2000"

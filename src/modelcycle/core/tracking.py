@@ -66,8 +66,11 @@ class RunTracker:
         tags: tags set when the run is created.
     """
 
-    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> None:
+    def __init__(
+        self, uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: str | None = None
+    ) -> None:
         self.uri = uri
+        self.artifact_location = artifact_location
         self.experiment = experiment
         self.run_name = run_name
         self.tags = tags
@@ -91,7 +94,11 @@ class RunTracker:
 
             client = MlflowClient(tracking_uri=self.uri)
             experiment = client.get_experiment_by_name(self.experiment)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            )
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
             self.mlflow_run_id = run.info.run_id
         except BaseException as exc:  # noqa: BLE001 - reported by finish(), never kills training
@@ -219,6 +226,8 @@ def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, pla
         experiment=config.tracking.experiment or config.name,
         run_name=tags["job_name"],
         tags=tags,
+        # artifacts beside the embedded store, never in whatever directory the process runs in
+        artifact_location=None if config.tracking.uri else (Path(work_dir).resolve() / "mlartifacts").as_uri(),
     )
     tracker.log_params(
         {

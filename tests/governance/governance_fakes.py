@@ -1,0 +1,290 @@
+"""Governance test support: trained use cases, and a fake IBM AI Factsheets service on loopback.
+
+``FakeFactsheets`` is a small stateful HTTP service (a ``ThreadingHTTPServer`` on 127.0.0.1)
+answering the REST calls ``ibm-aigov-facts-client`` makes against a Cloud Pak for Data
+``service_url``: the token endpoint, the factsheet heartbeat, notebook experiments, model stubs,
+assets, fact definitions and attributes, AI use case approaches, tracking and environments. It
+records every request (method, path, query, JSON body, whether it carried the bearer token), so
+tests assert on what the client library actually sent. Unknown routes answer 404 and are kept in
+``unhandled``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+API_KEY = "test-api-key-5f3a9c"  # what the fake accepts; tests check it never leaks
+TOKEN = "fake-cp4d-bearer-token"
+
+
+class FakeFactsheets:
+    """A recording stand-in for the watsonx.governance (AI Factsheets) REST API."""
+
+    def __init__(self, catalog_id: str = "catalog-0001", model_entry_id: str = "usecase-0001",
+                 defined_facts: dict[str, dict[str, Any]] | None = None) -> None:
+        self.catalog_id = catalog_id
+        self.model_entry_id = model_entry_id
+        self.requests: list[dict[str, Any]] = []
+        self.unhandled: list[dict[str, Any]] = []
+        self.assets: dict[str, dict[str, Any]] = {
+            model_entry_id: {
+                "metadata": {"asset_id": model_entry_id, "name": "MNIST digits", "asset_type": "model_entry",
+                             "catalog_id": catalog_id},
+                "entity": {"model_entry": {"data_model": "mastercopy1.0"}},
+            }
+        }
+        self.approaches = [{"id": "approach-0001", "name": "Default approach", "description": "", "icon": "Packages",
+                            "icon_color": "Gray", "versions": []}]
+        self.definitions = {
+            "modelfacts_user": {"properties": defined_facts if defined_facts is not None else {
+                "owner": {"type": "string", "is_array": False}, "risk_tier": {"type": "integer", "is_array": False}}},
+            "model_entry_user": {"properties": {}},
+        }
+        self.instance_id = "instance-0001"
+        now = int(time.time())
+        jwt = pytest.importorskip("jwt")  # PyJWT comes with the ibm extra
+        self.jwt = jwt.encode({"iam_id": "IBMid-tester", "sub": "tester@example.com", "account": {"bss": "bss-0001"},
+                               "iat": now, "exp": now + 3600}, "not-a-secret-only-a-test-fixture-key", algorithm="HS256")
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FakeFactsheets:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                parts = urlsplit(self.path)
+                record = {
+                    "method": self.command, "path": parts.path,
+                    "query": {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()},
+                    "body": body, "authorized": self.headers.get("Authorization") in (f"Bearer {TOKEN}", f"Bearer {fake.jwt}"),
+                    "original_url": self.headers.get("X-Original-URL"),
+                }
+                with fake.lock:
+                    fake.requests.append(record)
+                    status, payload = fake.route(record)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-factsheets", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(10)
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    # -- queries for tests -------------------------------------------------------------------
+    def calls(self, method: str | None = None, contains: str = "") -> list[dict[str, Any]]:
+        return [r for r in self.requests if (method is None or r["method"] == method) and contains in r["path"]]
+
+    def stubs(self) -> list[dict[str, Any]]:
+        return [a for a in self.assets.values() if a["metadata"]["asset_type"] == "model_stub"]
+
+    # -- the API -----------------------------------------------------------------------------
+    @staticmethod
+    def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+        return status, {"errors": [{"code": str(status), "message": message}], "trace": uuid.uuid4().hex}
+
+    def route(self, r: dict[str, Any]) -> tuple[int, Any]:
+        method, path, query, body = r["method"], r["path"], r["query"], r["body"]
+        parts = [p for p in path.split("/") if p]
+        if method == "POST" and path == "/icp4d-api/v1/authorize":
+            if not isinstance(body, dict) or body.get("api_key") != API_KEY:
+                return self._error(401, "invalid credentials")
+            return 200, {"_messageCode_": "200", "message": "Success", "token": TOKEN}
+        if method == "POST" and path == "/identity/introspect":  # IBM Cloud IAM: is the API key active?
+            return 200, {"active": query.get("apikey") == API_KEY}
+        if method == "POST" and path == "/identity/token":  # IBM Cloud IAM: API key -> access token
+            form = {k: v[0] for k, v in parse_qs(body if isinstance(body, str) else "").items()}
+            if form.get("apikey") != API_KEY or "apikey" not in form.get("grant_type", ""):
+                return self._error(400, "invalid API key")
+            return 200, {"access_token": self.jwt, "refresh_token": "not-used", "token_type": "Bearer",
+                         "expires_in": 3600, "expiration": int(time.time()) + 3600}
+        if not r["authorized"]:
+            return self._error(401, "missing or invalid bearer token")
+        if method == "GET" and path == "/v1/aigov/factsheet/instances":
+            return 200, {"resources": [{"guid": self.instance_id, "isDefaultInstance": True}]}
+        if method == "GET" and path == "/v2/resource_instances":
+            return 200, {"resources": [{"guid": self.instance_id, "resource_id": "2ad019f3-0fd6-4c25-966d-f3952481a870"}],
+                         "next_url": None}
+        if method == "GET" and path == "/v1/aigov/factsheet/heartbeat":
+            return 200, {"version": "5.2.0", "status": "ok"}
+        if method == "POST" and path == "/v1/aigov/factsheet/notebook_experiments":
+            experiment = (body or {}).get("notebook_experiment", {})
+            asset_id = uuid.uuid4().hex
+            self.assets[asset_id] = {
+                "metadata": {"asset_id": asset_id, "name": experiment.get("name"), "asset_type": "notebook_experiment",
+                             "catalog_id": self.catalog_id},
+                "entity": {"notebook_experiment": experiment},
+            }
+            return 201, {"metadata": {"asset_id": asset_id, "catalog_id": self.catalog_id}}
+        if method == "POST" and path == "/v3/search":
+            return 200, {"size": 0, "rows": [], "total_rows": 0}
+        if method == "PUT" and path == "/v1/aigov/model_inventory/model_stub":
+            catalog = query.get("catalog_id") or self.catalog_id
+            existing = next((a for a in self.stubs() if a["entity"]["model_stub"]["model_id"] == body["model_id"]), None)
+            asset_id = existing["metadata"]["asset_id"] if existing else uuid.uuid4().hex
+            system = existing["entity"]["modelfacts_system"] if existing else {"model_information": {"asset_type": "model_stub"}}
+            if body.get("deployment_details"):
+                system["deployment_details"] = [body["deployment_details"]]
+            experiment = next((a for a in self.assets.values() if a["metadata"]["asset_type"] == "notebook_experiment"
+                               and a["metadata"]["name"] == query.get("experiment_name")), None)
+            if experiment is not None:
+                system["notebook_experiment_id"] = experiment["metadata"]["asset_id"]
+            self.assets[asset_id] = {
+                "metadata": {"asset_id": asset_id, "name": body["name"], "description": body.get("description"),
+                             "asset_type": "model_stub", "catalog_id": catalog},
+                "entity": {"model_stub": body, "modelfacts_system": system,
+                           "modelfacts_user": existing["entity"]["modelfacts_user"] if existing else {}},
+            }
+            return 200, {"metadata": {"asset_id": asset_id, "catalog_id": catalog}, "entity": {}}
+        if len(parts) >= 3 and parts[:2] == ["v2", "asset_types"] and method == "GET":
+            definition = self.definitions.get(parts[2])
+            return (200, definition) if definition is not None else self._error(404, f"asset type {parts[2]} not found")
+        if len(parts) == 3 and parts[:2] == ["v2", "assets"]:
+            asset = self.assets.get(parts[2])
+            if asset is None:
+                return self._error(404, f"asset {parts[2]} not found")
+            if method == "GET":
+                return 200, asset
+            if method == "DELETE":
+                del self.assets[parts[2]]
+                return 204, None
+        if len(parts) == 4 and parts[:2] == ["v2", "assets"] and parts[3] == "attributes" and method == "POST":
+            asset = self.assets.get(parts[2])  # a new attribute (IBM Cloud copies the notebook experiment)
+            if asset is None:
+                return self._error(404, f"asset {parts[2]} not found")
+            if body["name"] in asset["entity"]:
+                return 400, {"errors": [{"code": "already_exists", "message": f"attribute {body['name']} exists"}]}
+            asset["entity"][body["name"]] = body["entity"]
+            return 201, {body["name"]: body["entity"]}
+        if len(parts) == 5 and parts[:2] == ["v2", "assets"] and parts[3] == "attributes" and method == "PATCH":
+            asset = self.assets.get(parts[2])
+            if asset is None:
+                return self._error(404, f"asset {parts[2]} not found")
+            facts = asset["entity"].setdefault(parts[4], {})
+            for op in body:  # JSON Patch "add": a key, or "/list/-" to append
+                keys = op["path"].strip("/").split("/")
+                if keys[-1] == "-":
+                    facts.setdefault(keys[0], []).append(op["value"])
+                else:
+                    facts[keys[0]] = op["value"]
+            return 200, facts
+        if parts[:4] == ["v1", "aigov", "model_inventory", "model_usecases"] and parts[-1] == "tracked_model_versions":
+            if parts[4] != self.model_entry_id:
+                return self._error(404, f"AI use case {parts[4]} not found")
+            return 200, {"approaches": self.approaches}
+        if parts[:4] == ["v1", "aigov", "model_inventory", "models"] and len(parts) == 6:
+            asset = self.assets.get(parts[4])
+            if asset is None:
+                return self._error(404, f"model {parts[4]} not found")
+            system = asset["entity"].setdefault("modelfacts_system", {})
+            if parts[5] == "model_entry" and method == "POST":
+                if body.get("model_entry_asset_id") != self.model_entry_id:
+                    return self._error(404, "AI use case not found")
+                version = body["version_details"]
+                system["modelentry_information"] = {"lmid": f"{body['model_entry_catalog_id']}:{body['model_entry_asset_id']}",
+                                                    "approach_id": version["approach_id"], "version": version["number"]}
+                approach = next(a for a in self.approaches if a["id"] == version["approach_id"])
+                approach["versions"].insert(0, {"number": version["number"], "comment": version.get("comment", "")})
+                return 200, {"asset_id": parts[4], "model_entry_asset_id": body["model_entry_asset_id"], "version": version}
+            if parts[5] == "model_entry" and method == "DELETE":
+                system.pop("modelentry_information", None)
+                return 204, None
+            if parts[5] == "environment" and method == "PUT":
+                system["environment"] = body["target_environment"]
+                return 200, {"asset_id": parts[4], "environment": body["target_environment"]}
+        self.unhandled.append(r)
+        return self._error(404, f"no route for {method} {path}")
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def trained_use_case(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A use case trained twice on real MNIST (conftest's SMALL: 2,000 images, 1 epoch), once per
+    session however many modules use it. MLflow's artifacts go under its own temp directory."""
+    if "uc" not in _TRAINED:
+        import os
+
+        from conftest import SMALL, write_use_case
+
+        from modelcycle.core.lifecycle import UseCase
+
+        root = tmp_path_factory.mktemp("governance")
+        directory = write_use_case(root / "uc", name="gov-mnist", description="governance tests", **SMALL)
+        previous = os.getcwd()
+        os.chdir(root)  # the tracker puts MLflow artifacts under ./mlruns
+        try:
+            UseCase(directory).train()
+            UseCase(directory).train(force=True)
+        finally:
+            os.chdir(previous)
+        _TRAINED["uc"] = directory
+    return _TRAINED["uc"]
+
+
+def open_use_case(directory: Path, database: Path, **overrides: Any) -> Any:
+    """The use case with a private governance store (so tests sharing one trained use case do not
+    see each other's records)."""
+    from modelcycle.core.lifecycle import UseCase
+
+    return UseCase(directory, overrides={"governance.database_url": f"sqlite:///{database}", **overrides})
+
+
+@pytest.fixture
+def fake_factsheets() -> Iterator[FakeFactsheets]:
+    """A running fake service; shut down after the test, also on failure."""
+    fake = FakeFactsheets().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def ibm_governance(fake: FakeFactsheets) -> dict[str, Any]:
+    """The ``governance:`` section pointing the IBM backend at ``fake``."""
+    return {"backend": "ibm", "catalog_id": fake.catalog_id, "model_entry_id": fake.model_entry_id,
+            "service_url": fake.url, "username": "admin", "api_key_env": "TEST_IBM_API_KEY", "timeout_s": 180}
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
