@@ -69,14 +69,14 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
     if capture != "autolog":
         yield
         return
-    import mlflow
-
     try:
-        run_id = tracker.wait_until_ready()
+        run_id = tracker.wait_until_ready()  # the tracker thread imports MLflow first
     except (TimeoutError, RuntimeError) as exc:  # the store is unreachable: train untracked
         print(f"warning: autolog is off for this run: {exc}", file=sys.stderr)
         yield
         return
+    import mlflow
+
     mlflow.set_tracking_uri(tracker.uri)
     with mlflow.start_run(run_id=run_id):
         yield

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["TrainingReporter", "TrainingContext", "TrainingResult", "load_training_data", "train_in_process"]
 
-_LIBRARIES = ("numpy", "torch", "lightning", "tensorflow", "keras", "scikit-learn")
+_LIBRARIES = ("numpy", "torch", "lightning", "tensorflow", "tensorflow-cpu", "keras", "scikit-learn")
 
 
 class TrainingReporter:

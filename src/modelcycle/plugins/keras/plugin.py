@@ -1,0 +1,125 @@
+"""Hook implementations of the Keras framework plugin.
+
+The model is saved twice: ``model.keras`` (Keras 3's native format, what ``model_fn`` loads, with
+``safe_mode=True`` so no serialized lambda is ever executed) and a TensorFlow-Serving style
+SavedModel under ``model/1/`` (``model.export``), the layout SageMaker's TensorFlow inference
+container serves directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from modelcycle.core.errors import ArtifactError
+from modelcycle.core.markers import hookimpl
+from modelcycle.plugins.keras import model as km
+from modelcycle.plugins.keras.config import KerasModelConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.datasets import Dataset, Split
+    from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.training import TrainingContext, TrainingResult
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+#: TensorFlow Serving layout: ``<model_dir>/model/<version>/saved_model.pb``
+SAVED_MODEL_DIR = "model/1"
+
+
+@hookimpl
+def model_config_class() -> type:
+    return KerasModelConfig
+
+
+@hookimpl
+def build_model(model_config: KerasModelConfig, dataset: Dataset, context: TrainingContext) -> keras.Model:
+    """Build and compile the configured network, seeded so initial weights are reproducible."""
+    hp = context.hyperparameters
+    keras.utils.set_random_seed(hp.seed)
+    model = km.build_network(model_config, context.input_shape, len(dataset.classes))
+    steps = hp.epochs * km.steps_per_epoch(len(dataset.train), hp.batch_size)
+    context.state["optimizer"] = km.compile_model(model, hp, steps)
+    return model
+
+
+@hookimpl
+def summarize_model(model: keras.Model, context: TrainingContext) -> str:
+    """Keras's own summary table (layers, output shapes, parameter counts)."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda text, line_break=True: lines.append(text))
+    return "\n".join(line.rstrip("\n") for line in lines)
+
+
+@hookimpl
+def train_step(model: keras.Model, batch: Any, context: TrainingContext) -> float:
+    return km.train_step(model, batch, context)
+
+
+@hookimpl
+def fit(model: keras.Model, dataset: Dataset, context: TrainingContext) -> TrainingResult:
+    return km.fit(model, dataset, context)
+
+
+@hookimpl
+def evaluate(model: keras.Model, split: Split, context: TrainingContext) -> dict[str, float]:
+    return km.evaluate(model, split, context)
+
+
+@hookimpl
+def save_model(model: keras.Model, model_dir: Path, context: TrainingContext) -> list[str]:
+    model_dir = Path(model_dir)
+    model.save(model_dir / MODEL_FILE)
+    model.export(str(model_dir / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    return [MODEL_FILE, SAVED_MODEL_DIR]
+
+
+def _set_threads(threads: int) -> None:
+    """Intra- and inter-op threads; TF accepts them only before its runtime starts."""
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() == threads and threading.get_inter_op_parallelism_threads() == threads:
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:  # the runtime already runs in this process (in-process use)
+        log.info("keeping TensorFlow's thread settings (%s)", exc)
+
+
+@hookimpl
+def model_fn(model_dir: Path, context: ServingContext) -> keras.Model:
+    """Load ``model.keras`` safely and trace its forward once for any batch size."""
+    threads = os.environ.get("MODELCYCLE_SERVING_THREADS")
+    if threads:
+        _set_threads(int(threads))
+    path = Path(model_dir) / MODEL_FILE
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile/h5 errors, TypeError
+        raise ArtifactError(
+            f"cannot load {MODEL_FILE} from {model_dir}: {exc}. It must be a Keras 3 model saved by "
+            "modelcycle's keras plugin (unsafe deserialisation is refused)"
+        ) from exc
+    channels, height, width = context.input_shape
+    if tuple(model.input_shape[1:]) != (height, width, channels):
+        raise ArtifactError(
+            f"{path} takes inputs of shape {model.input_shape[1:]}, but the manifest's input schema "
+            f"is {(channels, height, width)} (C, H, W), i.e. {(height, width, channels)} channels-last"
+        )
+    km.serving_forward(model)
+    return model
+
+
+@hookimpl
+def predict_fn(data: np.ndarray, model: keras.Model, context: ServingContext) -> np.ndarray:
+    """Normalise raw ``(N, C, H, W)`` pixels as in training, go channels-last, and return the
+    softmax probabilities ``(N, K)`` of ``model(x, training=False)``."""
+    inputs = np.ascontiguousarray(context.normalize(data).transpose(0, 2, 3, 1))
+    return km.serving_forward(model)(inputs).numpy()
