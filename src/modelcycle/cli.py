@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 EXAMPLES = ("mnist",)
 #: Modules that add subcommands with ``add_commands(subparsers)``; they must import nothing heavy
 #: at module level (``modelcycle --help`` builds every parser).
-COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.platforms.sagemaker.commands")
+COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.platforms.sagemaker.commands", "modelcycle.core.governance.commands")
 
 
 def _use_case(args: argparse.Namespace) -> Any:

@@ -65,12 +65,60 @@ class Hyperparameters(_Section):
     log_interval: int = Field(default=100, gt=0)
 
 
+_INSTANCE_TYPE = r"^(ml\.[a-z0-9-]+\.[a-z0-9-]+|local)$"
+
+
 class TrainingConfig(_Section):
+    """Where and how the model trains.
+
+    ``platform: local`` trains on this machine, ``mode: in_process`` in the calling process or
+    ``mode: container`` through the SageMaker container contract (the training entry point in
+    ``instance_count`` subprocesses, hosts ``algo-1``..., an ``/opt/ml``-like tree under
+    ``.modelcycle/jobs/``). ``platform: sagemaker`` runs a SageMaker training job on
+    ``instance_count`` x ``instance_type``. ``backend: gloo`` turns on torch.distributed data
+    parallelism over the hosts (required when ``instance_count`` > 1).
+
+    ``role``, ``bucket`` and ``region`` fall back to ``MODELCYCLE_SAGEMAKER_ROLE``,
+    ``MODELCYCLE_SAGEMAKER_BUCKET`` and ``MODELCYCLE_SAGEMAKER_REGION``. Credentials never live in
+    config: boto3's own chain (environment, profile, instance role) supplies them.
+    """
+
     platform: str = "local"
+    mode: Literal["in_process", "container"] = "in_process"
+    instance_count: int = Field(default=1, ge=1, le=64)
+    instance_type: str = Field(default="ml.c5.xlarge", pattern=_INSTANCE_TYPE)
+    backend: Literal["gloo"] | None = None
+    role: str | None = Field(default=None, description="IAM role (ARN or name) SageMaker assumes")
+    bucket: str | None = Field(default=None, description="S3 bucket; default sagemaker-<region>-<account>")
+    region: str | None = None
+    prefix: str | None = Field(default=None, description="S3 key prefix; default modelcycle/<name>")
+    base_job_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,37}$")
+    framework_version: str | None = Field(default=None, description="container framework version, e.g. 2.6")
+    py_version: str | None = Field(default=None, pattern=r"^py3\d+$")
+    volume_size: int = Field(default=30, ge=1, description="GB of storage per training instance")
+    max_run: int = Field(default=86_400, gt=0, description="seconds before the job is stopped")
+    logs: bool = Field(default=True, description="stream the job's logs while waiting")
+    requirements: list[str] | None = Field(
+        default=None, description="lines of the source dir's requirements.txt; default: modelcycle==<version>"
+    )
+
+    @model_validator(mode="after")
+    def _distributed_needs_backend(self) -> TrainingConfig:
+        if self.instance_count > 1 and self.backend is None:
+            raise ValueError(
+                f"instance_count {self.instance_count} needs a distributed backend: set "
+                "training.backend: gloo (or instance_count: 1)"
+            )
+        return self
 
 
 class ServingConfig(_Section):
-    """Endpoint settings. ``token`` (or ``MODELCYCLE_ENDPOINT_TOKEN``) turns on bearer auth."""
+    """Endpoint settings. ``token`` (or ``MODELCYCLE_ENDPOINT_TOKEN``) turns on bearer auth.
+
+    ``host`` ... ``startup_timeout_s`` apply to local endpoints; ``instance_type`` ...
+    ``deploy_timeout_s`` to SageMaker endpoints, whose ``role``/``bucket``/``region``/``prefix``
+    fall back to the ``training:`` section, then to ``MODELCYCLE_SAGEMAKER_*``.
+    """
 
     platform: str = "local"
     host: str = "127.0.0.1"
@@ -80,6 +128,15 @@ class ServingConfig(_Section):
     max_body_mb: float = Field(default=6.0, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     startup_timeout_s: float = Field(default=120.0, gt=0)
+    instance_type: str = Field(default="ml.c5.xlarge", pattern=_INSTANCE_TYPE)
+    instance_count: int = Field(default=1, ge=1)
+    role: str | None = None
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str | None = None
+    framework_version: str | None = None
+    py_version: str | None = Field(default=None, pattern=r"^py3\d+$")
+    deploy_timeout_s: float = Field(default=1800.0, gt=0, description="wait for InService at most this long")
 
 
 class TrackingConfig(_Section):
@@ -91,7 +148,27 @@ class TrackingConfig(_Section):
 
 
 class GovernanceConfig(_Section):
-    backend: str = "local"
+    """Governance: the model inventory, lifecycle stages (develop → test → validate → operate) and
+    factsheets. ``backend: local`` keeps them in the SQL store (``database_url``, else
+    ``MODELCYCLE_DATABASE_URL``, else SQLite ``.modelcycle/governance.db``); ``backend: ibm`` keeps
+    that store and mirrors each governed model into IBM AI Factsheets (watsonx.governance) through
+    ``ibm-aigov-facts-client``: an external model asset in ``catalog_id``, tracked in the AI use case
+    ``model_entry_id``. The API key is read from the environment variable named by ``api_key_env``;
+    it never goes into this file. ``service_url`` names a Cloud Pak for Data cluster (with
+    ``username``); without it the client talks to IBM Cloud in ``region``."""
+
+    backend: Literal["local", "ibm"] = "local"
+    database_url: SecretStr | None = None
+    catalog_id: str | None = Field(default=None, description="IBM: catalog (inventory) holding the model assets and the AI use case")
+    model_entry_id: str | None = Field(default=None, description="IBM: the AI use case (model entry) models are tracked in")
+    approach_id: str | None = Field(default=None, description="IBM: approach of the AI use case; default: its first")
+    version_number: str = Field(default="minor", description="IBM: version when tracking: major | minor | patch | a semver")
+    api_key_env: str = Field(default="IBM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the variable holding the API key")
+    service_url: str | None = Field(default=None, description="IBM: Cloud Pak for Data URL; unset: IBM Cloud")
+    username: str | None = Field(default=None, description="IBM: Cloud Pak for Data user the API key belongs to")
+    region: Literal["dallas", "frankfurt", "london", "tokyo", "toronto", "sydney"] | None = None
+    verify_tls: bool = Field(default=True, description="IBM: verify the service's TLS certificate")
+    timeout_s: float = Field(default=600.0, gt=0, description="IBM: limit for one exchange with the service")
 
 
 _QualityMetric = Literal[
@@ -165,7 +242,8 @@ class QualityMonitorConfig(_Section):
 
 class DriftMonitorConfig(_Section):
     """Drift of the most recent payload vs the baseline. ``thresholds`` override the defaults per
-    (metric_id, type): upper_limit 0.1 on prediction/confidence drift, 0.2 on the input KS statistics."""
+    (metric_id, type): upper_limit 0.15 on prediction drift (Jensen-Shannon), 0.1 on confidence drift
+    (total variation), 0.25 on the input statistics (KS)."""
 
     enabled: bool = True
     min_samples: int = Field(default=100, gt=0)
@@ -185,8 +263,8 @@ class PayloadLoggingConfig(_Section):
     enabled: bool = True
     sampling_percentage: float = Field(default=100.0, ge=0, le=100)
     fsync: bool = Field(default=False, description="fsync the journal per request: survives power loss, costs throughput")
-    flush_interval_ms: int = Field(default=200, gt=0)
-    batch_records: int = Field(default=500, gt=0)
+    flush_interval_ms: int = Field(default=1000, gt=0, description="drain at least this often")
+    batch_records: int = Field(default=1000, gt=0, description="drain sooner once this many records wait")
 
 
 class MonitoringConfig(_Section):

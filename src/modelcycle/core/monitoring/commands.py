@@ -1,9 +1,239 @@
-"""CLI subcommands of monitoring (argparse only at import time)."""
+"""CLI subcommands of monitoring (argparse only at import time).
+
+``monitor``, ``log-payload``, ``log-feedback``, ``evaluate`` (``--fail-on-violation`` exits 1
+when a threshold is violated; ``--every 1h [--times N]`` evaluates on a schedule) and
+``evaluations``; ``cleanup`` gains ``--records``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import re
+import time
 from typing import Any, Callable
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``5m``, ``1h``, ``1.5h``, ``2d`` or plain seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a duration like 30s, 5m, 1h or 1d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=120)  # pipes and logs: no squeezing
+
+
+def _schema_table(schema: list[dict[str, Any]], title: str) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.DOUBLE_EDGE, show_lines=True)
+    for column in ("name", "type", "nullable"):
+        table.add_column(column)
+    for field in schema:
+        kind = field["type"] if isinstance(field["type"], str) else str(field["type"])
+        table.add_row(field["name"], kind, str(field["nullable"]))
+    return table
+
+
+def _thresholds(monitor: dict[str, Any]) -> str:
+    return ", ".join(f"{t['metric_id']} {t['type']} {t['value']:g}" for t in monitor.get("thresholds", [])) or "none"
+
+
+def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    uc = use_case(args)
+    outputs = uc.monitor(force=args.force)
+    if args.json:
+        print_json(outputs)
+        return 0
+    console = _console()
+    console.print(f"\n Successfully finished adding subscription {outputs['subscription_id']}\n")
+    console.print(f"deployment  {outputs['deployment_id']}  (asset revision {outputs['asset_revision']})")
+    console.print(f"store       {outputs['store']}")
+    console.print(f"payload     {'logged by the endpoint' if outputs.get('payload_logging') else 'NOT logged (monitoring.payload.enabled is false)'}")
+    baseline = outputs.get("baseline", {})
+    accuracy = baseline.get("accuracy")
+    console.print(
+        f"baseline    {baseline.get('records')} held-out {baseline.get('source', {}).get('dataset')} test images"
+        + (f", accuracy {accuracy * 100:.2f}%" if accuracy is not None else "")
+    )
+    console.print()
+    console.print(_schema_table(outputs["payload_schema"], f"--- Schema of the payload data set of {outputs['deployment_id']} ---"))
+    monitors = outputs["monitors"]
+    quality, drift = monitors["quality"], monitors["drift"]
+    console.print(
+        f"quality  {'enabled' if quality['enabled'] else 'disabled'}: min_feedback_data_size "
+        f"{quality['min_feedback_data_size']}; thresholds {_thresholds(quality)}"
+    )
+    console.print(
+        f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
+        f"{drift['max_samples']}; thresholds {_thresholds(drift)}"
+    )
+    return 0
+
+
+def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    result = use_case(args).log_payload(samples=args.samples, dataset=args.dataset, offset=args.offset)
+    if args.json:
+        print_json({k: v for k, v in result.items() if k != "scoring_ids"})
+        return 0
+    print(f"scored {result['records']} {result['dataset']} test images on {result['deployment_id']} "
+          f"in {result['seconds']:.2f} s")
+    if not result["payload_logging"]:
+        print("payload logging is off for this endpoint (monitoring.payload.enabled: false): nothing stored")
+        return 0
+    print("\n---------------------------------------\n Successfully finished storing records\n"
+          "---------------------------------------")
+    print(f"{result['stored']} of {result['records']} payload records in the store")
+    return 0
+
+
+def cmd_log_feedback(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    result = use_case(args).log_feedback(samples=args.samples)
+    if args.json:
+        print_json(result)
+        return 0
+    print("\n---------------------------------------\n Successfully finished storing records\n"
+          "---------------------------------------")
+    how = f"{result['matched_payload']} matched to logged payload"
+    if result["scored"]:
+        how += f", {result['scored']} scored with their labels"
+    print(f"{result['feedback_records']} feedback records ({how}); {result['total_feedback']} in total for {result['deployment_id']}")
+    return 0
+
+
+def _limit_text(threshold: dict[str, Any] | None) -> str:
+    if not threshold:
+        return ""
+    return f"{'≥' if threshold['type'] == 'lower_limit' else '≤'} {threshold['value']:g}"
+
+
+def _records_text(m: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (m.get("records") or {}).items())
+
+
+def print_measurements(measurements: list[dict[str, Any]], title: str, show_time: bool = False) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    if show_time:
+        table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("monitor", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("limit", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for m in measurements:
+        when = [m["time"].replace("T", " ")[:19]] if show_time else []
+        if m["status"] != "finished":
+            table.add_row(*when, m["monitor"], "—", "—", "", f"[yellow]{m['status']}[/]")
+            continue
+        violated = {v["metric_id"] for v in m.get("violations", [])}
+        limits = {t["metric_id"]: t for t in m.get("thresholds", [])}
+        for metric, value in m["metrics"].items():
+            status = "[red]VIOLATION[/]" if metric in violated else ("[green]ok[/]" if metric in limits else "")
+            table.add_row(*when, m["monitor"], metric, f"{value:.4f}", _limit_text(limits.get(metric)), status)
+            when = [""] if show_time else []
+    console = _console()
+    console.print(table)
+    if not show_time:
+        for m in measurements:
+            console.print(f"{m['monitor']}: {_records_text(m)}" + (f" — {m['message']}" if m.get("message") else ""))
+
+
+def cmd_evaluate(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    uc = use_case(args)
+    times = args.times if args.times is not None else (1 if args.every is None else None)
+    violated = False
+    done = 0
+    while times is None or done < times:
+        started = time.monotonic()
+        results = uc.evaluate(plots=not args.no_plots)
+        done += 1
+        violated = violated or any(r["violations"] for r in results)
+        if args.json:
+            print_json(results)
+        else:
+            print_measurements(results, f"evaluation {results[0]['run_id']} at {results[0]['time']}")
+            plots = results[0].get("plots") or []
+            if plots:
+                print("plots: " + ", ".join(plots))
+        if args.every is None or (times is not None and done >= times):
+            break
+        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+    if violated and args.fail_on_violation:
+        if not args.json:
+            print("threshold violated", flush=True)
+        return 1
+    return 0
+
+
+def cmd_evaluations(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    measurements = use_case(args).evaluations(limit=args.limit)
+    if args.json:
+        print_json(measurements)
+        return 0
+    if not measurements:
+        print("no evaluations yet: run 'modelcycle evaluate'")
+        return 0
+    print_measurements(measurements, "evaluations", show_time=True)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
+    kwargs = {"records": True} if args.records else {}
+    if getattr(args, "governance", False):  # another module's flag on the same command
+        kwargs["governance"] = True
+    print(use_case(args).cleanup(**kwargs))
+    return 0
 
 
 def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Callable[[Any], None]) -> None:
     """Add the monitoring subcommands to the ``modelcycle`` parser."""
+
+    def bind(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+        return lambda args: handler(args, use_case, print_json)
+
+    monitor = commands.add_parser("monitor", help="subscribe the endpoint to monitoring (payload schema, monitors, baseline)")
+    monitor.add_argument("--force", action="store_true", help="create a new subscription even if one is active")
+    monitor.add_argument("--json", action="store_true")
+    monitor.set_defaults(func=bind(cmd_monitor))
+
+    payload = commands.add_parser("log-payload", help="score test images on the endpoint and wait until they are logged")
+    payload.add_argument("--samples", type=int, default=100)
+    payload.add_argument("--dataset", default=None, help="another dataset's test images (e.g. fashion-mnist: a drift)")
+    payload.add_argument("--offset", type=int, default=0, help="first test image to send")
+    payload.add_argument("--json", action="store_true")
+    payload.set_defaults(func=bind(cmd_log_payload))
+
+    feedback = commands.add_parser("log-feedback", help="attach true labels to logged payload records")
+    feedback.add_argument("--samples", type=int, default=100)
+    feedback.add_argument("--json", action="store_true")
+    feedback.set_defaults(func=bind(cmd_log_feedback))
+
+    evaluate = commands.add_parser("evaluate", help="run the quality and drift monitors and store the measurements")
+    evaluate.add_argument("--fail-on-violation", action="store_true", help="exit 1 when a threshold is violated (CI)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--no-plots", action="store_true", help="do not write PNGs under .modelcycle/plots/")
+    evaluate.add_argument("--every", type=parse_duration, default=None, metavar="DURATION",
+                          help="evaluate on a schedule (30s, 5m, 1h, ...) while the endpoint serves")
+    evaluate.add_argument("--times", type=int, default=None, metavar="N", help="with --every: stop after N evaluations")
+    evaluate.set_defaults(func=bind(cmd_evaluate))
+
+    history = commands.add_parser("evaluations", help="list the stored evaluations")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=int, default=None, help="only the last N measurements")
+    history.set_defaults(func=bind(cmd_evaluations))
+
+    cleanup = commands.choices.get("cleanup")  # the core command, extended without replacing it
+    if cleanup is not None:
+        cleanup.add_argument("--records", action="store_true", help="also delete the payload and feedback records")
+        cleanup.set_defaults(func=bind(cmd_cleanup))

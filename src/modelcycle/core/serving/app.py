@@ -22,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from modelcycle.core.errors import ServingError
+from modelcycle.core.monitoring.endpoint import with_record_ids
+from modelcycle.core.monitoring.journal import record_ids
 from modelcycle.core.serving.codecs import negotiate_accept
 from modelcycle.core.serving.pipeline import InferencePipeline
 
@@ -110,6 +112,7 @@ def create_app(
     max_body_bytes: int = 6 * 1024 * 1024,
     batching: bool = True,
     max_batch_images: int = 256,
+    payload_logger: Any = None,
 ) -> FastAPI:
     """Build the endpoint app around a loaded pipeline.
 
@@ -120,6 +123,9 @@ def create_app(
         max_body_bytes: larger requests get 413 (SageMaker's limit is 6 MB).
         batching: batch concurrent requests into one forward pass (see ``_Batcher``).
         max_batch_images: requests this large are predicted on their own.
+        payload_logger: a started :class:`~modelcycle.core.monitoring.payload.PayloadLogger`;
+            every scored request is journaled by it before its 200 is sent (a failed journal
+            write answers 503), and ``/feedback`` and ``/payload/flush`` are served.
     """
     app = FastAPI(title=f"modelcycle endpoint {name}", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = _Metrics(name)
@@ -163,6 +169,14 @@ def create_app(
                 scoring_id = uuid.uuid4().hex
                 payload, content_type = pipeline.encode(probabilities, accept, scoring_id)
                 records = len(probabilities)
+                if payload_logger is not None:  # durable before the 200; ids: {scoring_id}-{i} for N > 1
+                    try:
+                        payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000)
+                    except OSError as exc:
+                        log.error("payload journal write failed: %s", exc)
+                        raise ServingError(f"payload journal unavailable ({exc}); the request was not logged", 503) from None
+                if records > 1 and content_type == "application/json":
+                    payload = with_record_ids(payload, record_ids(scoring_id, records))
                 response = Response(payload, media_type=content_type, headers={"X-Scoring-Id": scoring_id})
             except ServingError as exc:
                 response = _error(exc.status_code, str(exc))
@@ -185,6 +199,11 @@ def create_app(
         if endpoint_name != name:
             return _error(404, f"endpoint '{endpoint_name}' is not served here; this is '{name}'")
         return await score(request)
+
+    if payload_logger is not None:
+        from modelcycle.core.monitoring.endpoint import add_monitoring_routes
+
+        add_monitoring_routes(app, payload_logger, pipeline, authorized, _error, read_body)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:

@@ -78,8 +78,14 @@ def _wait_ready(name: str, process: subprocess.Popen[bytes], ready: Path, log: P
 def start_endpoint(
     name: str, model_dir: Path, run_dir: Path, host: str = "127.0.0.1", port: int = 0,
     token: str | None = None, threads: int = 1, max_body_mb: float = 6.0, timeout: float = 120.0,
+    payload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start a detached server process for ``model_dir`` and wait until ``/ping`` answers.
+
+    ``payload`` turns on payload logging: ``{"journal", "database_url", "sampling_percentage",
+    "fsync", "flush_interval_ms", "batch_records", "drain"}`` (see
+    :func:`modelcycle.core.monitoring.payload.endpoint_payload_settings`). The store URL reaches
+    the process through its environment, never its command line.
 
     Returns:
         The endpoint record: name, url, host, port, pid, status, model_dir, log, started_at.
@@ -100,6 +106,16 @@ def start_endpoint(
         sys.executable, "-m", _SERVER_MODULE, "--model-dir", str(model_dir), "--name", name,
         "--host", host, "--port", str(port), "--ready-file", str(ready), "--max-body-mb", str(max_body_mb),
     ]
+    env.pop("MODELCYCLE_DATABASE_URL", None)
+    if payload:
+        env["MODELCYCLE_DATABASE_URL"] = payload["database_url"]
+        command += [
+            "--payload-journal", str(payload["journal"]),
+            "--payload-sampling", str(payload.get("sampling_percentage", 100.0)),
+            "--payload-flush-ms", str(payload.get("flush_interval_ms", 1000)),
+            "--payload-batch", str(payload.get("batch_records", 1000)),
+            "--payload-drain", str(payload.get("drain", "process")),
+        ] + (["--payload-fsync"] if payload.get("fsync") else [])
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -123,8 +139,16 @@ def start_endpoint(
         "log": str(log),
         "ready_file": str(ready),
         "auth": bool(token),
+        "payload_journal": str(payload["journal"]) if payload else None,
+        "payload_store": _masked(payload["database_url"]) if payload else None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _masked(url: str) -> str:
+    from modelcycle.core.monitoring.store import mask_url
+
+    return mask_url(url)
 
 
 def endpoint_status(record: dict[str, Any]) -> str:

@@ -15,7 +15,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @hookimpl
 def run_training_job(context: TrainingContext) -> TrainingResult:
-    """Train in this process (the same hooks a container entry point runs)."""
+    """Train in this process, or — with ``training.mode: container`` or several instances — run
+    the SageMaker container contract locally (``SM_*`` environment, one process per host)."""
+    training = context.config.training
+    if training.mode == "container" or training.instance_count > 1:
+        from modelcycle.platforms.local.container import run_container_job
+
+        return run_container_job(context)
     from modelcycle.core.training import train_in_process
 
     return train_in_process(context)
@@ -23,7 +29,13 @@ def run_training_job(context: TrainingContext) -> TrainingResult:
 
 @hookimpl
 def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: str | None, work_dir: Path) -> dict[str, Any]:
-    """Start a detached uvicorn process serving ``model_dir``; wait for ``/ping``."""
+    """Start a detached uvicorn process serving ``model_dir``; wait for ``/ping``.
+
+    Payload logging follows the use case's ``monitoring.payload`` (its ``modelcycle.yaml`` and
+    ``MODELCYCLE_MONITORING__*`` variables): on by default, journaled under ``work_dir/endpoints``.
+    """
+    from modelcycle.core.monitoring.payload import endpoint_payload_settings
+
     return endpoints.start_endpoint(
         name,
         Path(model_dir),
@@ -34,6 +46,7 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
         threads=settings.threads,
         max_body_mb=settings.max_body_mb,
         timeout=settings.startup_timeout_s,
+        payload=endpoint_payload_settings(Path(work_dir), name),
     )
 
 

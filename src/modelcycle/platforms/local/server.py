@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--max-body-mb", type=float, default=6.0)
+    payload = parser.add_argument_group("payload logging (store URL from MODELCYCLE_DATABASE_URL)")
+    payload.add_argument("--payload-journal", type=Path, help="journal directory; logging is off without it")
+    payload.add_argument("--payload-sampling", type=float, default=100.0, metavar="PCT")
+    payload.add_argument("--payload-fsync", action="store_true", help="fdatasync the journal per request")
+    payload.add_argument("--payload-flush-ms", type=int, default=1000)
+    payload.add_argument("--payload-batch", type=int, default=1000)
+    payload.add_argument("--payload-drain", choices=("process", "thread"), default="process",
+                         help="drain the journal in a child process (default) or a thread")
     args = parser.parse_args(argv)
 
     token = os.environ.get("MODELCYCLE_ENDPOINT_TOKEN") or None
@@ -65,7 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     from modelcycle.core.serving.pipeline import InferencePipeline
 
     pipeline = InferencePipeline(args.model_dir)
-    app = create_app(pipeline, args.name, token=token, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    payload_logger = None
+    if args.payload_journal:
+        from modelcycle.core.monitoring.payload import PayloadLogger
+
+        database_url = os.environ.get("MODELCYCLE_DATABASE_URL")
+        if not database_url:
+            print("--payload-journal needs the store URL in MODELCYCLE_DATABASE_URL", file=sys.stderr)
+            return 2
+        payload_logger = PayloadLogger(
+            args.payload_journal, database_url, args.name, pipeline.manifest.run_id,
+            sampling_percentage=args.payload_sampling, fsync=args.payload_fsync,
+            flush_interval=args.payload_flush_ms / 1000, batch_records=args.payload_batch, drain=args.payload_drain,
+        ).start()  # replays what a previous process journaled but did not store
+    app = create_app(pipeline, args.name, token=token, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                     payload_logger=payload_logger)
     options: dict[str, object] = {"access_log": False, "log_level": "warning", "timeout_keep_alive": 30}
     try:
         import uvloop  # noqa: F401
@@ -91,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, args.ready_file)
 
         server.startup = startup  # type: ignore[method-assign]
+    if payload_logger is not None:  # a graceful stop drains the journal into the store (uvicorn
+        original_shutdown = server.shutdown  # re-raises SIGTERM after serve(), so not in a finally)
+
+        async def shutdown(sockets: list[socket.socket] | None = None) -> None:
+            await original_shutdown(sockets=sockets)
+            payload_logger.close()
+
+        server.shutdown = shutdown  # type: ignore[method-assign]
     server.run(sockets=[sock])
     return 0
 

@@ -1,9 +1,88 @@
-"""CLI subcommands of the SageMaker platform (argparse only at import time)."""
+"""CLI subcommands of the SageMaker platform (argparse only at import time).
+
+``pipeline export [--format asl|json] [-o FILE] [--graph PNG] [--upload]`` writes the use case's
+train → model → endpoint config → endpoint Step Functions state machine;
+``import-signature model_signature.json [-o DIR]`` converts an mlmonitor use case.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any, Callable
+
+
+def cmd_pipeline_export(args: argparse.Namespace, use_case: Callable[[Any], Any]) -> int:
+    from modelcycle.platforms.sagemaker import pipeline
+
+    config = use_case(args).config
+    definition = pipeline.state_machine(config)
+    document = definition if args.format == "asl" else pipeline.create_state_machine_input(config, definition, args.workflow_role)
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output} ({'ASL definition' if args.format == 'asl' else 'create-state-machine input'}, "
+              f"{len(definition['States'])} states)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.graph:
+        pipeline.draw(definition, Path(args.graph), config, title=f"{config.name}: SageMaker training pipeline")
+        print(f"wrote {args.graph}", file=sys.stderr)
+    if args.upload:
+        uploaded = pipeline.upload_inputs(config)
+        for channel, uri in uploaded.items():
+            print(f"uploaded {channel}: {uri}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_signature(args: argparse.Namespace) -> int:
+    from modelcycle.core.config import load_config
+    from modelcycle.core.errors import ConfigError
+    from modelcycle.platforms.sagemaker.signature import import_signature
+
+    target, result = import_signature(Path(args.signature), Path(args.output) if args.output else None, force=args.force)
+    print(f"wrote {target} (use case '{result.config['name']}', framework {result.config['framework']})")
+    if result.dropped:
+        print("dropped:")
+        for line in result.dropped:
+            print(f"  - {line}")
+    if result.notes:
+        print("notes:")
+        for line in result.notes:
+            print(f"  - {line}")
+    try:
+        load_config(target.parent)
+    except ConfigError as exc:
+        print(f"warning: the written config does not validate yet:\n{exc}", file=sys.stderr)
+        return 1
+    print("the config validates; set training.role (or MODELCYCLE_SAGEMAKER_ROLE) before training on SageMaker")
+    return 0
 
 
 def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Callable[[Any], None]) -> None:
     """Add ``pipeline export`` and ``import-signature`` to the ``modelcycle`` parser."""
+    pipeline = commands.add_parser("pipeline", help="export the SageMaker training pipeline (Step Functions)")
+    actions = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export", help="write the train → model → endpoint config → endpoint state machine",
+        description="Write the use case's SageMaker workflow as an AWS Step Functions state machine.",
+    )
+    export.add_argument("--format", choices=("asl", "json"), default="asl",
+                        help="asl: the Amazon States Language definition (default); json: the input of "
+                             "'aws stepfunctions create-state-machine --cli-input-json'")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument("--graph", metavar="PNG", help="also draw the state machine to PNG")
+    export.add_argument("--workflow-role", metavar="ARN", default=None,
+                        help="the Step Functions execution role (--format json; default: a placeholder)")
+    export.add_argument("--upload", action="store_true",
+                        help="upload the dataset channels and the source dir the definition reads (AWS calls)")
+    export.set_defaults(func=lambda args: cmd_pipeline_export(args, use_case))
+
+    signature = commands.add_parser("import-signature", help="convert an mlmonitor model_signature.json to modelcycle.yaml")
+    signature.add_argument("signature", metavar="PATH", help="the model_signature.json")
+    signature.add_argument("-o", "--output", metavar="DIR", help="directory for modelcycle.yaml (default: beside PATH)")
+    signature.add_argument("--force", action="store_true", help="overwrite an existing modelcycle.yaml")
+    signature.set_defaults(func=cmd_import_signature)

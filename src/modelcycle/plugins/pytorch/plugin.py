@@ -79,7 +79,7 @@ def train_step(model: torch.nn.Module, batch: Any, context: TrainingContext) -> 
 
 @hookimpl
 def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> TrainingResult:
-    torch.manual_seed(context.hyperparameters.seed)
+    torch.manual_seed(context.hyperparameters.seed + context.rank)  # distinct dropout per rank
     return training.fit(model, dataset, context)
 
 

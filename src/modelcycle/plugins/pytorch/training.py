@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Dataset, Split
     from modelcycle.core.training import TrainingContext, TrainingResult
 
-__all__ = ["to_tensor", "make_optimizer", "train_step", "fit", "evaluate"]
+__all__ = ["to_tensor", "make_optimizer", "train_step", "fit", "evaluate", "shard_indices"]
 
 
 def to_tensor(images: np.ndarray, context: TrainingContext) -> torch.Tensor:
@@ -80,42 +80,77 @@ def evaluate(model: torch.nn.Module, split: Split, context: TrainingContext) -> 
     return evaluate_tensors(model, to_tensor(split.images, context), targets, context.hyperparameters.test_batch_size)
 
 
+def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of a shuffled ``order``, as ``DistributedSampler(drop_last=True)``
+    takes it: every rank gets ``len(order) // world_size`` indices and no index is given twice."""
+    usable = len(order) - len(order) % world_size
+    return order[rank:usable:world_size]
+
+
+def _all_reduce_sum(*values: float) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> TrainingResult:
     """Train for ``epochs``, logging like the seed, evaluating on the test split each epoch.
 
-    With ``context.world_size > 1`` the model is expected to be wrapped in
-    DistributedDataParallel and each rank trains on its own disjoint slice.
+    With ``context.world_size > 1`` (torch.distributed initialised by the caller) the model is
+    wrapped in DistributedDataParallel and each rank trains on a disjoint shard of the same
+    shuffled order (same seed on every rank; ``batch_size`` is per rank, as with
+    DistributedSampler). Only rank 0 evaluates and reports; the shards each rank trained on are
+    kept in ``context.state["data_shards"]`` (one index tensor per epoch). ``model`` itself stays
+    unwrapped, so the state_dict saved afterwards has no ``module.`` prefix.
     """
     from modelcycle.core.training import TrainingResult
 
     hp, reporter, hook = context.hyperparameters, context.reporter, context.hook
+    rank, world_size = context.rank, context.world_size
+    distributed = world_size > 1
     x_train = to_tensor(dataset.train.images, context)
     y_train = torch.from_numpy(dataset.train.labels.astype(np.int64))
-    x_test = to_tensor(dataset.test.images, context)
-    y_test = torch.from_numpy(dataset.test.labels.astype(np.int64))
+    lead = rank == 0
+    if lead:
+        x_test = to_tensor(dataset.test.images, context)
+        y_test = torch.from_numpy(dataset.test.labels.astype(np.int64))
     total = len(x_train)
-    num_batches = (total + hp.batch_size - 1) // hp.batch_size
+    per_rank = total // world_size if distributed else total
+    num_batches = (per_rank + hp.batch_size - 1) // hp.batch_size
     model.to(memory_format=torch.channels_last)
+    trained: torch.nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)  # broadcasts rank 0's initial weights
+        context.state["data_shards"] = []
     make_optimizer(model, context, steps=hp.epochs * num_batches)
     generator = torch.Generator().manual_seed(hp.seed)
     metrics: dict[str, float] = {}
     for epoch in range(1, hp.epochs + 1):
-        model.train()
-        reporter.start_epoch(epoch, num_batches)
+        trained.train()
+        if lead:
+            reporter.start_epoch(epoch, num_batches)
         order = torch.randperm(total, generator=generator)
+        if distributed:
+            order = shard_indices(order, rank, world_size)
+            context.state["data_shards"].append(order)
         loss_sum = 0.0
         for batch_index in range(num_batches):
             index = order[batch_index * hp.batch_size : (batch_index + 1) * hp.batch_size]
-            loss = hook.train_step(model=model, batch=(x_train[index], y_train[index]), context=context)
+            loss = hook.train_step(model=trained, batch=(x_train[index], y_train[index]), context=context)
             loss_sum += loss
-            if batch_index % hp.log_interval == 0 and batch_index:
-                reporter.batch(epoch, batch_index, num_batches, hp.batch_size, total, loss)
-        test = evaluate_tensors(model, x_test, y_test, hp.test_batch_size)
-        reporter.test_result(test["loss"], int(test["correct"]), int(test["total"]))
-        metrics = {
-            "train_loss": loss_sum / num_batches,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
-        }
-        reporter.end_epoch(epoch, metrics, context)
+            if lead and batch_index % hp.log_interval == 0 and batch_index:
+                reporter.batch(epoch, batch_index, num_batches, hp.batch_size * world_size, per_rank * world_size, loss)
+        batches = float(num_batches)
+        if distributed:
+            loss_sum, batches = _all_reduce_sum(loss_sum, batches)
+        metrics = {"train_loss": loss_sum / batches}
+        if lead:
+            test = evaluate_tensors(model, x_test, y_test, hp.test_batch_size)
+            reporter.test_result(test["loss"], int(test["correct"]), int(test["total"]))
+            metrics |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+            reporter.end_epoch(epoch, metrics, context)
     return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(reporter.history))

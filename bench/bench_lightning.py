@@ -1,0 +1,124 @@
+"""One Lightning epoch through modelcycle's Lightning plugin vs a plain ``lightning.Trainer.fit``.
+
+Both train the same LightningModule (the seed ConvNet wrapped in ``LightningConvNet``) on the full
+MNIST training set (batch 64, Adam 1e-3, constant learning rate) from the same shuffled
+``TensorDataset`` loader, then evaluate once on the 10,000 test images; both normalise the data
+inside the timing. The plain Trainer has its progress bar, model summary, logger and checkpoints
+turned off, like the plugin's. What the ratio measures is modelcycle's cost on top of Lightning:
+the ``train_step`` hook per batch, the reporter callback, the ``evaluate`` hook. Runs are
+interleaved (A B A B ...) so machine drift hits both alike. Each run's CPU time (this process)
+is recorded too: on a machine shared with other jobs, with ``threads=1``, it is the steadier
+measure of the work each side does (wall time there swings several-fold with the other jobs).
+
+    python bench/bench_lightning.py [rounds] [threads]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleave  # noqa: E402
+
+import lightning as L  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from modelcycle.core.config import Hyperparameters, UseCaseConfig  # noqa: E402
+from modelcycle.core.registry import PluginRegistry  # noqa: E402
+from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data  # noqa: E402
+from modelcycle.plugins.lightning.module import LightningConvNet  # noqa: E402
+from modelcycle.plugins.pytorch.nets import ConvNet  # noqa: E402
+from modelcycle.plugins.pytorch.training import evaluate_tensors, to_tensor  # noqa: E402
+
+
+def _config() -> UseCaseConfig:
+    hp = Hyperparameters(epochs=1, batch_size=64, learning_rate=1e-3, lr_schedule="constant")
+    return UseCaseConfig(name="bench", framework="lightning", hyperparameters=hp)
+
+
+def modelcycle_epoch(registry: PluginRegistry, config: UseCaseConfig, out: dict[str, Any]) -> float:
+    """Seconds for the plugin's ``fit`` (1 epoch + test evaluation) through the hooks, quiet."""
+    dataset, preprocessing = load_training_data(config)
+    context = TrainingContext(
+        config=config, model_config=registry.pm.hook.model_config_class()(), registry=registry,
+        reporter=TrainingReporter(registry.hook, quiet=True), run_id="bench", output_dir=Path("/tmp"),
+        preprocessing=preprocessing, input_shape=dataset_input_shape(dataset),
+    )
+    model = registry.call_first("build_model", model_config=context.model_config, dataset=dataset, context=context)
+    started, cpu = time.perf_counter(), time.process_time()
+    result = registry.call_first("fit", model=model, dataset=dataset, context=context)
+    seconds = time.perf_counter() - started
+    out.setdefault("modelcycle_cpu", []).append(time.process_time() - cpu)
+    out.setdefault("modelcycle_accuracy", []).append(result.metrics["test_accuracy"])
+    return seconds
+
+
+def plain_epoch(config: UseCaseConfig, out: dict[str, Any]) -> float:
+    """Seconds for a plain ``Trainer.fit`` of the same module and loader, then the same evaluation."""
+    dataset, preprocessing = load_training_data(config)
+    hp = config.hyperparameters
+    torch.manual_seed(hp.seed)
+    module = LightningConvNet(ConvNet(), hyperparameters=hp).to(memory_format=torch.channels_last)
+    normaliser = SimpleNamespace(preprocessing=preprocessing)
+    started, cpu = time.perf_counter(), time.process_time()
+    x = to_tensor(dataset.train.images, normaliser)  # type: ignore[arg-type]
+    y = torch.from_numpy(dataset.train.labels.astype(np.int64))
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=hp.batch_size, shuffle=True, num_workers=0,
+        generator=torch.Generator().manual_seed(hp.seed),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    x_test = to_tensor(dataset.test.images, normaliser)  # type: ignore[arg-type]
+    y_test = torch.from_numpy(dataset.test.labels.astype(np.int64))
+    accuracy = evaluate_tensors(module.net, x_test, y_test, hp.test_batch_size)["accuracy"]
+    seconds = time.perf_counter() - started
+    out.setdefault("plain_cpu", []).append(time.process_time() - cpu)
+    out.setdefault("plain_accuracy", []).append(accuracy)
+    return seconds
+
+
+def run(rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
+    """Median seconds per epoch of each side and their ratio (goal ≤ 1.05); ``threads`` sets
+    torch's intra-op threads (default: torch's own)."""
+    if threads:
+        torch.set_num_threads(threads)
+    # the plain Trainer's start-up banner and loader-worker advice, outside any timing
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    config = _config()
+    registry = PluginRegistry()
+    registry.load_framework("lightning")
+    load_training_data(config)  # warm the dataset cache outside the timing
+    out: dict[str, Any] = {}
+    modelcycle_epoch(registry, config, {})  # warm-up: first-touch allocations, kernels
+    plain_epoch(config, {})
+    mc, plain, pairs = interleave(lambda: modelcycle_epoch(registry, config, out), lambda: plain_epoch(config, out), rounds)
+    mc_cpu, plain_cpu = float(np.median(out["modelcycle_cpu"])), float(np.median(out["plain_cpu"]))
+    return {
+        "modelcycle_s": mc, "plain_s": plain, "ratio": mc / plain, "pairs": pairs,
+        "pair_ratios": [a / b for a, b in pairs],
+        "modelcycle_cpu_s": mc_cpu, "plain_cpu_s": plain_cpu, "cpu_ratio": mc_cpu / plain_cpu,
+        "threads": torch.get_num_threads(),
+        "modelcycle_accuracy": float(np.median(out["modelcycle_accuracy"])),
+        "plain_accuracy": float(np.median(out["plain_accuracy"])),
+    }
+
+
+if __name__ == "__main__":
+    result = run(int(sys.argv[1]) if len(sys.argv) > 1 else 3, int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    print(result)

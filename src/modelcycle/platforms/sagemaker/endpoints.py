@@ -1,0 +1,324 @@
+"""SageMaker real-time endpoints: model → endpoint config → endpoint, invoke, describe, delete.
+
+The endpoint runs the artifact's ``code/inference.py`` in AWS's PyTorch inference container:
+the same ``model_fn/input_fn/predict_fn/output_fn`` handlers the local endpoint runs, so a
+request body that scores locally scores the same way there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from modelcycle.core.errors import ConfigError, EndpointError
+from modelcycle.platforms.sagemaker import session as aws
+
+__all__ = ["deploy", "invoke", "describe", "delete", "predictor", "endpoint_name"]
+
+_POLL_S = (1, 2, 4, 8, 15)
+
+
+def endpoint_name(name: str) -> str:
+    """A SageMaker-valid endpoint/model name (``[a-zA-Z0-9-]``, at most 63 characters)."""
+    clean = re.sub(r"[^a-zA-Z0-9-]+", "-", name).strip("-")
+    return re.sub(r"-{2,}", "-", clean)[:63].strip("-") or "modelcycle"
+
+
+def _fallback(model_dir: Path, work_dir: Path) -> dict[str, Any]:
+    """Settings the serving section does not give: the use case's ``training:`` section, then the
+    record of the SageMaker job that trained the model."""
+    from modelcycle.platforms.sagemaker.training import JOB_RECORD
+
+    merged: dict[str, Any] = {}
+    record = model_dir.parent / JOB_RECORD
+    job = json.loads(record.read_text()) if record.is_file() else {}
+    training: Any = None
+    try:
+        from modelcycle.core.config import load_config
+
+        training = load_config(Path(work_dir).parent).training
+    except Exception:  # no or unreadable config beside work_dir: the job record still helps
+        training = None
+    for key in ("role", "region", "bucket", "prefix"):
+        merged[key] = (getattr(training, key, None) if training is not None else None) or job.get(key)
+    merged["job"] = job
+    merged["requirements"] = getattr(training, "requirements", None) if training is not None else None
+    return merged
+
+
+def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None, target: Path) -> Path:
+    """The artifact's ``code/`` with a ``requirements.txt`` the inference container can install:
+    the modelcycle version that made the model, no extra that would pin another torch."""
+    from modelcycle.core.entrypoint import container_requirements
+
+    code = target / "code"
+    shutil.copytree(model_dir / "code", code)
+    lines = container_requirements(manifest.framework, manifest.modelcycle_version, requirements)
+    lines = [line for line in lines if not line.startswith("torchinfo")]  # summaries are a training matter
+    (code / "requirements.txt").write_text("\n".join(lines) + "\n")
+    return code
+
+
+def _sdk_session(region: str) -> Any:
+    """A cached SDK session per region and endpoint override (creating one builds ~8 clients)."""
+    import os
+
+    return _cached_session(region, os.environ.get("AWS_ENDPOINT_URL", ""), os.environ.get("AWS_PROFILE", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_session(region: str, endpoint_url: str, profile: str) -> Any:
+    return aws.sagemaker_session(aws.boto_session(region), None)
+
+
+def _model_data(s3: Any, model_dir: Path, settings: aws.AwsSettings, job: dict[str, Any], run_id: str) -> str:
+    """The S3 URI of the artifact: the training job's own ``model.tar.gz`` when the model was
+    trained on SageMaker in this region, else the local archive uploaded under ``models/``."""
+    if job.get("model_data") and job.get("region") == settings.region and aws.object_exists(s3, job["model_data"]):
+        return str(job["model_data"])
+    archive = model_dir.parent / "model.tar.gz"
+    uri = settings.s3_uri("models", run_id, "model.tar.gz")
+    if archive.is_file():
+        aws.upload_file(s3, archive, uri)
+        return uri
+    from modelcycle.platforms.local.container import package_directory
+
+    with tempfile.TemporaryDirectory(prefix="modelcycle-sm-") as tmp:
+        aws.upload_file(s3, package_directory(model_dir, Path(tmp) / "model.tar.gz"), uri)
+    return uri
+
+
+def _wait_in_service(client: Any, name: str, timeout_s: float) -> dict[str, Any]:
+    started = time.monotonic()
+    last = None
+    for attempt in range(10_000):
+        description = client.describe_endpoint(EndpointName=name)
+        status = description["EndpointStatus"]
+        if status != last:
+            print(f"endpoint {name}: {status}", file=sys.stderr, flush=True)
+            last = status
+        if status == "InService":
+            return description
+        if status in ("Failed", "OutOfService", "Deleting"):
+            raise EndpointError(
+                f"SageMaker endpoint {name} is {status}: {description.get('FailureReason', 'no reason given')}. "
+                f"Its container logs are in CloudWatch group /aws/sagemaker/Endpoints/{name}; "
+                "'modelcycle cleanup' removes the endpoint, its config and model"
+            )
+        if time.monotonic() - started > timeout_s:
+            raise EndpointError(
+                f"SageMaker endpoint {name} still {status} after {timeout_s:.0f} s (serving.deploy_timeout_s)"
+            )
+        time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _delete_leftovers(client: Any, name: str) -> None:
+    """Remove a model / endpoint config of ``name`` left by an interrupted deploy; an existing
+    endpoint of that name is an error (it is not ours to replace silently)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        existing = client.describe_endpoint(EndpointName=name)
+    except ClientError:
+        existing = None
+    if existing is not None:
+        raise EndpointError(
+            f"SageMaker endpoint {name} already exists ({existing['EndpointStatus']}); delete it first "
+            "('modelcycle cleanup', or the SageMaker console) or deploy another run"
+        )
+
+    for call, kwargs in (
+        (client.delete_endpoint_config, {"EndpointConfigName": name}),
+        (client.delete_model, {"ModelName": name}),
+    ):
+        try:
+            call(**kwargs)
+        except ClientError:
+            pass
+
+
+def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) -> dict[str, Any]:
+    """Create model → endpoint config → endpoint for ``model_dir``; wait until InService.
+
+    Returns:
+        The endpoint record: ``name``, ``platform``, ``url``, ``status``, ``arn``,
+        ``endpoint_config_name``, ``model_name``, ``region``, ``model_data``, ``image``...
+
+    Raises:
+        ConfigError: no role or region; a framework SageMaker cannot serve with these handlers.
+        EndpointError: the endpoint failed or did not come up in ``deploy_timeout_s``.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from modelcycle.core.artifacts import read_manifest
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if aws.SDK_FRAMEWORK.get(manifest.framework) != "pytorch":
+        raise ConfigError(
+            f"serving a '{manifest.framework}' model on SageMaker is not supported yet: modelcycle's "
+            "handlers run in the PyTorch inference container (frameworks pytorch, lightning); "
+            "serve it locally (serving.platform: local)"
+        )
+    fallback = _fallback(model_dir, work_dir)
+    settings = aws.resolve_settings(settings_section, manifest.use_case, fallback, role_key="serving.role")
+    session = aws.boto_session(settings.region)
+    settings = aws.resolve_bucket(settings, session)
+    sm_name = endpoint_name(name)
+    version, py_version = aws.framework_versions(manifest.framework, settings_section)
+    sm_session = aws.sagemaker_session(session, settings.bucket)
+    from sagemaker.pytorch import PyTorchModel
+
+    client = sm_session.sagemaker_client
+    scratch = tempfile.TemporaryDirectory(prefix="modelcycle-sm-")
+    try:
+        code = _serving_code(model_dir, manifest, fallback["requirements"], Path(scratch.name))
+        model_data = _model_data(session.client("s3"), model_dir, settings, fallback["job"], manifest.run_id)
+        _delete_leftovers(client, sm_name)
+        print(f"Deploying model: [{model_data}] as SageMaker endpoint {sm_name} "
+              f"({settings_section.instance_count} x {settings_section.instance_type})", file=sys.stderr, flush=True)
+        model = PyTorchModel(
+            model_data=model_data,
+            role=settings.role,
+            entry_point="inference.py",
+            source_dir=str(code),  # repacked into the archive's code/ by the SDK
+            framework_version=version,
+            py_version=py_version,
+            sagemaker_session=sm_session,
+            name=sm_name,
+            code_location=settings.s3_uri("models"),
+        )
+        model.deploy(
+            initial_instance_count=settings_section.instance_count,
+            instance_type=settings_section.instance_type,
+            endpoint_name=sm_name,
+            wait=False,
+        )
+        description = _wait_in_service(client, sm_name, settings_section.deploy_timeout_s)
+        container = client.describe_model(ModelName=sm_name).get("PrimaryContainer", {})
+    except (BotoCoreError, ClientError) as exc:
+        raise aws.aws_error(f"deploying endpoint {sm_name}", exc) from exc
+    finally:
+        scratch.cleanup()
+    return {
+        "name": sm_name,
+        "platform": "sagemaker",
+        "url": f"https://runtime.sagemaker.{settings.region}.amazonaws.com/endpoints/{sm_name}/invocations",
+        "status": description["EndpointStatus"],
+        "arn": description["EndpointArn"],
+        "endpoint_config_name": description["EndpointConfigName"],
+        "model_name": sm_name,
+        "region": settings.region,
+        "instance_type": settings_section.instance_type,
+        "instance_count": settings_section.instance_count,
+        "image": container.get("Image"),
+        "model_data": container.get("ModelDataUrl", model_data),
+        "source_model_data": model_data,
+    }
+
+
+class _Raw:
+    """A deserializer that keeps the body bytes and the response's content type."""
+
+    def __init__(self, accept: str) -> None:
+        self.ACCEPT = (accept,)
+
+    def deserialize(self, stream: Any, content_type: str) -> tuple[bytes, str]:
+        try:
+            return stream.read(), content_type
+        finally:
+            stream.close()
+
+
+def predictor(endpoint: dict[str, Any]) -> Any:
+    """A ``sagemaker.predictor.Predictor`` for ``endpoint`` with JSON serializer/deserializer:
+    ``predictor(endpoint).predict({"input_data": [{"values": images.tolist()}]})``."""
+    aws.import_sdk()
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import JSONSerializer
+
+    return Predictor(endpoint["name"], sagemaker_session=_sdk_session(endpoint["region"]),
+                     serializer=JSONSerializer(), deserializer=JSONDeserializer())
+
+
+def invoke(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str) -> tuple[int, bytes, str]:
+    """One InvokeEndpoint call through a Predictor; errors come back as ``(status, JSON, type)``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    aws.import_sdk()
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import IdentitySerializer
+
+    client = Predictor(
+        endpoint["name"],
+        sagemaker_session=_sdk_session(endpoint["region"]),
+        serializer=IdentitySerializer(content_type=content_type),
+        deserializer=_Raw(accept),
+    )
+    try:
+        payload, returned_type = client.predict(body)
+        return 200, payload, returned_type or accept
+    except ClientError as exc:
+        response = exc.response
+        status = int(response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
+        error = response.get("Error", {})
+        message = response.get("OriginalMessage") or error.get("Message") or str(exc)
+        return status, json.dumps({"error": message, "code": error.get("Code")}).encode(), "application/json"
+    except BotoCoreError as exc:
+        raise aws.aws_error(f"invoking endpoint {endpoint['name']}", exc) from exc
+
+
+def _missing(exc: Any) -> bool:
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    return "Could not find" in message or "does not exist" in message or "not found" in message.lower()
+
+
+def describe(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """``endpoint`` with its live ``status`` (``NotFound`` once deleted)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = aws.boto_session(endpoint["region"]).client("sagemaker")
+    try:
+        description = client.describe_endpoint(EndpointName=endpoint["name"])
+    except ClientError as exc:
+        if _missing(exc):
+            return {**endpoint, "status": "NotFound"}
+        raise aws.aws_error(f"describing endpoint {endpoint['name']}", exc) from exc
+    except BotoCoreError as exc:
+        raise aws.aws_error(f"describing endpoint {endpoint['name']}", exc) from exc
+    status = {**endpoint, "status": description["EndpointStatus"]}
+    if description.get("FailureReason"):
+        status["failure_reason"] = description["FailureReason"]
+    return status
+
+
+def delete(endpoint: dict[str, Any]) -> int:
+    """Delete the endpoint, its endpoint config and its model; returns how many were removed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = aws.boto_session(endpoint["region"]).client("sagemaker")
+    name = endpoint["name"]
+    removed = 0
+    for call, kwargs in (
+        (client.delete_endpoint, {"EndpointName": name}),
+        (client.delete_endpoint_config, {"EndpointConfigName": endpoint.get("endpoint_config_name", name)}),
+        (client.delete_model, {"ModelName": endpoint.get("model_name", name)}),
+    ):
+        try:
+            call(**kwargs)
+            removed += 1
+        except ClientError as exc:
+            if not _missing(exc):
+                raise aws.aws_error(f"deleting {kwargs}", exc) from exc
+        except BotoCoreError as exc:
+            raise aws.aws_error(f"deleting {kwargs}", exc) from exc
+    return removed

@@ -1,0 +1,55 @@
+"""Hook implementations of the SageMaker platform (entry point ``sagemaker`` in ``modelcycle.platforms``).
+
+Selected per role: ``training: {platform: sagemaker}`` runs SageMaker training jobs,
+``serving: {platform: sagemaker}`` real-time endpoints. boto3 and the sagemaker SDK (2.x) are
+imported only when a hook runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelcycle.core.markers import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.config import ServingConfig
+    from modelcycle.core.training import TrainingContext, TrainingResult
+
+
+@hookimpl
+def run_training_job(context: TrainingContext) -> TrainingResult:
+    """Upload data and source dir, run the PyTorch (or TensorFlow) estimator, fetch the model."""
+    from modelcycle.platforms.sagemaker import training
+
+    return training.run_training_job(context)
+
+
+@hookimpl
+def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: str | None, work_dir: Path) -> dict[str, Any]:
+    """Model → endpoint config → endpoint, waited on until InService. SageMaker endpoints are
+    authenticated by IAM (SigV4), so ``token`` does not apply."""
+    from modelcycle.platforms.sagemaker import endpoints
+
+    return endpoints.deploy(name, Path(model_dir), settings, Path(work_dir))
+
+
+@hookimpl
+def invoke_endpoint(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str, token: str | None) -> tuple[int, bytes, str]:
+    from modelcycle.platforms.sagemaker import endpoints
+
+    return endpoints.invoke(endpoint, body, content_type, accept)
+
+
+@hookimpl
+def describe_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
+    from modelcycle.platforms.sagemaker import endpoints
+
+    return endpoints.describe(endpoint)
+
+
+@hookimpl
+def delete_endpoint(endpoint: dict[str, Any]) -> int:
+    from modelcycle.platforms.sagemaker import endpoints
+
+    return endpoints.delete(endpoint)

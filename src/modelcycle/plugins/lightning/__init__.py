@@ -1,0 +1,5 @@
+"""The Lightning framework plugin (entry point ``lightning`` in ``modelcycle.frameworks``).
+
+It trains the PyTorch plugin's networks with a :class:`lightning.Trainer` and produces exactly
+the PyTorch plugin's artifact (a ``state_dict`` in ``model.pth``), so serving is identical.
+"""

@@ -1,0 +1,265 @@
+"""Hook implementations of the Lightning framework plugin.
+
+Training runs a :class:`lightning.Trainer` on the PyTorch plugin's networks wrapped in
+:class:`~modelcycle.plugins.lightning.module.LightningConvNet`; everything else is the PyTorch
+plugin's code, called rather than copied: the networks, the normalisation, the optimizer and
+schedule, the evaluation, the ``model.pth`` artifact and the serving handlers. An artifact
+trained here is served exactly like one trained with ``framework: pytorch``.
+
+``train_step`` differs from the PyTorch plugin's: the Trainer owns backward and the optimizer
+step, so for Lightning the hook returns the loss **tensor** (graph attached) and does not step.
+
+With ``capture: autolog`` and an active MLflow run (the core opens one around training),
+``mlflow.pytorch.autolog`` is switched on for the duration of ``fit``: Lightning's params
+(``epochs``, the optimizer's settings), the module's training accuracy per epoch (``train_acc``)
+and Lightning's model summary; no model and no checkpoints (the artifact is modelcycle's), and
+not the loss and test metrics, which the core's tracker records per epoch in both capture modes.
+With ``capture: manual`` nothing here touches MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from modelcycle.core.markers import hookimpl
+from modelcycle.plugins.lightning.config import PytorchModelConfig
+from modelcycle.plugins.lightning.module import LightningConvNet, ReporterCallback
+from modelcycle.plugins.pytorch import plugin as pytorch_plugin
+from modelcycle.plugins.pytorch import training as pytorch_training
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.datasets import Dataset, Split
+    from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.training import TrainingContext, TrainingReporter, TrainingResult
+
+__all__ = ["LightningConvNet", "train_loader", "make_trainer"]
+
+#: Lightning's start-up banner ("GPU available: False, used: False", ...) goes to these loggers.
+_CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+def _net(model: Any) -> torch.nn.Module:
+    """The bare network inside a LightningConvNet (or ``model`` itself)."""
+    return getattr(model, "net", model)
+
+
+@hookimpl
+def model_config_class() -> type:
+    return PytorchModelConfig
+
+
+@hookimpl
+def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: TrainingContext) -> LightningConvNet:
+    """The PyTorch plugin's network (seeded), wrapped in the LightningModule."""
+    net = pytorch_plugin.build_model(model_config=model_config, dataset=dataset, context=context)
+    return LightningConvNet(net, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
+
+
+def _with_unused_children(model: torch.nn.Module, rows: list[Any]) -> list[Any]:
+    """torchinfo's rows plus the module's children the forward pass does not run (the loss and
+    the accuracy metric), in registration order, as the seed's summary shows them."""
+    from torchinfo.layer_info import LayerInfo
+    from torchinfo.torchinfo import set_children_layers
+
+    root, blocks, order = rows[0], {}, []
+    for row in rows[1:]:
+        if row.depth == 1:
+            order.append(row.layer_id)
+            blocks.setdefault(row.layer_id, [])
+        blocks[order[-1]].append(row)
+    children = list(model.named_children())
+    if set(order) - {id(child) for _, child in children}:
+        return rows
+    result = [root]
+    for name, child in children:
+        if id(child) in blocks:
+            result.extend(blocks.pop(id(child)))
+        else:
+            info = LayerInfo(name, child, 1, root)
+            info.calculate_num_params()
+            result.append(info)
+    set_children_layers(result)
+    return result
+
+
+@hookimpl
+def summarize_model(model: LightningConvNet, context: TrainingContext) -> str:
+    """torchinfo's table of the whole module for one batch: loss, network (with its layers and
+    their output sizes and parameter counts), accuracy."""
+    from torchinfo import summary
+    from torchinfo.model_statistics import ModelStatistics
+
+    stats = summary(
+        model,
+        input_size=(context.hyperparameters.batch_size, *context.input_shape),
+        device="cpu",
+        verbose=0,
+        col_names=("output_size", "num_params"),
+    )
+    try:
+        rows = _with_unused_children(model, stats.summary_list)
+        stats = ModelStatistics(rows, stats.input_size, stats.total_input, stats.formatting)
+    except Exception:  # noqa: BLE001 - torchinfo internals changed: the plain table is still right
+        pass
+    return str(stats)
+
+
+@hookimpl
+def train_step(model: LightningConvNet, batch: Any, context: TrainingContext) -> torch.Tensor:
+    """The batch loss **tensor** for Lightning's ``training_step``; the Trainer steps.
+
+    Unlike the PyTorch plugin's ``train_step`` (which steps and returns a float), this returns
+    the loss with its graph attached. A plugin overriding ``train_step`` for ``framework:
+    lightning`` must do the same.
+    """
+    return model.compute_loss(batch)
+
+
+def train_loader(dataset: Dataset, context: TrainingContext) -> DataLoader:
+    """The whole training split normalised once (channels-last) in a shuffled, seeded
+    ``TensorDataset`` loader without worker processes (faster than workers on small machines)."""
+    hp = context.hyperparameters
+    x = pytorch_training.to_tensor(dataset.train.images, context)
+    y = torch.from_numpy(dataset.train.labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(hp.seed)
+    return DataLoader(TensorDataset(x, y), batch_size=hp.batch_size, shuffle=True, num_workers=0, generator=generator)
+
+
+def _progress_bar(reporter: TrainingReporter) -> bool:
+    """Lightning's bar only on a terminal, and never beside the reporter's own bar."""
+    return sys.stdout.isatty() and not reporter.quiet and getattr(reporter, "_bar", None) is None
+
+
+def make_trainer(context: TrainingContext, callbacks: list[L.Callback]) -> L.Trainer:
+    """A single-process CPU Trainer: no logger, checkpoints or summary (modelcycle does those)."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=context.hyperparameters.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=_progress_bar(context.reporter),
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up banner and its advice to use loader workers (on purpose:
+    the data is already in memory, and a worker is slower than none on 2 cores)."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            # lightning 2.6's own pytree helper with torch >= 2.10: not actionable by users
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextmanager
+def _autolog(context: TrainingContext) -> Iterator[bool]:
+    """``mlflow.pytorch.autolog`` for the duration of ``fit`` when ``capture: autolog`` and an
+    MLflow run is active; yields whether autologging is on. An autolog configuration the caller
+    set up beforehand is left as it is."""
+    if context.config.capture != "autolog" or context.rank != 0:
+        yield False
+        return
+    import mlflow
+
+    if mlflow.active_run() is None:
+        yield False
+        return
+    import mlflow.pytorch
+    from mlflow.utils.autologging_utils import autologging_is_disabled
+
+    ours = autologging_is_disabled(mlflow.pytorch.FLAVOR_NAME)
+    if ours:
+        mlflow.pytorch.autolog(log_models=False, checkpoint=False, silent=True)
+    try:
+        yield True
+    finally:
+        if ours:
+            mlflow.pytorch.autolog(disable=True, silent=True)
+
+
+def _fit_interruptibly(trainer: L.Trainer, model: L.LightningModule, loader: DataLoader) -> None:
+    """``trainer.fit``, except that Ctrl+C raises KeyboardInterrupt as everywhere else in
+    modelcycle: Lightning answers it with ``sys.exit(1)`` and ignores SIGINT from then on, which
+    would end a notebook's or an API caller's process and leave it deaf to Ctrl+C."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(model, train_dataloaders=loader)
+    except SystemExit as exc:
+        if not trainer.interrupted:
+            raise
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt("training interrupted") from exc
+
+
+@hookimpl
+def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> TrainingResult:
+    """Train with ``lightning.Trainer.fit`` for ``epochs``, logging like the seed and evaluating
+    on the test split after each epoch (through the ``evaluate`` hook)."""
+    from modelcycle.core.training import TrainingResult
+
+    torch.manual_seed(context.hyperparameters.seed)
+    loader = train_loader(dataset, context)
+    model.to(memory_format=torch.channels_last)
+    with _autolog(context) as autologging, _quiet_lightning():
+        callback = ReporterCallback(context, dataset.test, total=len(dataset.train), log_train_accuracy=autologging)
+        trainer = make_trainer(context, [callback])
+        context.state["trainer"] = trainer
+        model.attach(context)
+        model.track_accuracy = autologging
+        try:
+            _fit_interruptibly(trainer, model, loader)
+        finally:
+            model.detach()
+            model.track_accuracy = False
+    return TrainingResult(run_id=context.run_id, metrics=dict(callback.metrics), history=list(context.reporter.history))
+
+
+@hookimpl
+def evaluate(model: LightningConvNet, split: Split, context: TrainingContext) -> dict[str, float]:
+    """The PyTorch plugin's evaluation of the wrapped network: loss, accuracy, correct, total."""
+    return pytorch_training.evaluate(_net(model), split, context)
+
+
+@hookimpl
+def save_model(model: LightningConvNet, model_dir: Path, context: TrainingContext) -> list[str]:
+    """The wrapped network's ``state_dict`` as ``model.pth``: the PyTorch plugin's artifact."""
+    return pytorch_plugin.save_model(model=_net(model), model_dir=model_dir, context=context)
+
+
+@hookimpl
+def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
+    """The bare network, rebuilt from the manifest with its weights loaded safely (PyTorch's)."""
+    return pytorch_plugin.model_fn(model_dir=model_dir, context=context)
+
+
+@hookimpl
+def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
+    """Normalise raw pixels as in training and return probabilities ``(N, K)`` (PyTorch's)."""
+    return pytorch_plugin.predict_fn(data=data, model=model, context=context)
