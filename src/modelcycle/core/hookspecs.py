@@ -46,10 +46,11 @@ class FrameworkSpecs:
 
     @hookspec(firstresult=True)
     def train_step(self, model: Any, batch: Any, context: TrainingContext) -> float:
-        """Run one optimisation step on ``batch`` and return the batch loss as a float.
+        """Run one optimisation step on ``batch`` and return the batch loss.
 
-        Called by the plugin's own ``fit`` loop (Lightning and Keras map it onto their
-        ``training_step``/``train_step``). firstresult.
+        Called by the plugin's own ``fit`` loop. PyTorch and Keras step the optimizer here and
+        return a float; Lightning's ``training_step`` calls it and gets the loss tensor back,
+        the Trainer doing backward and step. firstresult.
         """
 
     @hookspec(firstresult=True)

@@ -77,9 +77,15 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
         return
     import mlflow
 
+    # MLflow's fluent API is process-global: point it at this run, then put it back
+    previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracker.uri)
-    with mlflow.start_run(run_id=run_id):
-        yield
+    mlflow.set_experiment(experiment_id=tracker.experiment_id)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
 
 
 class UseCase:

@@ -75,6 +75,7 @@ class RunTracker:
         self.run_name = run_name
         self.tags = tags
         self.mlflow_run_id: str | None = None
+        self.experiment_id: str | None = None
         self.error: BaseException | None = None
         self.epochs_logged = 0
         self._ready = threading.Event()
@@ -99,6 +100,7 @@ class RunTracker:
                 if experiment
                 else client.create_experiment(self.experiment, artifact_location=self.artifact_location)
             )
+            self.experiment_id = experiment_id
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
             self.mlflow_run_id = run.info.run_id
         except BaseException as exc:  # noqa: BLE001 - reported by finish(), never kills training
