@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import getpass
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
+
+from modelcycle.core.sql import mask_url, shared_engine
+from modelcycle.core.sql import resolve_database_url as _resolve
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from modelcycle.core.governance.errors import AssetNotFoundError, GovernanceError
@@ -118,8 +119,6 @@ audit = sa.Table(
     sa.Column("details", sa.JSON),
 )
 
-_ENGINES: dict[str, Engine] = {}
-_ENGINES_LOCK = threading.Lock()
 
 
 def current_user() -> str:
@@ -136,43 +135,11 @@ def current_user() -> str:
 def resolve_database_url(configured: Any, work_dir: Path) -> str:
     """``governance.database_url`` (str or SecretStr), else ``MODELCYCLE_DATABASE_URL``, else
     SQLite at ``work_dir/governance.db``."""
-    if configured is not None and hasattr(configured, "get_secret_value"):
-        configured = configured.get_secret_value()
-    if configured:
-        return str(configured)
-    return os.environ.get("MODELCYCLE_DATABASE_URL") or f"sqlite:///{(Path(work_dir) / DEFAULT_DB_NAME).resolve()}"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password hidden (safe to print)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database url>"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    return _resolve(configured, work_dir, DEFAULT_DB_NAME)
 
 
 def _engine(url: str) -> Engine:
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(url)
-        if engine is None:
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite":
-                if parsed.database and parsed.database != ":memory:":
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(url, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = sa.create_engine(url, pool_pre_ping=True)
-            _ENGINES[url] = engine
-        return engine
+    return shared_engine(url, ("foreign_keys=ON",))
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -18,8 +18,6 @@ inputs.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,8 +26,10 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
+
+from modelcycle.core.sql import forget_engine, mask_url, shared_engine
+from modelcycle.core.sql import resolve_database_url as _resolve
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelcycle.core.monitoring.errors import MonitoringError
@@ -110,54 +110,14 @@ journal_offsets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
-_ENGINES: dict[str, Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
 def resolve_database_url(configured: Any, work_dir: Path) -> str:
     """``monitoring.database_url`` (str or SecretStr), else ``MODELCYCLE_DATABASE_URL``, else
     SQLite at ``work_dir/monitoring.db``."""
-    if configured is not None and hasattr(configured, "get_secret_value"):
-        configured = configured.get_secret_value()
-    if configured:
-        return str(configured)
-    from_env = os.environ.get("MODELCYCLE_DATABASE_URL")
-    if from_env:
-        return from_env
-    return f"sqlite:///{(Path(work_dir) / DEFAULT_DB_NAME).resolve()}"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password hidden (safe to print and to keep in state)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands; show nothing secret
-        return "<unparseable database url>"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+    return _resolve(configured, work_dir, DEFAULT_DB_NAME)
 
 
 def _engine(url: str) -> Engine:
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(url)
-        if engine is not None:
-            return engine
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 30})
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-        _ENGINES[url] = engine
-        return engine
+    return shared_engine(url, ("synchronous=NORMAL",))
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -198,10 +158,7 @@ class MonitoringStore:
                 return
             except SQLAlchemyError as exc:  # two processes creating at once: the loser retries
                 if attempt == 2:  # forget the engine: its pooled connections may point at a bad file
-                    with _ENGINES_LOCK:
-                        if _ENGINES.get(self.url) is self.engine:
-                            del _ENGINES[self.url]
-                    self.engine.dispose()
+                    forget_engine(self.engine)
                     raise MonitoringError(f"cannot open the monitoring store {self.masked_url}: {exc}") from exc
                 time.sleep(0.2 * (attempt + 1))
 

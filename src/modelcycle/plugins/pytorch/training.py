@@ -3,7 +3,7 @@ batches, no per-item transforms and no DataLoader on the hot path."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
