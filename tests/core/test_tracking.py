@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ def test_both_capture_modes_record_the_same_fact_keys(tmp_path: Path, data_dir: 
         run = _run(UseCase(directory).train())
         keys.append((set(run.data.params), set(run.data.metrics), {t for t in run.data.tags if t.startswith("modelcycle.") and t != "modelcycle.capture"}))
     assert keys[0] == keys[1]
+    # the autolog run left MLflow's process-global state as it found it
+    from mlflow.tracking import fluent
+
+    assert fluent._active_experiment_id is None and "MLFLOW_EXPERIMENT_ID" not in os.environ
 
 
 def test_tracking_can_be_turned_off(tmp_path: Path, data_dir: Path) -> None:

@@ -77,15 +77,23 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
         return
     import mlflow
 
-    # MLflow's fluent API is process-global: point it at this run, then put it back
-    previous_uri = mlflow.get_tracking_uri()
+    from mlflow.tracking import fluent
+
+    # MLflow's fluent API is process-global (tracking URI, active experiment, and its
+    # MLFLOW_EXPERIMENT_ID variable): point it at this run, then put all of it back
+    previous = (mlflow.get_tracking_uri(), fluent._active_experiment_id, os.environ.get("MLFLOW_EXPERIMENT_ID"))
     mlflow.set_tracking_uri(tracker.uri)
     mlflow.set_experiment(experiment_id=tracker.experiment_id)
     try:
         with mlflow.start_run(run_id=run_id):
             yield
     finally:
-        mlflow.set_tracking_uri(previous_uri)
+        mlflow.set_tracking_uri(previous[0])
+        fluent._active_experiment_id = previous[1]
+        if previous[2] is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = previous[2]
 
 
 class UseCase:
