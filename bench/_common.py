@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -122,3 +122,17 @@ def interleave(a_fn: Callable[[], float], b_fn: Callable[[], float], rounds: int
     pairs = [(float(a_fn()), float(b_fn())) for _ in range(rounds)]
     return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs), pairs
 
+
+
+def quiet_context(registry: Any, config: Any) -> tuple[Any, Any]:
+    """A silent ``TrainingContext`` and the dataset for ``config`` — what the framework benches
+    hand to a plugin's ``build_model`` and ``fit``."""
+    from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data
+
+    dataset, preprocessing = load_training_data(config)
+    context = TrainingContext(
+        config=config, model_config=registry.pm.hook.model_config_class()(), registry=registry,
+        reporter=TrainingReporter(registry.hook, quiet=True), run_id="bench", output_dir=Path("/tmp"),
+        preprocessing=preprocessing, input_shape=dataset_input_shape(dataset),
+    )
+    return context, dataset

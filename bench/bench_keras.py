@@ -22,11 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleave  # noqa: E402
+from _common import interleave, quiet_context  # noqa: E402
 
 from modelcycle.core.config import Hyperparameters, UseCaseConfig  # noqa: E402
 from modelcycle.core.registry import PluginRegistry  # noqa: E402
-from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data  # noqa: E402
+from modelcycle.core.training import TrainingContext, load_training_data  # noqa: E402
 
 BATCH_SIZE = 128
 
@@ -36,14 +36,8 @@ def _config() -> UseCaseConfig:
     return UseCaseConfig(name="bench-keras", framework="keras", hyperparameters=hp)
 
 
-def _context(registry: PluginRegistry, config: UseCaseConfig) -> tuple[TrainingContext, Any]:
-    dataset, preprocessing = load_training_data(config)
-    context = TrainingContext(
-        config=config, model_config=registry.pm.hook.model_config_class()(), registry=registry,
-        reporter=TrainingReporter(registry.hook, quiet=True), run_id="bench", output_dir=Path("/tmp"),
-        preprocessing=preprocessing, input_shape=dataset_input_shape(dataset),
-    )
-    return context, dataset
+def _context(registry: PluginRegistry, config: UseCaseConfig) -> tuple[Any, Any]:
+    return quiet_context(registry, config)
 
 
 def _model(registry: PluginRegistry, context: TrainingContext, dataset: Any) -> Any:

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleave  # noqa: E402
+from _common import interleave, quiet_context  # noqa: E402
 from baselines.raw_torch_loop import evaluate, to_tensor, train_one_epoch  # noqa: E402
 
 from modelcycle.core.config import Hyperparameters, UseCaseConfig  # noqa: E402
 from modelcycle.core.registry import PluginRegistry  # noqa: E402
-from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data  # noqa: E402
+from modelcycle.core.training import load_training_data  # noqa: E402
 from modelcycle.plugins.pytorch.nets import ConvNet  # noqa: E402
 
 
@@ -32,12 +32,7 @@ def _config() -> UseCaseConfig:
 
 def modelcycle_epoch(registry: PluginRegistry, config: UseCaseConfig, out: dict[str, Any]) -> float:
     """Seconds for ``fit`` (1 epoch + test evaluation) through the plugin's hooks."""
-    dataset, preprocessing = load_training_data(config)
-    context = TrainingContext(
-        config=config, model_config=registry.pm.hook.model_config_class()(), registry=registry,
-        reporter=TrainingReporter(registry.hook, quiet=True), run_id="bench", output_dir=Path("/tmp"),
-        preprocessing=preprocessing, input_shape=dataset_input_shape(dataset),
-    )
+    context, dataset = quiet_context(registry, config)
     model = registry.call_first("build_model", model_config=context.model_config, dataset=dataset, context=context)
     started = time.perf_counter()
     result = registry.call_first("fit", model=model, dataset=dataset, context=context)
