@@ -58,12 +58,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def write_use_case(directory: Path, **sections: Any) -> Path:
-    """Write the packaged mnist-pytorch example into ``directory`` with ``sections`` merged in."""
-    template = REPO / "src" / "modelcycle" / "examples" / "mnist-pytorch" / "modelcycle.yaml"
+def write_use_case(directory: Path, example: str = "mnist-pytorch", **sections: Any) -> Path:
+    """Write a packaged example (``mnist-pytorch``, ``mnist-keras``, ...) into ``directory`` with
+    ``sections`` merged in; ``model`` replaces the whole section (options are per framework)."""
+    template = REPO / "src" / "modelcycle" / "examples" / example / "modelcycle.yaml"
     config = yaml.safe_load(template.read_text())
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if isinstance(value, dict) and isinstance(config.get(key), dict) and key != "model":
             config[key].update(value)
         else:
             config[key] = value

@@ -71,7 +71,13 @@ class TrainingReporter:
                 transient=True,
             )
 
-    def _print(self, line: str) -> None:
+    @property
+    def has_progress_bar(self) -> bool:
+        """Whether this reporter draws its own progress bar (frameworks then hide theirs)."""
+        return self._bar is not None
+
+    def log(self, line: str) -> None:
+        """Print one line (not from quiet reporters), above the progress bar when there is one."""
         if self.quiet:
             return
         if self._bar is not None:
@@ -90,7 +96,7 @@ class TrainingReporter:
 
     def batch(self, epoch: int, batch_index: int, num_batches: int, batch_size: int, total: int, loss: float) -> None:
         """Log ``Train Epoch: 1 [6400/60000 (11%)] Loss: 0.903774`` (call every log_interval)."""
-        self._print(
+        self.log(
             f"Train Epoch: {epoch} [{batch_index * batch_size}/{total} "
             f"({100.0 * batch_index / num_batches:.0f}%)] Loss: {loss:.6f}"
         )
@@ -99,7 +105,7 @@ class TrainingReporter:
 
     def test_result(self, loss: float, correct: int, total: int) -> None:
         """Log ``Test set: Average loss: 0.1020, Accuracy: 9690/10000 (96.90%)``."""
-        self._print(
+        self.log(
             f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
             f"({100.0 * correct / total:.2f}%)\n"
         )
@@ -221,7 +227,7 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
     model = registry.call_first("build_model", model_config=context.model_config, dataset=dataset, context=context)
     summary = registry.hook.summarize_model(model=model, context=context) or ""
     if summary and context.rank == 0:
-        context.reporter._print(summary)
+        context.reporter.log(summary)
     facts = _merge_facts(registry.hook.collect_facts(context=context, stage="start"))
     started = time.perf_counter()
     try:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from modelcycle.core.config import Hyperparameters, UseCaseConfig
+from conftest import write_use_case
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.registry import REQUIRED_FRAMEWORK_HOOKS, PluginRegistry
 from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data
@@ -27,17 +28,8 @@ SEED_PARAMS = ("320", "18,496", "1,179,776", "1,290")
 
 
 def write_keras_use_case(directory: Path, **sections: Any) -> Path:
-    """The packaged mnist-keras example in ``directory`` with ``sections`` merged in (``model``
-    replaces the whole section: the pytorch template's options are not Keras options)."""
-    config = yaml.safe_load(EXAMPLE.read_text())
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict) and key != "model":
-            config[key].update(value)
-        else:
-            config[key] = value
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "modelcycle.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return directory
+    """The packaged mnist-keras example in ``directory`` with ``sections`` merged in."""
+    return write_use_case(directory, example="mnist-keras", **sections)
 
 
 SMALL = {

@@ -18,7 +18,8 @@ make it drain everything that is left, a torn last frame excepted, and exit. It 
 journal's lock, so a new endpoint on the same journal waits until it is done.
 
 After every pass it writes ``drainer.json`` into the journal (``pid``, ``records`` inserted so
-far, ``last_error``, ``time``), which the endpoint reads to report a store outage.
+far, ``offsets`` stored per open segment, ``last_error``, ``time``), which the endpoint reads to
+report a store outage and to know when a flush is done (written only after the store committed).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     directory: Path = args.journal
     drainer: JournalDrainer | None = None
-    status: dict[str, Any] = {"pid": os.getpid(), "records": 0, "last_error": None, "time": time.time()}
+    status: dict[str, Any] = {"pid": os.getpid(), "records": 0, "offsets": {}, "last_error": None, "time": time.time()}
     failures = 0
 
     def drain(final: bool) -> None:
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             status["last_error"] = f"payload store {mask_url(url)} unavailable: {message}"
             if failures == 1 or failures % 50 == 0:
                 log.error("drain failed (%d in a row); records stay journaled: %s", failures, message)
-        status["records"] = drainer.records if drainer is not None else 0
+        if drainer is not None:
+            status["records"], status["offsets"] = drainer.records, drainer.offsets
         status["time"] = time.time()
         _write_status(directory, status)
 

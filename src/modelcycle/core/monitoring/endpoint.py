@@ -145,7 +145,7 @@ def add_monitoring_routes(
                 by_id.update(zip(ids, (label for _, label in inline)))
             await flush_now()
             loop = asyncio.get_running_loop()
-            stored = await loop.run_in_executor(None, logger.store.add_feedback, by_id, logger.deployment_id)
+            stored = await loop.run_in_executor(None, lambda: logger.open_store().add_feedback(by_id, logger.deployment_id))
         except ServingError as exc:
             return error(exc.status_code, str(exc))
         except UnknownScoringIdError as exc:

@@ -367,6 +367,7 @@ class JournalDrainer:
         self._open: dict[int, _Segment] = {}
         self._newest = 0
         self.records = 0
+        self.offsets: dict[str, int] = {}  # journal id -> byte offset stored, for the open segments
 
     def _segment(self, seq: int, path: Path) -> _Segment | None:
         segment = self._open.get(seq)
@@ -407,6 +408,7 @@ class JournalDrainer:
         else:
             segment.path.unlink(missing_ok=True)
         self.store.forget_journal(segment.journal_id)
+        self.offsets.pop(segment.journal_id, None)
 
     def drain(self) -> int:
         """Insert every complete frame written so far; returns the records inserted."""
@@ -430,7 +432,9 @@ class JournalDrainer:
                     rows = frames_to_rows(frames, segment.deployment_id, segment.asset_revision)
                     self.store.ingest(rows, (segment.journal_id, segment.deployment_id, segment.offset + consumed))
                     segment.offset += consumed
+                    self.offsets[segment.journal_id] = segment.offset
                     inserted += len(rows)
+                    self.records += len(rows)  # counted per committed batch: a later failure keeps it
                 if corrupt:
                     if active:  # never expected: a reader sees whole pages of a write; retry later
                         break
@@ -447,7 +451,6 @@ class JournalDrainer:
                     break
                 if not frames:
                     break
-        self.records += inserted
         return inserted
 
     def close(self) -> None:

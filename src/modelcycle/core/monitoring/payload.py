@@ -163,8 +163,14 @@ class PayloadLogger:
             sys.executable, "-m", "modelcycle.core.monitoring.drainer", "--journal", str(self.directory),
             "--parent", str(os.getpid()), "--interval-ms", str(max(1, int(self.flush_interval * 1000))),
         ]
-        # the child inherits the journal lock: a new endpoint waits until this drainer is done
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, pass_fds=(self._lock_fd,))
+        # The child inherits the journal lock (a new endpoint waits until this drainer is done) and
+        # the signal mask: SIGUSR1 blocked from its first instruction, so a wake-up sent before it
+        # installed its own mask stays pending instead of killing it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, pass_fds=(self._lock_fd,))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _signal_drainer(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -238,11 +244,16 @@ class PayloadLogger:
     # -- draining ------------------------------------------------------------------------------
     def _open_store(self) -> JournalDrainer:
         if self.drainer is None:
-            self._store()
+            self.open_store()
             self.drainer = JournalDrainer(self.directory, self.store, self.writer)
         return self.drainer
 
-    def _store(self) -> Any:
+    def open_store(self) -> Any:
+        """The monitoring store this logger drains into (connected on first use).
+
+        Raises:
+            MonitoringError: the store cannot be reached.
+        """
         if self.store is None:
             from modelcycle.core.monitoring.store import MonitoringStore, mask_url
 
@@ -284,33 +295,29 @@ class PayloadLogger:
             return {}
 
     def _flush_process(self, timeout: float) -> int:
-        """Wake the drainer and wait until the stored offset of the current segment reaches the
-        position written before the call (and no older segment is left)."""
+        """Wake the drainer and wait until its status reports the current segment stored up to
+        the position written before the call (and no older segment is left). The drainer writes
+        its status only after the store committed, so its record count is final on return."""
         seq, position, journal_id = self.writer.current_seq, self.writer.position, self.writer.current_journal_id
         header_size = self.writer.header_size
         asked = time.time()
         before = int(self._drainer_status().get("records", 0))
-        store = self._store()
         deadline = time.monotonic() + timeout
         self._signal_drainer()
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise MonitoringError(f"the payload drainer exited (code {code}); records stay journaled until a restart")
-            older = [n for n in segment_numbers(self.directory) if seq is not None and n < seq]
-            if not older:
-                if position <= header_size:
-                    break
-                offset = store.journal_offset(journal_id)
-                if offset is not None and offset >= position:
-                    break
             status = self._drainer_status()
+            older = [n for n in segment_numbers(self.directory) if seq is not None and n < seq]
+            if not older and (position <= header_size or status.get("offsets", {}).get(journal_id, 0) >= position):
+                break
             if status.get("last_error") and status.get("time", 0) >= asked:
                 raise MonitoringError(status["last_error"])
             if time.monotonic() > deadline:
                 raise MonitoringError(f"the payload drainer did not catch up within {timeout:.0f} s")
             time.sleep(0.01)
-        return max(0, int(self._drainer_status().get("records", 0)) - before)
+        return max(0, int(status.get("records", 0)) - before)
 
     def _run(self) -> None:
         failures = 0

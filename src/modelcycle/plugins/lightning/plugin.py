@@ -140,7 +140,7 @@ def train_loader(dataset: Dataset, context: TrainingContext) -> DataLoader:
 
 def _progress_bar(reporter: TrainingReporter) -> bool:
     """Lightning's bar only on a terminal, and never beside the reporter's own bar."""
-    return sys.stdout.isatty() and not reporter.quiet and getattr(reporter, "_bar", None) is None
+    return sys.stdout.isatty() and not reporter.quiet and not reporter.has_progress_bar
 
 
 def make_trainer(context: TrainingContext, callbacks: list[L.Callback]) -> L.Trainer:
