@@ -181,3 +181,29 @@ def test_database_url_resolution_and_masking(tmp_path: Path, monkeypatch: pytest
     masked = mask_url("postgresql+psycopg://u:secret@127.0.0.1:5432/db")
     assert "secret" not in masked and "u:***@127.0.0.1:5432/db" in masked
     assert "secret" not in repr(MonitoringStore(f"sqlite:///{tmp_path / 'm.db'}"))
+
+
+def test_forwarding_marks_each_record_once_per_target(store: MonitoringStore, deployment: str, mnist_test_images) -> None:
+    """What a remote backend (OpenScale) has not received yet: oldest first, paged, per target."""
+    images, labels = mnist_test_images
+    rows, probabilities = _records(images[:12], deployment, start=2_000_000.0)
+    store.ingest(rows)
+    ids = [row[0] for row in rows]
+    target, other = f"payload-{deployment}", f"feedback-{deployment}"
+    first = store.unforwarded_payload(deployment, target, 5)
+    assert [r["scoring_id"] for r in first] == ids[:5]  # oldest first
+    assert bytes(first[0]["scoring_input"]) == images[0].tobytes()
+    store.mark_forwarded(target, ids[:5])
+    store.mark_forwarded(target, ids[:5])  # idempotent
+    assert [r["scoring_id"] for r in store.unforwarded_payload(deployment, target, 100)] == ids[5:]
+    assert len(store.unforwarded_payload(deployment, other, 100)) == 12  # marks are per target
+
+    store.add_feedback({ids[0]: int(labels[0]), ids[3]: 7}, deployment)
+    pending = store.unforwarded_feedback(deployment, other, 10)
+    assert {r["scoring_id"]: r["label"] for r in pending} == {ids[0]: int(labels[0]), ids[3]: 7}
+    assert all(r["prediction"] == int(probabilities[ids.index(r["scoring_id"])].argmax()) for r in pending)
+    store.mark_forwarded(other, [ids[0]])
+    assert [r["scoring_id"] for r in store.unforwarded_feedback(deployment, other, 10)] == [ids[3]]
+    assert store.forwarded_count(target) == 5
+    store.forget_forwarded([target, other])
+    assert store.forwarded_count(target) == store.forwarded_count(other) == 0

@@ -77,7 +77,19 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
         f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
         f"{drift['max_samples']}; thresholds {_thresholds(drift)}"
     )
+    remote = outputs.get("openscale")
+    if remote:
+        console.print(
+            f"openscale subscription {remote['subscription_id']} (data mart {remote['data_mart_id']}); quality monitor "
+            f"{remote.get('quality_monitor_instance_id') or 'not created (quality disabled)'}"
+        )
     return 0
+
+
+def _openscale_sent(result: dict[str, Any]) -> None:
+    sent = result.get("openscale")
+    if sent is not None:
+        print(f"sent to Watson OpenScale: {sent['payload']} payload and {sent['feedback']} feedback records")
 
 
 def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
@@ -93,6 +105,7 @@ def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callabl
     print("\n---------------------------------------\n Successfully finished storing records\n"
           "---------------------------------------")
     print(f"{result['stored']} of {result['records']} payload records in the store")
+    _openscale_sent(result)
     return 0
 
 
@@ -107,6 +120,7 @@ def cmd_log_feedback(args: argparse.Namespace, use_case: Any, print_json: Callab
     if result["scored"]:
         how += f", {result['scored']} scored with their labels"
     print(f"{result['feedback_records']} feedback records ({how}); {result['total_feedback']} in total for {result['deployment_id']}")
+    _openscale_sent(result)
     return 0
 
 
@@ -163,6 +177,12 @@ def cmd_evaluate(args: argparse.Namespace, use_case: Any, print_json: Callable[[
             print_json(results)
         else:
             print_measurements(results, f"evaluation {results[0]['run_id']} at {results[0]['time']}")
+            for result in results:
+                remote = (result.get("details") or {}).get("openscale")
+                if remote:
+                    metrics = ", ".join(f"{k} {v:.4f}" for k, v in remote.get("metrics", {}).items())
+                    print(f"Watson OpenScale {result['monitor']} run {remote['run_id']}: {remote['state']}"
+                          + (f"; {metrics}; {remote.get('issue_count', 0)} issue(s)" if metrics else f" — {remote.get('message', '')}"))
             plots = results[0].get("plots") or []
             if plots:
                 print("plots: " + ", ".join(plots))

@@ -60,8 +60,11 @@ def evaluate_drift(store: MonitoringStore, deployment_id: str, baseline: dict[st
     }
 
 
-def run_evaluation(store: MonitoringStore, subscription: dict[str, Any], monitoring: Any) -> list[dict[str, Any]]:
-    """Evaluate every enabled monitor, store the measurements, return them (see :func:`present`)."""
+def run_evaluation(store: MonitoringStore, subscription: dict[str, Any], monitoring: Any,
+                   remote: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Evaluate every enabled monitor, store the measurements, return them (see :func:`present`).
+    ``remote`` adds details per monitor (e.g. ``{"quality": {"openscale": {...}}}``: a remote
+    backend's own run of the same monitor)."""
     run_id, now = uuid.uuid4().hex, time.time()
     results = []
     deployment_id = subscription["deployment_id"]
@@ -73,6 +76,9 @@ def run_evaluation(store: MonitoringStore, subscription: dict[str, Any], monitor
         raise MonitoringError("no monitor is enabled (monitoring.quality.enabled, monitoring.drift.enabled)")
     stored = []
     for result in results:
+        extra = (remote or {}).get(result["monitor"])
+        if extra:
+            result["details"] = {**(result.get("details") or {}), **extra}
         row = store.add_measurement({**result, "subscription_id": subscription["id"], "run_id": run_id, "timestamp": now})
         stored.append(present(row))
     return stored

@@ -40,6 +40,7 @@ __all__ = [
     "evaluations",
     "cleanup",
     "flush_payload",
+    "forward_to_openscale",
 ]
 
 #: The payload data set's schema (what the seed's OpenScale subscription prints).
@@ -144,8 +145,6 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
     earlier one of this use case)."""
     deploy, train = state.stage("deploy").outputs, state.stage("train").outputs
     monitoring = use_case.config.monitoring
-    if monitoring.backend != "local":
-        raise MonitoringError(f"monitoring backend '{monitoring.backend}' is not available here; use 'local'")
     store = store_for(use_case)
     if deploy.get("payload_store") and deploy["payload_store"] != store.masked_url:
         raise MonitoringError(
@@ -153,14 +152,22 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
             f"monitoring store is {store.masked_url}: deploy again with the same monitoring.database_url "
             "(modelcycle deploy --force)")
     baseline = _baseline(use_case, Path(train["model_dir"]))
-    monitors = monitoring.model_dump(mode="json", exclude={"database_url", "backend"})
+    monitors = monitoring.model_dump(mode="json", exclude={"database_url", "backend", "openscale"})
     from modelcycle.core.monitoring.thresholds import effective_thresholds
 
     for name in ("quality", "drift"):
         monitors[name]["thresholds"] = effective_thresholds(name, getattr(monitoring, name).thresholds)
+    previous = state.stage("monitor").outputs.get("openscale")
     row = store.create_subscription(
         use_case.config.name, deploy["name"], train.get("run_id"), deploy.get("url"), PAYLOAD_SCHEMA, monitors, baseline,
     )
+    remote = None
+    if monitoring.backend == "openscale":
+        try:
+            remote = _replace_openscale_subscription(use_case, store, previous, deploy, train.get("run_id"))
+        except BaseException:
+            store.delete_subscription(row["id"])
+            raise
     return {
         "subscription_id": row["id"],
         "deployment_id": deploy["name"],
@@ -171,7 +178,63 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
         "monitors": monitors,
         "baseline": {k: baseline[k] for k in ("records", "accuracy", "source") if k in baseline},
         "created_at": row["created_at"],
+        **({"openscale": remote} if remote else {}),
     }
+
+
+# -- the Watson OpenScale mirror ---------------------------------------------------------------
+def _openscale_backend(config: Any) -> Any:
+    from modelcycle.platforms.ibm.openscale import OpenScaleBackend
+
+    return OpenScaleBackend(config)
+
+
+def _replace_openscale_subscription(use_case: UseCase, store: MonitoringStore, previous: dict[str, Any] | None,
+                                    deploy: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """Subscribe in OpenScale, after deleting the use case's earlier OpenScale subscription."""
+    monitoring = use_case.config.monitoring
+    backend = _openscale_backend(monitoring.openscale)
+    if previous:
+        _delete_openscale_subscription(use_case, store, previous)
+    return backend.subscribe(use_case.config.name, deploy, run_id, monitoring.quality)
+
+
+def _delete_openscale_subscription(use_case: UseCase, store: MonitoringStore, ids: dict[str, Any]) -> int:
+    """Delete an OpenScale subscription recorded in the monitor stage (1 when it existed) and
+    forget which records its data sets held."""
+    # the subscription lives where it was made, even if the configuration moved on since
+    located = {key: ids[key] for key in ("url", "service_instance_id") if ids.get(key)}
+    removed = int(_openscale_backend(use_case.config.monitoring.openscale.model_copy(update=located)).delete(ids))
+    store.forget_forwarded([ids[k] for k in ("payload_data_set_id", "feedback_data_set_id") if ids.get(k)])
+    return removed
+
+
+def _openscale_ids(use_case: UseCase) -> dict[str, Any] | None:
+    """The OpenScale ids of the current subscription, when the use case mirrors into OpenScale."""
+    if use_case.config.monitoring.backend != "openscale":
+        return None
+    return use_case.store.read().stage("monitor").outputs.get("openscale") or None
+
+
+def _input_shape(use_case: UseCase) -> tuple[int, ...] | None:
+    from modelcycle.core.artifacts import read_manifest
+
+    model_dir = use_case.store.read().stage("train").outputs.get("model_dir")
+    try:
+        return tuple(read_manifest(Path(model_dir)).input_schema.shape) if model_dir else None
+    except Exception:  # a record still goes out, flat
+        return None
+
+
+def forward_to_openscale(use_case: UseCase, store: MonitoringStore | None = None) -> dict[str, int] | None:
+    """Send OpenScale the payload and feedback records it does not hold yet (None when the use
+    case does not mirror into OpenScale); returns the counts sent."""
+    ids = _openscale_ids(use_case)
+    if ids is None:
+        return None
+    store = store or store_for(use_case)
+    deployment_id = use_case.store.read().stage("monitor").outputs["deployment_id"]
+    return _openscale_backend(use_case.config.monitoring.openscale).forward(store, deployment_id, ids, _input_shape(use_case))
 
 
 def subscription_valid(use_case: UseCase, outputs: dict[str, Any]) -> bool:
@@ -180,6 +243,8 @@ def subscription_valid(use_case: UseCase, outputs: dict[str, Any]) -> bool:
     subscription_id = outputs.get("subscription_id")
     if not subscription_id or outputs.get("deployment_id") != deploy.get("name"):
         return False
+    if use_case.config.monitoring.backend == "openscale" and not outputs.get("openscale"):
+        return False  # mirrored into OpenScale since: subscribe there too
     found = store_for(use_case).subscription(subscription_id)
     return bool(found) and found["deleted_at"] is None
 
@@ -240,11 +305,15 @@ def log_payload(use_case: UseCase, samples: int = 100, dataset: str | None = Non
     store = store_for(use_case)
     flush_payload(use_case, store)
     stored = len(store.existing_scoring_ids(scoring_ids, endpoint["name"]))
-    return {
+    result = {
         "deployment_id": endpoint["name"], "dataset": name,
         "records": len(scoring_ids), "stored": stored, "scoring_ids": scoring_ids,
         "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_journal")),
     }
+    forwarded = forward_to_openscale(use_case, store)
+    if forwarded is not None:
+        result["openscale"] = forwarded
+    return result
 
 
 def _image_key(pixels: bytes) -> bytes:
@@ -292,10 +361,14 @@ def log_feedback(use_case: UseCase, samples: int = 100) -> dict[str, Any]:
     scored = samples - len(matched)
     if scored > 0:
         _score_labelled(use_case, scored, len(matched))
-    return {
+    result = {
         "deployment_id": deployment_id, "feedback_records": samples, "matched_payload": len(matched),
         "scored": scored, "total_feedback": store.feedback_count(deployment_id),
     }
+    forwarded = forward_to_openscale(use_case, store)
+    if forwarded is not None:
+        result["openscale"] = forwarded
+    return result
 
 
 def _score_labelled(use_case: UseCase, count: int, matched: int) -> None:
@@ -332,7 +405,9 @@ def attach_feedback(use_case: UseCase, labels: Mapping[str, int]) -> int:
             raise MonitoringError(f"feedback for {scoring_id}: label {label!r} is not a class index" + (f" 0..{classes - 1}" if classes else ""))
         clean[str(scoring_id)] = int(label)
     flush_payload(use_case, store)
-    return store.add_feedback(clean, deployment_id)
+    stored = store.add_feedback(clean, deployment_id)
+    forward_to_openscale(use_case, store)
+    return stored
 
 
 # -- evaluations -------------------------------------------------------------------------------
@@ -343,7 +418,12 @@ def evaluate(use_case: UseCase, fail_on_violation: bool = False, plots: bool = T
     store = store_for(use_case)
     subscription = _subscription(use_case, store)
     flush_payload(use_case, store)
-    results = run_evaluation(store, subscription, use_case.config.monitoring)
+    remote: dict[str, Any] = {}
+    ids = _openscale_ids(use_case)
+    if ids is not None and use_case.config.monitoring.quality.enabled:
+        forward_to_openscale(use_case, store)
+        remote["quality"] = {"openscale": _openscale_backend(use_case.config.monitoring.openscale).run_quality(ids)}
+    results = run_evaluation(store, subscription, use_case.config.monitoring, remote)
     if plots:
         from modelcycle.core.monitoring.plots import write_plots
 
@@ -376,6 +456,9 @@ def cleanup(use_case: UseCase, records: bool = False) -> dict[str, int]:
         return {}
     store = store_for(use_case)
     removed: dict[str, int] = {}
+    remote = state.stage("monitor").outputs.get("openscale")
+    if remote:  # first: a failure leaves the local subscription and the state as they were
+        removed["openscale"] = _delete_openscale_subscription(use_case, store, remote)
     if subscription_id and store.delete_subscription(subscription_id):
         removed["monitoring"] = 1
     if records:

@@ -110,6 +110,15 @@ journal_offsets = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+forwarded = sa.Table(
+    "mc_forwarded", metadata,
+    # a remote data set (e.g. an OpenScale payload or feedback data set) and a record it holds
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("scoring_id", sa.String(80), primary_key=True),
+    sa.Column("forwarded_at", sa.Float, nullable=False),
+)
+
+
 def resolve_database_url(configured: Any, work_dir: Path) -> str:
     """``monitoring.database_url`` (str or SecretStr), else ``MODELCYCLE_DATABASE_URL``, else
     SQLite at ``work_dir/monitoring.db``."""
@@ -474,6 +483,48 @@ class MonitoringStore:
         if with_ids:
             data["scoring_ids"] = [row[2] for row in rows]
         return data
+
+    # -- forwarding to a remote backend -------------------------------------------------------
+    def unforwarded_payload(self, deployment_id: str, target: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` payload records of ``deployment_id`` not yet sent to ``target``,
+        oldest first."""
+        sent = sa.select(forwarded.c.scoring_id).where(forwarded.c.target == target, forwarded.c.scoring_id == payload.c.scoring_id)
+        query = (sa.select(payload).where(payload.c.deployment_id == deployment_id, ~sa.exists(sent))
+                 .order_by(payload.c.scoring_timestamp, payload.c.scoring_id).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def unforwarded_feedback(self, deployment_id: str, target: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` feedback records (``scoring_id``, ``label``, the scored ``prediction``
+        and ``probability``) of ``deployment_id`` not yet sent to ``target``."""
+        sent = sa.select(forwarded.c.scoring_id).where(forwarded.c.target == target, forwarded.c.scoring_id == feedback.c.scoring_id)
+        query = (sa.select(feedback.c.scoring_id, feedback.c.label, payload.c.prediction, payload.c.probability)
+                 .join(payload, payload.c.scoring_id == feedback.c.scoring_id)
+                 .where(feedback.c.deployment_id == deployment_id, ~sa.exists(sent))
+                 .order_by(feedback.c.feedback_timestamp, feedback.c.scoring_id).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def mark_forwarded(self, target: str, scoring_ids: Sequence[str]) -> None:
+        """Record that ``target`` holds these records (idempotent)."""
+        now = time.time()
+        rows = [{"target": target, "scoring_id": scoring_id, "forwarded_at": now} for scoring_id in scoring_ids]
+        with self.engine.begin() as conn:
+            for chunk in _chunks(rows, _ROWS_PER_INSERT):
+                stmt = self._insert(forwarded)
+                if stmt is not None:
+                    conn.execute(stmt.on_conflict_do_nothing(index_elements=["target", "scoring_id"]), list(chunk))
+                else:
+                    conn.execute(forwarded.insert(), list(chunk))
+
+    def forwarded_count(self, target: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(forwarded).where(forwarded.c.target == target)).scalar_one())
+
+    def forget_forwarded(self, targets: Iterable[str]) -> None:
+        """Drop the forwarding marks of remote data sets that are gone."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(forwarded).where(forwarded.c.target.in_(list(targets))))
 
     # -- measurements ------------------------------------------------------------------------
     def add_measurement(self, measurement: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""The Watson OpenScale backend through the real ``ibm-watson-openscale`` SDK, against a loopback
+stand-in of the service that answers its REST calls and records them (tests/monitoring/openscale_fake.py).
+
+One use case on real MNIST, deployed to a live local endpoint: monitor → payload → an outage of
+the service → feedback → evaluate (OpenScale's quality run beside the local one) → cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SMALL, write_use_case
+from modelcycle.core.artifacts import read_manifest
+from modelcycle.core.errors import ConfigError
+from modelcycle.core.lifecycle import UseCase
+from modelcycle.core.monitoring.errors import MonitoringError
+from modelcycle.core.monitoring.store import MonitoringStore
+from modelcycle.core.state import State, StateStore
+from modelcycle.platforms.local.endpoints import process_alive, stop_endpoint
+from openscale_fake import API_KEY, FakeOpenScale
+
+pytest.importorskip("ibm_watson_openscale")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenScale]:
+    with FakeOpenScale() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def use_case_dir(fake: FakeOpenScale, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                 data_dir: Path) -> Iterator[Path]:
+    """A use case trained (state → the session's model), deployed, mirrored into the fake OpenScale."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("MODELCYCLE_"):
+                mp.delenv(name)
+        mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
+        mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("OPENSCALE_KEY", API_KEY)
+        directory = write_use_case(
+            tmp_path_factory.mktemp("openscale") / "uc", name="wos-mnist", tracking={"enabled": False},
+            monitoring={
+                "backend": "openscale",
+                "openscale": {"url": fake.url, "iam_url": fake.url, "service_instance_id": fake.instance_id,
+                              "api_key_env": "OPENSCALE_KEY", "batch_records": 150},
+                "quality": {"min_feedback_data_size": 50,
+                            "thresholds": [{"metric_id": "accuracy", "type": "lower_limit", "value": 0.7}]},
+                "drift": {"enabled": False},
+            },
+            **SMALL)
+        state = State()
+        train = state.stage("train")
+        train.status = "done"
+        train.outputs = {"run_id": read_manifest(trained_model_dir).run_id, "model_dir": str(trained_model_dir)}
+        StateStore(directory / ".modelcycle").write(state)
+        try:
+            UseCase(directory).deploy()
+            yield directory
+        finally:
+            record = StateStore(directory / ".modelcycle").read().stage("deploy").outputs
+            if record.get("pid") and process_alive(record["pid"]):
+                stop_endpoint(record)
+            assert not record.get("pid") or not process_alive(record["pid"])
+
+
+def _store(directory: Path) -> MonitoringStore:
+    return MonitoringStore(f"sqlite:///{directory / '.modelcycle' / 'monitoring.db'}")
+
+
+def _payload_ids(fake: FakeOpenScale, data_set_id: str) -> list[str]:
+    return [record["scoring_id"] for record in fake.records.get(data_set_id, [])]
+
+
+def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenScale, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelcycle.core.datasets import load_dataset
+
+    monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
+    use_case = UseCase(use_case_dir)
+    subscription = use_case.monitor()
+    ids = subscription["openscale"]
+    deployment = subscription["deployment_id"]
+    assert set(fake.resources["subscriptions"]) == {ids["subscription_id"]}
+
+    # the subscription: what the service needs to know about an image classifier and its endpoint
+    (added,) = fake.calls("POST", "/v2/subscriptions")
+    assert added["asset"]["problem_type"] == "multiclass" and added["asset"]["input_data_type"] == "unstructured_image"
+    assert added["deployment"]["deployment_id"] == deployment and added["deployment"]["url"] == use_case.endpoint()["url"]
+    assert added["asset_properties"]["prediction_field"] == "prediction"
+    assert added["asset_properties"]["probability_fields"] == ["probability"]
+    # the quality monitor: its threshold under the key `value` (mlmonitor's `lower_limit` key is ignored)
+    (quality,) = [body for body in fake.calls("POST", "/v2/monitor_instances") if body["monitor_definition_id"] == "quality"]
+    assert quality["parameters"] == {"min_feedback_data_size": 50}
+    assert quality["thresholds"] == [{"metric_id": "accuracy", "type": "lower_limit", "value": 0.7}]
+    assert quality["target"] == {"target_type": "subscription", "target_id": ids["subscription_id"]}
+
+    # payload records reach OpenScale as PayloadRecords, with the pixels and probabilities scored
+    payload = use_case.log_payload(samples=300)
+    assert payload["stored"] == 300 and payload["openscale"] == {"payload": 300, "feedback": 0}
+    sent = {record["scoring_id"]: record for record in fake.records[ids["payload_data_set_id"]]}
+    assert set(sent) == set(payload["scoring_ids"])
+    test = load_dataset("mnist").test
+    first = sent[payload["scoring_ids"][0]]
+    assert np.array_equal(np.asarray(first["request"]["values"][0][0], np.uint8), test.images[0][None])
+    stored = {r["scoring_id"]: r for r in _store(use_case_dir).payload_records(deployment, with_input=False)}
+    assert first["response"]["fields"] == ["prediction", "probability"]
+    prediction, probabilities = first["response"]["values"][0]
+    assert prediction == stored[payload["scoring_ids"][0]]["prediction"] == int(np.argmax(probabilities))
+    assert first["response_time"] >= 0 and first["scoring_timestamp"].endswith("Z")
+
+    # an outage: the records stay in the local store and go out with the next call, once each
+    posts_before = len(fake.calls("POST", "/records"))
+    fake.fail_next["/records"] = 503
+    with pytest.raises(MonitoringError, match=r"Watson OpenScale at .*storing payload records failed") as failure:
+        use_case.log_payload(samples=200, offset=300)
+    assert API_KEY not in str(failure.value)
+    assert _store(use_case_dir).payload_count(deployment) == 500
+    feedback = use_case.log_feedback(samples=120)
+    assert feedback["openscale"] == {"payload": 200, "feedback": 120}
+    payload_ids = _payload_ids(fake, ids["payload_data_set_id"])
+    assert len(payload_ids) == len(set(payload_ids)) == 500
+    rows = [dict(zip(r["fields"], v)) for r in fake.records[ids["feedback_data_set_id"]] for v in r["values"]]
+    assert len(rows) == 120 and all(row["scoring_id"] in sent or row["scoring_id"] in payload_ids for row in rows)
+    assert len(fake.calls("POST", "/records")) - posts_before == 1 + 2 + 1  # refused, 2 payload batches, 1 feedback
+
+    # evaluate: the local quality monitor and OpenScale's run over the same forwarded records agree
+    (quality_result,) = use_case.evaluate(plots=False)
+    remote = quality_result["details"]["openscale"]
+    assert remote["state"] == "finished" and remote["run_id"] in fake.resources["runs"]
+    assert remote["metrics"]["accuracy"] == pytest.approx(quality_result["metrics"]["accuracy"], abs=1e-9)
+    assert remote["limits"]["accuracy"] == {"lower_limit": 0.7}
+    assert remote["issue_count"] == quality_result["issue_count"] == int(quality_result["metrics"]["accuracy"] < 0.7)
+    assert use_case.evaluations()[-1]["details"]["openscale"]["run_id"] == remote["run_id"]
+    posts = len(fake.calls("POST", "/records"))
+    cli = subprocess.run([sys.executable, "-m", "modelcycle.cli", "-C", str(use_case_dir), "evaluate", "--no-plots"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert re.search(r"Watson OpenScale quality run \S+: finished; accuracy 0\.\d{4}", cli.stdout), cli.stdout
+    assert len(fake.calls("POST", "/records")) == posts  # nothing is sent twice
+
+    # a wrong key: a clear error that never shows it, and nothing stored is lost
+    monkeypatch.setenv("OPENSCALE_KEY", "not-the-key")
+    with pytest.raises(MonitoringError, match="sign-in failed") as failure:
+        UseCase(use_case_dir).evaluate(plots=False)
+    assert "not-the-key" not in str(failure.value)
+    monkeypatch.delenv("OPENSCALE_KEY")
+    with pytest.raises(MonitoringError, match="set the environment variable OPENSCALE_KEY"):
+        UseCase(use_case_dir).log_feedback(samples=10)
+    monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
+    assert _store(use_case_dir).feedback_count(deployment) == 130
+
+    # cleanup deletes the OpenScale subscription (its data sets go with it) and the local one
+    removed = UseCase(use_case_dir).cleanup()
+    assert removed["openscale"] == 1 and removed["monitoring"] == 1
+    assert fake.calls("DELETE", f"/v2/subscriptions/{ids['subscription_id']}")
+    assert fake.resources["subscriptions"] == {} and ids["payload_data_set_id"] not in fake.resources["data_sets"]
+    assert _store(use_case_dir).forwarded_count(ids["payload_data_set_id"]) == 0
+
+
+def test_openscale_backend_needs_an_instance(tmp_path: Path) -> None:
+    directory = write_use_case(tmp_path / "uc", monitoring={"backend": "openscale"})
+    with pytest.raises(ConfigError, match="monitoring.openscale.service_instance_id"):
+        UseCase(directory)
