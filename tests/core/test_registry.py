@@ -528,7 +528,7 @@ FROZEN_SPECS = [
     ("LifecycleSpecs", "on_stage_error", ("stage", "use_case", "error"), _ALL),
     ("LifecycleSpecs", "on_epoch_end", ("epoch", "metrics", "context"), _ALL),
     ("PlatformSpecs", "run_training_job", ("context",), _FR),
-    ("PlatformSpecs", "deploy_endpoint", ("name", "model_dir", "settings", "token", "work_dir"), _FR),
+    ("PlatformSpecs", "deploy_endpoint", ("name", "model_dir", "settings", "token", "work_dir", "monitoring"), _FR),
     ("PlatformSpecs", "invoke_endpoint", ("endpoint", "body", "content_type", "accept", "token"), _FR),
     ("PlatformSpecs", "describe_endpoint", ("endpoint",), _FR),
     ("PlatformSpecs", "delete_endpoint", ("endpoint",), _FR),

@@ -194,3 +194,21 @@ def test_payload_logging_can_be_switched_off(tmp_path: Path) -> None:
     on = endpoint_payload_settings(write_use_case(tmp_path / "on", name="on", monitoring={"payload": {"sampling_percentage": 5}}) / ".modelcycle", "on-1")
     assert on is not None and on["sampling_percentage"] == 5
     assert on["journal"].endswith("endpoints/on-1.journal") and on["database_url"].endswith("monitoring.db")
+
+
+def test_deploy_follows_monitoring_overrides(tmp_path: Path, trained_model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--set monitoring.payload.*`` on deploy reaches the endpoint (not only modelcycle.yaml)."""
+    monkeypatch.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
+    directory = write_use_case(tmp_path / "uc", name="overridden", tracking={"enabled": False}, **SMALL)
+    state = State()
+    state.stage("train").status = "done"
+    state.stage("train").outputs = {"run_id": read_manifest(trained_model_dir).run_id, "model_dir": str(trained_model_dir)}
+    StateStore(directory / ".modelcycle").write(state)
+    record: dict = {}
+    try:
+        record = UseCase(directory, overrides={"monitoring.payload.enabled": False}).deploy()
+        assert record["status"] == "InService" and not record.get("payload_journal")
+    finally:
+        if record.get("pid") and process_alive(record["pid"]):
+            stop_endpoint(record)
+    assert not record.get("pid") or not process_alive(record["pid"])

@@ -167,12 +167,13 @@ class PlatformSpecs:
 
     @hookspec(firstresult=True)
     def deploy_endpoint(
-        self, name: str, model_dir: Path, settings: Any, token: str | None, work_dir: Path
+        self, name: str, model_dir: Path, settings: Any, token: str | None, work_dir: Path, monitoring: Any
     ) -> dict:
         """Start serving ``model_dir`` as endpoint ``name``; return its record.
 
         ``settings`` is the ``serving:`` config section; ``token`` the bearer token clients must
-        send (``None``: no auth); ``work_dir`` the use case's ``.modelcycle`` directory.
+        send (``None``: no auth); ``work_dir`` the use case's ``.modelcycle`` directory;
+        ``monitoring`` the ``monitoring:`` section (payload logging; overrides included).
         The record is JSON-serialisable and holds at least ``name``, ``url``, ``platform`` and
         ``status``; it is persisted and passed back to the other endpoint hooks. firstresult.
         """

@@ -266,6 +266,7 @@ class UseCase:
                 settings=self.config.serving,
                 token=self.config.endpoint_token(),
                 work_dir=self.work_dir,
+                monitoring=self.config.monitoring,
             ) | {"run_id": target_run}
 
         def still_valid(outputs: dict[str, Any]) -> bool:

@@ -28,11 +28,12 @@ def run_training_job(context: TrainingContext) -> TrainingResult:
 
 
 @hookimpl
-def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: str | None, work_dir: Path) -> dict[str, Any]:
+def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: str | None, work_dir: Path,
+                    monitoring: Any) -> dict[str, Any]:
     """Start a detached uvicorn process serving ``model_dir``; wait for ``/ping``.
 
-    Payload logging follows the use case's ``monitoring.payload`` (its ``modelcycle.yaml`` and
-    ``MODELCYCLE_MONITORING__*`` variables): on by default, journaled under ``work_dir/endpoints``.
+    Payload logging follows ``monitoring.payload`` (the use case's, with its overrides): on by
+    default, journaled under ``work_dir/endpoints``.
     """
     from modelcycle.core.monitoring.payload import endpoint_payload_settings
 
@@ -46,7 +47,7 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
         threads=settings.threads,
         max_body_mb=settings.max_body_mb,
         timeout=settings.startup_timeout_s,
-        payload=endpoint_payload_settings(Path(work_dir), name),
+        payload=endpoint_payload_settings(Path(work_dir), name, monitoring),
     )
 
 
