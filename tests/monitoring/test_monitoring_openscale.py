@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,6 +86,18 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     from modelcycle.core.datasets import load_dataset
 
     monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
+    # the service unreachable: a clear error, and no half-made subscription left behind
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+    try:
+        with pytest.raises(MonitoringError, match=rf"Watson OpenScale at {nowhere}: sign-in failed"):
+            UseCase(use_case_dir, overrides={"monitoring.openscale.url": nowhere, "monitoring.openscale.iam_url": nowhere}).monitor()
+    finally:
+        closed.close()
+    assert _store(use_case_dir).active_subscription("wos-mnist") is None
+    assert UseCase(use_case_dir).status()["monitored"] is False
+
     use_case = UseCase(use_case_dir)
     subscription = use_case.monitor()
     ids = subscription["openscale"]
