@@ -171,6 +171,13 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
     assert _store(use_case_dir).feedback_count(deployment) == 130
 
+    # monitoring again replaces the OpenScale subscription; the new one receives every record
+    renewed = UseCase(use_case_dir).monitor(force=True)["openscale"]
+    assert set(fake.resources["subscriptions"]) == {renewed["subscription_id"]} != {ids["subscription_id"]}
+    assert _store(use_case_dir).forwarded_count(ids["payload_data_set_id"]) == 0
+    assert UseCase(use_case_dir).log_feedback(samples=10)["openscale"] == {"payload": 500, "feedback": 140}
+    ids = renewed
+
     # cleanup deletes the OpenScale subscription (its data sets go with it) and the local one
     removed = UseCase(use_case_dir).cleanup()
     assert removed["openscale"] == 1 and removed["monitoring"] == 1

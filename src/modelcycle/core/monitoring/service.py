@@ -162,12 +162,15 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
         use_case.config.name, deploy["name"], train.get("run_id"), deploy.get("url"), PAYLOAD_SCHEMA, monitors, baseline,
     )
     remote = None
-    if monitoring.backend == "openscale":
-        try:
-            remote = _replace_openscale_subscription(use_case, store, previous, deploy, train.get("run_id"))
-        except BaseException:
-            store.delete_subscription(row["id"])
-            raise
+    try:
+        if previous:  # replaced, whichever backend is configured now
+            _delete_openscale_subscription(use_case, store, previous)
+        if monitoring.backend == "openscale":
+            remote = _openscale_backend(monitoring.openscale).subscribe(
+                use_case.config.name, deploy, train.get("run_id"), monitoring.quality)
+    except BaseException:
+        store.delete_subscription(row["id"])
+        raise
     return {
         "subscription_id": row["id"],
         "deployment_id": deploy["name"],
@@ -187,16 +190,6 @@ def _openscale_backend(config: Any) -> Any:
     from modelcycle.platforms.ibm.openscale import OpenScaleBackend
 
     return OpenScaleBackend(config)
-
-
-def _replace_openscale_subscription(use_case: UseCase, store: MonitoringStore, previous: dict[str, Any] | None,
-                                    deploy: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    """Subscribe in OpenScale, after deleting the use case's earlier OpenScale subscription."""
-    monitoring = use_case.config.monitoring
-    backend = _openscale_backend(monitoring.openscale)
-    if previous:
-        _delete_openscale_subscription(use_case, store, previous)
-    return backend.subscribe(use_case.config.name, deploy, run_id, monitoring.quality)
 
 
 def _delete_openscale_subscription(use_case: UseCase, store: MonitoringStore, ids: dict[str, Any]) -> int:
