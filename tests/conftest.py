@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,42 @@ def data_dir() -> Path:
     if found is None:
         pytest.skip("real MNIST not found: set MODELCYCLE_DATA_DIR or put ../shared/data beside the repo")
     return found
+
+
+@contextmanager
+def isolated_module_env(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[pytest.MonkeyPatch]:
+    """For module-scoped fixtures (which run outside the per-test environment): no
+    ``MODELCYCLE_*`` variable of the caller, the real data, a private dataset cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("MODELCYCLE_"):
+                mp.delenv(name)
+        mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
+        mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield mp
+
+
+def mark_trained(directory: Path, model_dir: Path) -> None:
+    """Record ``model_dir`` as the use case's trained model (train stage done) without training."""
+    from modelcycle.core.artifacts import read_manifest
+    from modelcycle.core.state import State, StateStore
+
+    state = State()
+    train = state.stage("train")
+    train.status = "done"
+    train.outputs = {"run_id": read_manifest(model_dir).run_id, "model_dir": str(model_dir)}
+    StateStore(directory / ".modelcycle").write(state)
+
+
+def stop_deployed(directory: Path) -> None:
+    """Stop the use case's local endpoint by pid if it still runs; assert it is gone."""
+    from modelcycle.core.state import StateStore
+    from modelcycle.platforms.local.endpoints import process_alive, stop_endpoint
+
+    record = StateStore(directory / ".modelcycle").read().stage("deploy").outputs
+    if record.get("pid") and process_alive(record["pid"]):
+        stop_endpoint(record)
+    assert not record.get("pid") or not process_alive(record["pid"])
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SMALL, write_use_case
+from conftest import SMALL, isolated_module_env, write_use_case
 from modelcycle import hookimpl
 from modelcycle.core.errors import ConfigError, DatasetNotFoundError, StageError
 from modelcycle.core.lifecycle import UseCase
@@ -63,12 +63,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Trained]:
     """One use case trained once per module (with a recording observer)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("MODELCYCLE_"):
-                mp.delenv(name)
-        mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
-        mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    with isolated_module_env(tmp_path_factory, data_dir):
         directory = write_use_case(tmp_path_factory.mktemp("lifecycle") / "uc", name="small-mnist", **SMALL)
         recorder = Recorder()
         outputs = UseCase(directory, plugins=[recorder]).train()

@@ -20,14 +20,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from conftest import SMALL, write_use_case
-from modelcycle.core.artifacts import read_manifest
+from conftest import SMALL, isolated_module_env, mark_trained, stop_deployed, write_use_case
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.monitoring.errors import ThresholdViolationError, UnknownScoringIdError
 from modelcycle.core.monitoring.payload import endpoint_payload_settings
 from modelcycle.core.monitoring.store import MonitoringStore
-from modelcycle.core.state import State, StateStore
-from modelcycle.platforms.local.endpoints import process_alive, stop_endpoint
 
 SEED_SCHEMA = ["scoring_id", "scoring_timestamp", "deployment_id", "asset_revision", "scoring_input", "prediction",
                "probability", "prediction_probability"]
@@ -36,29 +33,17 @@ SEED_SCHEMA = ["scoring_id", "scoring_timestamp", "deployment_id", "asset_revisi
 @pytest.fixture(scope="module")
 def use_case_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Path]:
     """A use case trained (state → the session's model), deployed and monitored."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("MODELCYCLE_"):
-                mp.delenv(name)
-        mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
-        mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    with isolated_module_env(tmp_path_factory, data_dir):
         directory = write_use_case(tmp_path_factory.mktemp("monitoring") / "uc", name="monitored",
                                    tracking={"enabled": False}, **SMALL)
-        state = State()
-        train = state.stage("train")
-        train.status = "done"
-        train.outputs = {"run_id": read_manifest(trained_model_dir).run_id, "model_dir": str(trained_model_dir)}
-        StateStore(directory / ".modelcycle").write(state)
+        mark_trained(directory, trained_model_dir)
         try:
             use_case = UseCase(directory)
             use_case.deploy()
             use_case.monitor()
             yield directory
         finally:
-            record = StateStore(directory / ".modelcycle").read().stage("deploy").outputs
-            if record.get("pid") and process_alive(record["pid"]):
-                stop_endpoint(record)
-            assert not record.get("pid") or not process_alive(record["pid"])
+            stop_deployed(directory)
 
 
 def _store(directory: Path) -> MonitoringStore:
@@ -200,15 +185,9 @@ def test_deploy_follows_monitoring_overrides(tmp_path: Path, trained_model_dir: 
     """``--set monitoring.payload.*`` on deploy reaches the endpoint (not only modelcycle.yaml)."""
     monkeypatch.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
     directory = write_use_case(tmp_path / "uc", name="overridden", tracking={"enabled": False}, **SMALL)
-    state = State()
-    state.stage("train").status = "done"
-    state.stage("train").outputs = {"run_id": read_manifest(trained_model_dir).run_id, "model_dir": str(trained_model_dir)}
-    StateStore(directory / ".modelcycle").write(state)
-    record: dict = {}
+    mark_trained(directory, trained_model_dir)
     try:
         record = UseCase(directory, overrides={"monitoring.payload.enabled": False}).deploy()
         assert record["status"] == "InService" and not record.get("payload_journal")
     finally:
-        if record.get("pid") and process_alive(record["pid"]):
-            stop_endpoint(record)
-    assert not record.get("pid") or not process_alive(record["pid"])
+        stop_deployed(directory)

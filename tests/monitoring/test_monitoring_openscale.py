@@ -7,7 +7,6 @@ the service → feedback → evaluate (OpenScale's quality run beside the local 
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -18,14 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SMALL, write_use_case
-from modelcycle.core.artifacts import read_manifest
+from conftest import SMALL, isolated_module_env, mark_trained, stop_deployed, write_use_case
 from modelcycle.core.errors import ConfigError
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.monitoring.errors import MonitoringError
 from modelcycle.core.monitoring.store import MonitoringStore
-from modelcycle.core.state import State, StateStore
-from modelcycle.platforms.local.endpoints import process_alive, stop_endpoint
 from openscale_fake import API_KEY, FakeOpenScale
 
 pytest.importorskip("ibm_watson_openscale")
@@ -41,12 +37,7 @@ def fake() -> Iterator[FakeOpenScale]:
 def use_case_dir(fake: FakeOpenScale, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory,
                  data_dir: Path) -> Iterator[Path]:
     """A use case trained (state → the session's model), deployed, mirrored into the fake OpenScale."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("MODELCYCLE_"):
-                mp.delenv(name)
-        mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
-        mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    with isolated_module_env(tmp_path_factory, data_dir) as mp:
         mp.setenv("OPENSCALE_KEY", API_KEY)
         directory = write_use_case(
             tmp_path_factory.mktemp("openscale") / "uc", name="wos-mnist", tracking={"enabled": False},
@@ -59,19 +50,12 @@ def use_case_dir(fake: FakeOpenScale, trained_model_dir: Path, tmp_path_factory:
                 "drift": {"enabled": False},
             },
             **SMALL)
-        state = State()
-        train = state.stage("train")
-        train.status = "done"
-        train.outputs = {"run_id": read_manifest(trained_model_dir).run_id, "model_dir": str(trained_model_dir)}
-        StateStore(directory / ".modelcycle").write(state)
+        mark_trained(directory, trained_model_dir)
         try:
             UseCase(directory).deploy()
             yield directory
         finally:
-            record = StateStore(directory / ".modelcycle").read().stage("deploy").outputs
-            if record.get("pid") and process_alive(record["pid"]):
-                stop_endpoint(record)
-            assert not record.get("pid") or not process_alive(record["pid"])
+            stop_deployed(directory)
 
 
 def _store(directory: Path) -> MonitoringStore:
