@@ -16,22 +16,26 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from loopback_service import LoopbackJSONService
+
 API_KEY = "test-api-key-5f3a9c"  # what the fake accepts; tests check it never leaks
 TOKEN = "fake-cp4d-bearer-token"
 
 
-class FakeFactsheets:
+class FakeFactsheets(LoopbackJSONService):
     """A recording stand-in for the watsonx.governance (AI Factsheets) REST API."""
+
+    name = "fake-factsheets"
 
     def __init__(self, catalog_id: str = "catalog-0001", model_entry_id: str = "usecase-0001",
                  defined_facts: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__()
         self.catalog_id = catalog_id
         self.model_entry_id = model_entry_id
         self.requests: list[dict[str, Any]] = []
@@ -56,59 +60,20 @@ class FakeFactsheets:
         self.jwt = jwt.encode({"iam_id": "IBMid-tester", "sub": "tester@example.com", "account": {"bss": "bss-0001"},
                                "iat": now, "exp": now + 3600}, "not-a-secret-only-a-test-fixture-key", algorithm="HS256")
         self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FakeFactsheets:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode(errors="replace")
-                parts = urlsplit(self.path)
-                record = {
-                    "method": self.command, "path": parts.path,
-                    "query": {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()},
-                    "body": body, "authorized": self.headers.get("Authorization") in (f"Bearer {TOKEN}", f"Bearer {fake.jwt}"),
-                    "original_url": self.headers.get("X-Original-URL"),
-                }
-                with fake.lock:
-                    fake.requests.append(record)
-                    status, payload = fake.route(record)
-                data = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-factsheets", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(10)
-            self.server = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    # -- the transport -----------------------------------------------------------------------
+    def answer(self, method: str, raw_path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        parts = urlsplit(raw_path)
+        record = {
+            "method": method, "path": parts.path,
+            "query": {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()},
+            "body": body, "authorized": headers.get("Authorization") in (f"Bearer {TOKEN}", f"Bearer {self.jwt}"),
+            "original_url": headers.get("X-Original-URL"),
+        }
+        with self.lock:
+            self.requests.append(record)
+            status, payload = self.route(record)
+        return status, payload, {}
 
     # -- queries for tests -------------------------------------------------------------------
     def calls(self, method: str | None = None, contains: str = "") -> list[dict[str, Any]]:

@@ -19,9 +19,10 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback_service import LoopbackJSONService
 
 MONITOR_DEFINITIONS = {
     "quality": ["accuracy", "weighted_true_positive_rate", "weighted_false_positive_rate", "weighted_recall",
@@ -39,11 +40,14 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
-class FakeOpenScale:
+class FakeOpenScale(LoopbackJSONService):
     """The service: ``start()`` / ``stop()`` (or a ``with`` block) a threaded HTTP server on
     127.0.0.1. ``requests`` lists ``(method, path, body)`` in arrival order."""
 
+    name = "fake-openscale"
+
     def __init__(self) -> None:
+        super().__init__()
         self.instance_id = str(uuid.uuid4())
         self.requests: list[tuple[str, str, Any]] = []
         self.resources: dict[str, dict[str, dict[str, Any]]] = {
@@ -54,60 +58,6 @@ class FakeOpenScale:
         self.pending: dict[str, int] = {}  # store-records request id -> status polls so far
         self.fail_next: dict[str, int] = {}  # path fragment -> HTTP status to answer once
         self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeOpenScale:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw and "json" in (self.headers.get("Content-Type") or "") else raw.decode()
-                except ValueError:
-                    body = raw.decode(errors="replace")
-                status, document, headers = fake.answer(self.command, self.path, body, dict(self.headers))
-                data = json.dumps(document).encode() if document is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-openscale", daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self) -> FakeOpenScale:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # -- queries for tests ---------------------------------------------------------------------
     def calls(self, method: str, fragment: str) -> list[Any]:
