@@ -7,6 +7,7 @@ the service → feedback → evaluate (OpenScale's quality run beside the local 
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -82,8 +83,10 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     assert _store(use_case_dir).active_subscription("wos-mnist") is None
     assert UseCase(use_case_dir).status()["monitored"] is False
 
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     use_case = UseCase(use_case_dir)
     subscription = use_case.monitor()
+    assert "REQUESTS_CA_BUNDLE" not in os.environ  # the SDK's process-wide setting is undone
     ids = subscription["openscale"]
     deployment = subscription["deployment_id"]
     assert set(fake.resources["subscriptions"]) == {ids["subscription_id"]}

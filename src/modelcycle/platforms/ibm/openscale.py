@@ -141,7 +141,16 @@ class OpenScaleBackend:
                 return APIClient(authenticator=authenticator, service_url=config.url,
                                  service_instance_id=config.service_instance_id)
 
-            self._client = self._call("sign-in", connect)
+            # the SDK points REQUESTS_CA_BUNDLE at certifi for the whole process (requests' default
+            # anyway): keep the caller's environment as it was
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE")
+            try:
+                self._client = self._call("sign-in", connect)
+            finally:
+                if bundle is None:
+                    os.environ.pop("REQUESTS_CA_BUNDLE", None)
+                else:
+                    os.environ["REQUESTS_CA_BUNDLE"] = bundle
         return self._client
 
     # -- subscription --------------------------------------------------------------------------
