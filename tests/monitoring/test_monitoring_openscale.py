@@ -133,7 +133,9 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     assert len(fake.calls("POST", "/records")) - posts_before == 1 + 2 + 1  # refused, 2 payload batches, 1 feedback
 
     # evaluate: the local quality monitor and OpenScale's run over the same forwarded records agree
+    sign_ins = len(fake.calls("POST", "/identity/token"))
     (quality_result,) = use_case.evaluate(plots=False)
+    assert len(fake.calls("POST", "/identity/token")) == sign_ins + 1  # one client sends the records and runs the monitor
     remote = quality_result["details"]["openscale"]
     assert remote["state"] == "finished" and remote["run_id"] in fake.resources["runs"]
     assert remote["metrics"]["accuracy"] == pytest.approx(quality_result["metrics"]["accuracy"], abs=1e-9)

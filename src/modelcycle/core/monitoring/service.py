@@ -14,7 +14,7 @@ import hashlib
 import io
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,32 +202,31 @@ def _delete_openscale_subscription(use_case: UseCase, store: MonitoringStore, id
     return removed
 
 
-def _openscale_ids(use_case: UseCase) -> dict[str, Any] | None:
-    """The OpenScale ids of the current subscription, when the use case mirrors into OpenScale."""
-    if use_case.config.monitoring.backend != "openscale":
-        return None
-    return use_case.store.read().stage("monitor").outputs.get("openscale") or None
-
-
-def _input_shape(use_case: UseCase) -> tuple[int, ...] | None:
+def _input_shape(model_dir: str | None) -> tuple[int, ...] | None:
     from modelcycle.core.artifacts import read_manifest
 
-    model_dir = use_case.store.read().stage("train").outputs.get("model_dir")
     try:
         return tuple(read_manifest(Path(model_dir)).input_schema.shape) if model_dir else None
     except Exception:  # a record still goes out, flat
         return None
 
 
-def forward_to_openscale(use_case: UseCase, store: MonitoringStore | None = None) -> dict[str, int] | None:
-    """Send OpenScale the payload and feedback records it does not hold yet (None when the use
-    case does not mirror into OpenScale); returns the counts sent."""
-    ids = _openscale_ids(use_case)
-    if ids is None:
+def forward_to_openscale(use_case: UseCase, store: MonitoringStore | None = None,
+                         then: Callable[[Any, dict[str, Any]], Any] | None = None) -> dict[str, Any] | None:
+    """Send OpenScale the payload and feedback records it does not hold yet; ``then(backend,
+    ids)`` runs next on the same signed-in client. Returns ``{"sent": {payload, feedback},
+    "then": ...}``, or None when the use case does not mirror into OpenScale."""
+    if use_case.config.monitoring.backend != "openscale":
         return None
-    store = store or store_for(use_case)
-    deployment_id = use_case.store.read().stage("monitor").outputs["deployment_id"]
-    return _openscale_backend(use_case.config.monitoring.openscale).forward(store, deployment_id, ids, _input_shape(use_case))
+    state = use_case.store.read()
+    monitor = state.stage("monitor").outputs
+    ids = monitor.get("openscale")
+    if not ids:
+        return None
+    backend = _openscale_backend(use_case.config.monitoring.openscale)
+    sent = backend.forward(store or store_for(use_case), monitor["deployment_id"], ids,
+                           _input_shape(state.stage("train").outputs.get("model_dir")))
+    return {"sent": sent, "then": then(backend, ids) if then else None}
 
 
 def subscription_valid(use_case: UseCase, outputs: dict[str, Any]) -> bool:
@@ -305,7 +304,7 @@ def log_payload(use_case: UseCase, samples: int = 100, dataset: str | None = Non
     }
     forwarded = forward_to_openscale(use_case, store)
     if forwarded is not None:
-        result["openscale"] = forwarded
+        result["openscale"] = forwarded["sent"]
     return result
 
 
@@ -360,7 +359,7 @@ def log_feedback(use_case: UseCase, samples: int = 100) -> dict[str, Any]:
     }
     forwarded = forward_to_openscale(use_case, store)
     if forwarded is not None:
-        result["openscale"] = forwarded
+        result["openscale"] = forwarded["sent"]
     return result
 
 
@@ -412,10 +411,10 @@ def evaluate(use_case: UseCase, fail_on_violation: bool = False, plots: bool = T
     subscription = _subscription(use_case, store)
     flush_payload(use_case, store)
     remote: dict[str, Any] = {}
-    ids = _openscale_ids(use_case)
-    if ids is not None and use_case.config.monitoring.quality.enabled:
-        forward_to_openscale(use_case, store)
-        remote["quality"] = {"openscale": _openscale_backend(use_case.config.monitoring.openscale).run_quality(ids)}
+    if use_case.config.monitoring.quality.enabled:
+        mirrored = forward_to_openscale(use_case, store, then=lambda backend, ids: backend.run_quality(ids))
+        if mirrored is not None:
+            remote["quality"] = {"openscale": mirrored["then"]}
     results = run_evaluation(store, subscription, use_case.config.monitoring, remote)
     if plots:
         from modelcycle.core.monitoring.plots import write_plots

@@ -30,7 +30,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -109,9 +109,10 @@ class OpenScaleBackend:
             time.sleep(delay)
             delay = min(2.0, delay * 2)
 
-    def _created(self, action: str, collection: Any, created: Any) -> str:
-        """Wait until a resource just created in ``collection`` is active; returns its id."""
-        resource_id = str(created.result.metadata.id)
+    def _create(self, action: str, collection: Any, create: Callable[[], Any]) -> str:
+        """Create a resource in ``collection`` (``create`` answers at once, background mode) and
+        wait until it is active; returns its id."""
+        resource_id = str(self._call(action, create).result.metadata.id)
         self._wait(action, lambda: collection.get(resource_id).result, lambda r: r.entity.status.state, ("active",))
         return resource_id
 
@@ -157,28 +158,26 @@ class OpenScaleBackend:
     def _data_mart_id(self) -> str:
         if self.config.data_mart_id:
             return str(self.config.data_mart_id)
-        marts = self._call("listing data marts", lambda: self.client.data_marts.list().result.data_marts)
-        if marts:
-            return str(marts[0].metadata.id)
         marts = self.client.data_marts
-        return self._created("creating a data mart", marts, self._call("creating a data mart", lambda: marts.add(
-            name="modelcycle", description="created by modelcycle", internal_database=True, background_mode=True)))
+        existing = self._call("listing data marts", lambda: marts.list().result.data_marts)
+        if existing:
+            return str(existing[0].metadata.id)
+        return self._create("creating a data mart", marts, lambda: marts.add(
+            name="modelcycle", description="created by modelcycle", internal_database=True, background_mode=True))
 
     def _service_provider_id(self, endpoint_url: str | None) -> str:
         from ibm_watson_openscale.base_classes.watson_open_scale_v2 import CustomCredentials
         from ibm_watson_openscale.supporting_classes.enums import ServiceTypes
 
         name = self.config.service_provider
-        providers = self._call("listing service providers", lambda: self.client.service_providers.list().result.service_providers)
-        for provider in providers:
+        providers = self.client.service_providers
+        for provider in self._call("listing service providers", lambda: providers.list().result.service_providers):
             if provider.entity.name == name:
                 return str(provider.metadata.id)
-        providers = self.client.service_providers
-        return self._created("creating the service provider", providers, self._call(
-            "creating the service provider", lambda: providers.add(
-                name=name, description="modelcycle endpoints", service_type=ServiceTypes.CUSTOM_MACHINE_LEARNING,
-                credentials=CustomCredentials(url=endpoint_url or "http://127.0.0.1"), operational_space_id="production",
-                background_mode=True)))
+        return self._create("creating the service provider", providers, lambda: providers.add(
+            name=name, description="modelcycle endpoints", service_type=ServiceTypes.CUSTOM_MACHINE_LEARNING,
+            credentials=CustomCredentials(url=endpoint_url or "http://127.0.0.1"), operational_space_id="production",
+            background_mode=True))
 
     def _data_set_id(self, subscription_id: str, kind: str) -> str:
         from ibm_watson_openscale.supporting_classes.enums import DataSetTypes, TargetTypes
@@ -213,7 +212,7 @@ class OpenScaleBackend:
         data_mart_id = self._data_mart_id()
         provider_id = self._service_provider_id(url)
         subscriptions = self.client.subscriptions
-        subscription_id = self._created("adding the subscription", subscriptions, self._call("adding the subscription", lambda: subscriptions.add(
+        subscription_id = self._create("adding the subscription", subscriptions, lambda: subscriptions.add(
             data_mart_id=data_mart_id, service_provider_id=provider_id,
             asset=Asset(asset_id=asset_revision or deployment["name"], name=use_case, url=url, asset_type=AssetTypes.MODEL,
                         input_data_type=InputDataType.UNSTRUCTURED_IMAGE, problem_type=ProblemType.MULTICLASS_CLASSIFICATION),
@@ -221,7 +220,7 @@ class OpenScaleBackend:
                                               deployment_type=DeploymentTypes.ONLINE, url=url),
             asset_properties=AssetPropertiesRequest(label_column="label", prediction_field="prediction",
                                                     probability_fields=["probability"]),
-            background_mode=True)))
+            background_mode=True))
         ids: dict[str, Any] = {
             "url": self.config.url, "service_instance_id": self.config.service_instance_id,
             "data_mart_id": data_mart_id, "service_provider_id": provider_id, "subscription_id": subscription_id,
@@ -232,13 +231,11 @@ class OpenScaleBackend:
             if quality.enabled:
                 thresholds = effective_thresholds("quality", quality.thresholds)  # {metric_id, type, value}
                 monitors = self.client.monitor_instances
-                ids["quality_monitor_instance_id"] = self._created("creating the quality monitor", monitors, self._call(
-                    "creating the quality monitor", lambda: monitors.create(
-                        data_mart_id=data_mart_id, monitor_definition_id=self.client.monitor_definitions.MONITORS.QUALITY.ID,
-                        target=Target(target_type=TargetTypes.SUBSCRIPTION, target_id=subscription_id),
-                        parameters={"min_feedback_data_size": quality.min_feedback_data_size}, thresholds=thresholds,
-                        background_mode=True)))
-                ids["quality_thresholds"] = thresholds
+                ids["quality_monitor_instance_id"] = self._create("creating the quality monitor", monitors, lambda: monitors.create(
+                    data_mart_id=data_mart_id, monitor_definition_id=self.client.monitor_definitions.MONITORS.QUALITY.ID,
+                    target=Target(target_type=TargetTypes.SUBSCRIPTION, target_id=subscription_id),
+                    parameters={"min_feedback_data_size": quality.min_feedback_data_size}, thresholds=thresholds,
+                    background_mode=True))
         except BaseException:
             with contextlib.suppress(MonitoringError):
                 self.delete(ids)
@@ -268,25 +265,27 @@ class OpenScaleBackend:
         from ibm_watson_openscale.supporting_classes.payload_record import PayloadRecord
 
         batch = self.config.batch_records
-        sent = {"payload": 0, "feedback": 0}
-        target = ids["payload_data_set_id"]
-        for records in _pages(lambda: store.unforwarded_payload(deployment_id, target, batch)):
-            body = [PayloadRecord(
+
+        def payload_body(records: list[dict[str, Any]]) -> list[Any]:
+            return [PayloadRecord(
                 scoring_id=r["scoring_id"], scoring_timestamp=_iso(r["scoring_timestamp"]),
                 request={"fields": ["scoring_input"], "values": [[_pixels(r["scoring_input"], input_shape)]]},
                 response={"fields": ["prediction", "probability"], "values": [[int(r["prediction"]), _probabilities(r["probability"])]]},
                 response_time=int(round(r["latency_ms"] or 0)),
             ) for r in records]
-            self._store_records("payload", target, body)
-            store.mark_forwarded(target, [r["scoring_id"] for r in records])
-            sent["payload"] += len(records)
-        target = ids["feedback_data_set_id"]
-        for records in _pages(lambda: store.unforwarded_feedback(deployment_id, target, batch)):
-            body = [{"fields": ["scoring_id", "prediction", "probability", "label"],
+
+        def feedback_body(records: list[dict[str, Any]]) -> list[Any]:
+            return [{"fields": ["scoring_id", "prediction", "probability", "label"],
                      "values": [[r["scoring_id"], int(r["prediction"]), _probabilities(r["probability"]), int(r["label"])] for r in records]}]
-            self._store_records("feedback", target, body)
-            store.mark_forwarded(target, [r["scoring_id"] for r in records])
-            sent["feedback"] += len(records)
+
+        sent = {}
+        for kind, unsent, body in (("payload", store.unforwarded_payload, payload_body),
+                                   ("feedback", store.unforwarded_feedback, feedback_body)):
+            target, sent[kind] = ids[f"{kind}_data_set_id"], 0
+            while records := unsent(deployment_id, target, batch):  # each page is marked before the next
+                self._store_records(kind, target, body(records))
+                store.mark_forwarded(target, [r["scoring_id"] for r in records])
+                sent[kind] += len(records)
         return sent
 
     def _store_records(self, kind: str, data_set_id: str, body: list[Any]) -> None:
@@ -346,15 +345,6 @@ def _failure(result: Any) -> str:
     if errors:
         return "; ".join(str(getattr(error, "message", error)) for error in errors)
     return str(failure) if failure else "no reason given"
-
-
-def _pages(fetch: Callable[[], list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-    """Pages from ``fetch`` until it comes back empty (each page is marked before the next)."""
-    while True:
-        page = fetch()
-        if not page:
-            return
-        yield page
 
 
 def _iso(timestamp: float) -> str:
