@@ -39,8 +39,8 @@ from modelcycle.core.registry import (
 class FakeDistribution:
     """The part of ``importlib.metadata.Distribution`` the registry reads."""
 
-    def __init__(self, name: str, version: str) -> None:
-        self.metadata = {"Name": name}
+    def __init__(self, name: str, version: str, extras: tuple[str, ...] = ()) -> None:
+        self.metadata = {"Name": name, "Provides-Extra": list(extras)}
         self.version = version
 
 
@@ -199,14 +199,16 @@ def test_unknown_platform_lists_installed_platforms() -> None:
     [
         ("keras", "pip install 'modelcycle[keras]'"),
         ("lightning", "pip install 'modelcycle[lightning]'"),
-        ("homegrown", "install the dependencies of the package providing 'homegrown'"),
+        ("homegrown", "install the dependencies of the package providing 'homegrown' (pip install 'modelcycle')"),
     ],
 )
 def test_plugin_whose_import_fails_names_the_fix(monkeypatch: pytest.MonkeyPatch, name: str, fix: str) -> None:
+    """The hint names the providing distribution's extra of the plugin's name when it has one."""
     def broken_import() -> Any:
         raise ModuleNotFoundError("No module named 'some_heavy_dependency'")
 
-    install_fakes(monkeypatch, FakeEntryPoint(name, FRAMEWORK_GROUP, broken_import))
+    dist = FakeDistribution("modelcycle", "0.1.0", extras=("keras", "lightning", "sagemaker"))
+    install_fakes(monkeypatch, FakeEntryPoint(name, FRAMEWORK_GROUP, broken_import, dist))
     reg = PluginRegistry()
     with pytest.raises(PluginNotFoundError) as info:
         reg.load_framework(name)
@@ -263,6 +265,7 @@ def test_misspelled_hookimpl_is_refused_at_load(monkeypatch: pytest.MonkeyPatch)
     message = str(info.value)
     assert "framework 'typo' is invalid" in message
     assert "buildmodel" in message
+    assert "did you mean `build_model`?" in message
     assert isinstance(info.value.__cause__, pluggy.PluginValidationError)
     assert reg.pm.get_plugin("typo") is None
     assert reg.framework is None
@@ -512,6 +515,7 @@ _ALL = {"firstresult": False, "historic": False, "warn_on_impl": None, "warn_on_
 #: (spec class, hook, arguments after self, spec opts) — today's exact contract.
 FROZEN_SPECS = [
     ("FrameworkSpecs", "model_config_class", (), _FR),
+    ("FrameworkSpecs", "framework_info", (), _FR),
     ("FrameworkSpecs", "build_model", ("model_config", "dataset", "context"), _FR),
     ("FrameworkSpecs", "train_step", ("model", "batch", "context"), _FR),
     ("FrameworkSpecs", "fit", ("model", "dataset", "context"), _FR),
@@ -532,13 +536,22 @@ FROZEN_SPECS = [
     ("PlatformSpecs", "invoke_endpoint", ("endpoint", "body", "content_type", "accept", "token"), _FR),
     ("PlatformSpecs", "describe_endpoint", ("endpoint",), _FR),
     ("PlatformSpecs", "delete_endpoint", ("endpoint",), _FR),
+    ("PlatformSpecs", "flush_payload", ("endpoint", "store", "work_dir", "token"), _FR),
+    ("PlatformSpecs", "send_feedback", ("endpoint", "rows", "token"), _FR),
+    ("DatasetSpecs", "dataset_locate", ("name", "settings", "download"), _FR),
+    ("DatasetSpecs", "dataset_load", ("name", "location", "settings"), _FR),
+    ("GovernanceSpecs", "governance_settings_class", (), _FR),
+    ("GovernanceSpecs", "governance_backend", ("settings",), _FR),
+    ("MonitoringSpecs", "monitoring_settings_class", (), _FR),
+    ("MonitoringSpecs", "monitoring_backend", ("settings",), _FR),
+    ("CommandSpecs", "add_commands", ("subparsers", "use_case", "print_json"), _ALL),
 ]
 
 
 def _declared_specs() -> dict[tuple[str, str], Any]:
     found = {}
-    for class_name in hookspecs.__all__:
-        cls = getattr(hookspecs, class_name)
+    for cls in hookspecs.ALL_SPECS:
+        class_name = cls.__name__
         for name, member in vars(cls).items():
             if hasattr(member, "modelcycle_spec"):
                 found[(class_name, name)] = member
@@ -546,8 +559,9 @@ def _declared_specs() -> dict[tuple[str, str], Any]:
 
 
 def test_spec_classes_are_frozen() -> None:
-    assert sorted(hookspecs.__all__) == sorted(
-        ["FrameworkSpecs", "ServingSpecs", "FactsSpecs", "LifecycleSpecs", "PlatformSpecs"]
+    assert sorted(cls.__name__ for cls in hookspecs.ALL_SPECS) == sorted(
+        ["FrameworkSpecs", "ServingSpecs", "FactsSpecs", "LifecycleSpecs", "PlatformSpecs",
+         "DatasetSpecs", "GovernanceSpecs", "MonitoringSpecs", "CommandSpecs"]
     )
 
 

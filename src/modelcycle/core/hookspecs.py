@@ -21,8 +21,20 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from modelcycle.core.datasets import Dataset, Split
     from modelcycle.core.training import TrainingContext, TrainingResult
     from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.plugin_types import FrameworkInfo, GovernanceBackend, MonitoringBackend
 
-__all__ = ["FrameworkSpecs", "ServingSpecs", "FactsSpecs", "LifecycleSpecs", "PlatformSpecs"]
+__all__ = [
+    "FrameworkSpecs",
+    "ServingSpecs",
+    "FactsSpecs",
+    "LifecycleSpecs",
+    "PlatformSpecs",
+    "DatasetSpecs",
+    "GovernanceSpecs",
+    "MonitoringSpecs",
+    "CommandSpecs",
+    "ALL_SPECS",
+]
 
 
 class FrameworkSpecs:
@@ -33,6 +45,17 @@ class FrameworkSpecs:
         """Return the pydantic model class that validates the ``model:`` config section.
 
         Called by the registry when it loads the framework, before any other hook. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def framework_info(self) -> FrameworkInfo:
+        """Describe the framework to the core: the distribution and extras that provide it, the
+        libraries it uses (the factsheet's framework row), the requirements a serving or training
+        container needs beyond modelcycle, and the example configs ``modelcycle init`` can write.
+
+        Called by ``init``, by the trainer (manifest and ``code/requirements.txt``) and by the
+        factsheet, on the selected framework only. Optional: without it the core derives the
+        distribution from the entry point and writes a generic template. firstresult.
         """
 
     @hookspec(firstresult=True)
@@ -191,3 +214,117 @@ class PlatformSpecs:
     @hookspec(firstresult=True)
     def delete_endpoint(self, endpoint: dict) -> int:
         """Stop and remove the endpoint; return how many resources were removed. firstresult."""
+
+    @hookspec(firstresult=True)
+    def flush_payload(self, endpoint: dict | None, store: Any, work_dir: Path, token: str | None) -> int:
+        """Bring every payload record the platform's endpoints logged into the monitoring
+        ``store`` (:class:`~modelcycle.core.monitoring.store.MonitoringStore`) and return how many
+        records moved: the live ``endpoint`` (``None`` when none is in service) and whatever a
+        stopped or killed endpoint of this use case left behind under ``work_dir``.
+
+        Called by the monitoring service before it reads records (``log-payload``,
+        ``log-feedback``, ``evaluate``, ``cleanup``). A platform without payload logging
+        returns 0. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def send_feedback(self, endpoint: dict, rows: list, token: str | None) -> int:
+        """Score labelled records on ``endpoint`` so they are logged with their ground truth:
+        ``rows`` is ``[[raw_input, label], ...]``. Returns how many records were stored.
+
+        Called by ``log-feedback`` when too few logged records have a known label. A platform
+        that cannot do it raises :class:`~modelcycle.core.errors.EndpointError` saying what to
+        run instead. firstresult.
+        """
+
+
+class DatasetSpecs:
+    """Answered by the one dataset plugin ``data.dataset`` names (entry-point group
+    ``modelcycle.datasets``); the core calls these on that plugin only."""
+
+    @hookspec(firstresult=True)
+    def dataset_locate(self, name: str, settings: Any, download: bool) -> Path:
+        """Return the directory (or file) holding dataset ``name``'s files.
+
+        ``settings`` is the ``data:`` config section (``path``, the dataset's own options);
+        ``download`` says whether fetching into the user cache is allowed. Raise
+        :class:`~modelcycle.core.errors.DatasetNotFoundError` naming the files needed and every
+        place looked at. Called by :func:`modelcycle.core.datasets.load_dataset`. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def dataset_load(self, name: str, location: Path, settings: Any) -> Dataset:
+        """Load both splits from ``location`` into in-memory arrays and return a
+        :class:`~modelcycle.core.datasets.Dataset` (classes, source, file checksums for lineage).
+
+        Raise :class:`~modelcycle.core.errors.DatasetIntegrityError` for corrupt or inconsistent
+        files. The core caches the result per process. firstresult.
+        """
+
+
+class GovernanceSpecs:
+    """Answered by the governance backend ``governance.backend`` names (entry-point group
+    ``modelcycle.governance``). The local SQL inventory is always the record; a backend mirrors
+    governed models (assets, facts, stages) elsewhere and deletes what it created."""
+
+    @hookspec(firstresult=True)
+    def governance_settings_class(self) -> type:
+        """Return the pydantic class validating this backend's settings (``governance.<name>:``
+        plus the backend's own keys written directly under ``governance:``). Optional. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def governance_backend(self, settings: Any) -> GovernanceBackend:
+        """Return the backend object (see :class:`~modelcycle.core.plugin_types.GovernanceBackend`:
+        ``publish``, ``push_facts``, ``remove``) for ``settings`` (validated by
+        ``governance_settings_class``, else ``None``). Called once per command that governs,
+        moves a stage, sets facts or cleans up with ``--governance``. firstresult.
+        """
+
+
+class MonitoringSpecs:
+    """Answered by the monitoring backend ``monitoring.backend`` names (entry-point group
+    ``modelcycle.monitoring``). The local store, payload journal and monitors always run; a
+    backend mirrors the subscription, records and quality runs elsewhere."""
+
+    @hookspec(firstresult=True)
+    def monitoring_settings_class(self) -> type:
+        """Return the pydantic class validating this backend's settings (``monitoring.<name>:``).
+        Optional. firstresult."""
+
+    @hookspec(firstresult=True)
+    def monitoring_backend(self, settings: Any) -> MonitoringBackend:
+        """Return the backend object (see :class:`~modelcycle.core.plugin_types.MonitoringBackend`:
+        ``subscribe``, ``forward``, ``run_quality``, ``delete``) for ``settings``. Called once per
+        command, so one signed-in client serves the whole command. firstresult.
+        """
+
+
+class CommandSpecs:
+    """Command-line extension, like pytest's ``addoption``."""
+
+    @hookspec
+    def add_commands(self, subparsers: Any, use_case: Any, print_json: Any) -> None:
+        """Add subcommands to ``modelcycle``: ``subparsers`` is argparse's sub-parser action;
+        ``use_case(args)`` opens the :class:`~modelcycle.core.lifecycle.UseCase` the global
+        options name; ``print_json(data)`` prints machine-readable output. Each command should be
+        a thin call of a ``UseCase`` method.
+
+        Called on every installed platform, governance and monitoring plugin when the CLI
+        builds its parser, so those modules must import nothing heavy at module level
+        (``modelcycle --help`` stays fast). All called.
+        """
+
+
+#: Every spec class, in registration order.
+ALL_SPECS = (
+    FrameworkSpecs,
+    ServingSpecs,
+    FactsSpecs,
+    LifecycleSpecs,
+    PlatformSpecs,
+    DatasetSpecs,
+    GovernanceSpecs,
+    MonitoringSpecs,
+    CommandSpecs,
+)

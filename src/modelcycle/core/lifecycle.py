@@ -271,7 +271,7 @@ class UseCase:
 
         def still_valid(outputs: dict[str, Any]) -> bool:
             wanted = chosen["run_id"] if chosen else self.store.read().stage("train").outputs.get("run_id")
-            return outputs.get("run_id") == wanted and self._describe(outputs)["status"] == "InService"
+            return outputs.get("run_id") == wanted and self.describe_endpoint(outputs)["status"] == "InService"
 
         return self._run_stage("deploy", action, force, still_valid=still_valid)
 
@@ -298,7 +298,8 @@ class UseCase:
         return results
 
     # -- actions ---------------------------------------------------------------------------
-    def _describe(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+    def describe_endpoint(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        """``endpoint`` (a stored record) refreshed with its live ``status`` by its platform."""
         platform = endpoint.get("platform", self.config.serving.platform)
         self.registry.load_platform(platform, "serving")
         return self.registry.call_platform(platform, "describe_endpoint", endpoint=endpoint)
@@ -308,7 +309,7 @@ class UseCase:
         state = self.store.read()
         if not state.done("deploy"):
             return None
-        return self._describe(state.stage("deploy").outputs)
+        return self.describe_endpoint(state.stage("deploy").outputs)
 
     def score(self, samples: int = 10, images: Any = None, labels: Any = None) -> ScoreResult:
         """Score ``samples`` test images (or the given raw ``images``) on the endpoint."""

@@ -302,7 +302,7 @@ def govern_stage(use_case: UseCase, state: State, stage: str | None, force: bool
     endpoint = dict(state.stage("deploy").outputs)
     if not endpoint.get("name"):
         raise GovernanceError("no endpoint is deployed: run 'modelcycle deploy' first")
-    status = use_case._describe(endpoint).get("status")
+    status = use_case.describe_endpoint(endpoint).get("status")
     if status != "InService":
         raise GovernanceError(
             f"endpoint {endpoint['name']} is {status}, not InService: run 'modelcycle deploy --force' first"

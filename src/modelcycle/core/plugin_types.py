@@ -1,0 +1,81 @@
+"""The types plugins exchange with the core beyond hook arguments: what a framework says about
+itself, and the backend objects governance and monitoring plugins return.
+
+A leaf module: it imports nothing from the rest of modelcycle, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["FrameworkInfo", "GovernanceBackend", "MonitoringBackend"]
+
+
+@dataclass(frozen=True)
+class FrameworkInfo:
+    """What a framework plugin tells the core (hook ``framework_info``).
+
+    Attributes:
+        distribution: the installable distribution providing the plugin (``modelcycle``,
+            ``modelcycle-sklearn-mlp``); recorded in the manifest and in ``code/requirements.txt``.
+        extras: extras of that distribution the framework needs (``("lightning",)``).
+        libraries: distributions the framework uses (``("torch", "lightning")``): their installed
+            versions go into the manifest and the factsheet's framework row.
+        requirements: what a serving or training container needs beyond ``distribution``
+            (pip requirement strings).
+        examples: ``{example name: modelcycle.yaml text}`` that ``modelcycle init --example``
+            can write; the text may use ``{name}`` for the use case's name.
+    """
+
+    distribution: str
+    extras: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    examples: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class GovernanceBackend(Protocol):
+    """Where governed models are mirrored beyond the local inventory (hook ``governance_backend``).
+
+    ``governance`` is the :class:`~modelcycle.core.governance.service.Governance` of the use case
+    (its ``store``, ``record``, ``config`` and the use case view); ``asset`` a model-asset row of
+    the local inventory (``id``, ``name``, ``stage``, ``facts``, ``remote``...).
+    """
+
+    name: str
+
+    def publish(self, governance: Any, asset: dict[str, Any], deployment: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Create or update the remote model asset (facts, deployment, tracking, stage, custom
+        facts); return the remote ids to keep on the asset (``None``: nothing remote)."""
+
+    def push_facts(self, governance: Any, asset: dict[str, Any]) -> dict[str, Any] | None:
+        """Send the asset's custom facts to its remote asset, if it has one."""
+
+    def remove(self, governance: Any, assets: list[dict[str, Any]]) -> int:
+        """Delete what this backend created for ``assets``; return how many were deleted."""
+
+
+@runtime_checkable
+class MonitoringBackend(Protocol):
+    """Where monitoring is mirrored beyond the local store (hook ``monitoring_backend``).
+
+    ``ids`` is the dict ``subscribe`` returned (kept in the ``monitor`` stage's outputs).
+    """
+
+    name: str
+
+    def subscribe(self, use_case: str, deployment: dict[str, Any], run_id: str | None, quality: Any) -> dict[str, Any] | None:
+        """Create the remote subscription (and its quality monitor with ``quality``'s thresholds)
+        for ``deployment``; return the ids to keep, or ``None`` when nothing is mirrored."""
+
+    def forward(self, store: Any, deployment_id: str, ids: dict[str, Any], input_shape: tuple[int, ...] | None) -> dict[str, int]:
+        """Send the payload and feedback records of ``store`` the remote side does not hold yet;
+        a record counts as sent only once stored remotely. Return ``{"payload": n, "feedback": m}``."""
+
+    def run_quality(self, ids: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the remote quality monitor; return its run id, metrics and issues."""
+
+    def delete(self, ids: dict[str, Any]) -> int:
+        """Delete the remote subscription; return 1 when it existed, else 0."""
