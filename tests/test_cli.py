@@ -64,6 +64,43 @@ def test_cli_imports_no_heavy_module(code: str) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-C", "{dir}", "--set", "hyperparameters.epochs=3", "--set", "hyperparameters.batch_size=32", "status"],
+        ["status", "-C", "{dir}", "--set", "hyperparameters.epochs=3", "--set", "hyperparameters.batch_size=32"],
+        ["--set", "hyperparameters.epochs=3", "status", "-C", "{dir}", "--set", "hyperparameters.batch_size=32"],
+        ["-C", "/nonexistent", "--set", "hyperparameters.epochs=3", "status", "-C", "{dir}",
+         "--set", "hyperparameters.batch_size=32"],
+    ],
+    ids=["before", "after", "both", "after-wins"],
+)
+def test_global_options_before_and_after_the_subcommand(tmp_path: Path, argv: list[str]) -> None:
+    from modelcycle.cli import _merge_global_options, _use_case, build_parser
+
+    directory = write_use_case(tmp_path / "uc", name="options")
+    args = _merge_global_options(build_parser().parse_args([a.replace("{dir}", str(directory)) for a in argv]))
+    use_case = _use_case(args)
+    assert use_case.directory == directory.resolve()
+    assert use_case.config.hyperparameters.epochs == 3
+    assert use_case.config.hyperparameters.batch_size == 32
+
+
+def test_global_options_reach_plugin_and_nested_commands(tmp_path: Path) -> None:
+    from modelcycle.cli import _merge_global_options, build_parser
+
+    args = _merge_global_options(build_parser().parse_args(
+        ["pipeline", "export", "-C", str(tmp_path), "--set", "training.role=x", "--lock-timeout", "3"]))
+    assert (args.directory, args.set, args.lock_timeout) == (str(tmp_path), ["training.role=x"], 3.0)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert re.fullmatch(r"modelcycle \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
 # -- init -------------------------------------------------------------------------------------
 
 
@@ -218,8 +255,14 @@ def test_small_lifecycle_through_the_cli(small_use_case: Path) -> None:
     directory = str(small_use_case)
     endpoint: dict[str, Any] | None = None
     try:
-        train = _cli("-C", directory, "train")
+        # global options after the subcommand, where users type them (-C and --set)
+        train = _cli("train", "-C", directory, "--set", "hyperparameters.epochs=1")
         assert train.returncode == 0, train.stderr
+        # MLflow, alembic and their plugins stay off the terminal, in the library log instead
+        for noise in ("UserWarning", "INFO", "alembic", "Creating initial MLflow database tables"):
+            assert noise not in train.stderr + train.stdout, train.stderr
+        library_log = (small_use_case / ".modelcycle" / "logs" / "libraries.log").read_text()
+        assert "Creating initial MLflow database tables" in library_log
         assert len(TRAIN_LINE.findall(train.stdout)) == 3, train.stdout  # 32 batches, log_interval 10
         assert len(TEST_LINE.findall(train.stdout)) == 1, train.stdout
         run_id = re.search(r"^Current RunID ([0-9a-f]{32})$", train.stdout, re.MULTILINE)

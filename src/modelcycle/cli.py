@@ -15,9 +15,10 @@ from typing import Any
 __all__ = ["main", "build_parser"]
 
 EXAMPLES = ("mnist",)
-#: Modules that add subcommands with ``add_commands(subparsers)``; they must import nothing heavy
-#: at module level (``modelcycle --help`` builds every parser).
-COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.platforms.sagemaker.commands", "modelcycle.core.governance.commands")
+#: The core's own command modules beside this one (``add_commands(subparsers, use_case,
+#: print_json)``); plugins add theirs through the ``add_commands`` hook. None may import anything
+#: heavy at module level (``modelcycle --help`` builds every parser).
+COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.core.governance.commands")
 
 
 def _use_case(args: argparse.Namespace) -> Any:
@@ -25,6 +26,44 @@ def _use_case(args: argparse.Namespace) -> Any:
     from modelcycle.core.lifecycle import UseCase
 
     return UseCase(args.directory, overrides=parse_overrides(args.set or []), lock_timeout=args.lock_timeout)
+
+
+# -- global options, accepted before and after the subcommand ----------------------------------
+def _add_global_options(parser: argparse.ArgumentParser, after: bool) -> None:
+    """``-C``, ``--set`` and ``--lock-timeout``. On a subcommand (``after``) they land in
+    ``after_*`` destinations with no default, so what was given before the subcommand survives
+    and :func:`_merge_global_options` can combine both places."""
+    prefix, default = ("after_", argparse.SUPPRESS) if after else ("", None)
+    parser.add_argument("-C", dest=f"{prefix}directory", default=default if after else ".", metavar="DIR",
+                        help="use case directory (default: .)")
+    parser.add_argument("--set", dest=f"{prefix}set", action="append", default=default, metavar="KEY=VALUE",
+                        help="override a config key, e.g. hyperparameters.epochs=1 (repeatable)")
+    parser.add_argument("--lock-timeout", dest=f"{prefix}lock_timeout", type=float, default=default, metavar="S",
+                        help="seconds to wait for another process working on this use case (default: wait)")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser below ``parser`` (nested ones such as ``facts set`` included)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
+def _merge_global_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold the global options given after the subcommand into the usual names: ``-C`` and
+    ``--lock-timeout`` given after win, ``--set`` pairs add up (after ones last)."""
+    after = {key: getattr(args, key) for key in list(vars(args)) if key.startswith("after_")}
+    for key, value in after.items():
+        delattr(args, key)
+        name = key[len("after_"):]
+        if name == "set":
+            args.set = [*(args.set or []), *value]
+        else:
+            setattr(args, name, value)
+    return args
 
 
 def _print_json(data: Any) -> None:
@@ -131,10 +170,8 @@ def _print_runs(runs: list[dict[str, Any]], title: str) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from modelcycle.core.experiments import list_runs
-
     use_case = _use_case(args)
-    runs = list_runs(use_case, sort=args.sort, ascending=True if args.ascending else None)
+    runs = use_case.runs(sort=args.sort, ascending=True if args.ascending else None)
     if args.json:
         _print_json(runs)
     elif not runs:
@@ -145,15 +182,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from modelcycle.core.config import parse_overrides
-    from modelcycle.core.experiments import list_runs, sweep
-
     name, _, values = args.param.partition("=")
-    results = sweep(Path(args.directory), name.strip(), [v.strip() for v in values.split(",") if v.strip()],
-                    parse_overrides(args.set or []))
     use_case = _use_case(args)
+    results = use_case.sweep(name.strip(), [v.strip() for v in values.split(",") if v.strip()])
     swept = {r["run_id"] for r in results}
-    runs = [r for r in list_runs(use_case, sort=args.sort) if r["run_id"] in swept]
+    runs = [r for r in use_case.runs(sort=args.sort) if r["run_id"] in swept]
     if args.json:
         _print_json(runs)
     else:
@@ -216,7 +249,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    print(_use_case(args).cleanup())
+    print(_use_case(args).cleanup(records=args.records, governance=args.governance))
     return 0
 
 
@@ -230,18 +263,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``modelcycle`` parser: the core's commands, then every plugin's (``add_commands``)."""
+    from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE
+
     parser = argparse.ArgumentParser(
         prog="modelcycle",
         description="One lifecycle for every model: train → deploy → score → govern → monitor → evaluate → cleanup.",
     )
-    parser.add_argument("-C", dest="directory", default=".", help="use case directory (default: .)")
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. hyperparameters.epochs=1 (repeatable)"
-    )
-    parser.add_argument(
-        "--lock-timeout", type=float, default=None, metavar="S",
-        help="seconds to wait for another process working on this use case (default: wait)",
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_global_options(parser, after=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="write a ready use case into DIR")
@@ -251,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing modelcycle.yaml")
     init.set_defaults(func=cmd_init)
 
-    plugins = commands.add_parser("plugins", help="list installed framework and platform plugins")
+    plugins = commands.add_parser("plugins", help="list the installed plugins of every kind")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
@@ -291,11 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.add_argument("--json", action="store_true")
     endpoints.set_defaults(func=cmd_endpoints)
 
-    cleanup = commands.add_parser("cleanup", help="stop the endpoint and report what was removed")
+    cleanup = commands.add_parser("cleanup", help="stop the endpoint, delete the monitoring subscription; report what was removed")
+    cleanup.add_argument("--records", action="store_true", help="also delete the payload and feedback records")
+    cleanup.add_argument("--governance", action="store_true",
+                         help="also delete the governance records (and what the governance backend created)")
     cleanup.set_defaults(func=cmd_cleanup)
 
     run = commands.add_parser("run", help="run the pipeline's stages in order, skipping those done")
-    run.add_argument("--until", default="deploy", help="last stage to run (default: deploy)")
+    run.add_argument("--until", default=DEFAULT_UNTIL, choices=PIPELINE,
+                     help=f"last stage to run: {' → '.join(PIPELINE)} (default: {DEFAULT_UNTIL})")
     run.add_argument("--force", action="store_true")
     run.set_defaults(func=cmd_run)
 
@@ -303,11 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(commands, _use_case, _print_json)
+    from modelcycle.core.registry import PluginRegistry
+
+    registry = PluginRegistry()
+    registry.load_command_plugins()
+    registry.hook.add_commands(subparsers=commands, use_case=_use_case, print_json=_print_json)
+    for sub in _subparsers(parser):
+        _add_global_options(sub, after=True)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modelcycle")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _merge_global_options(build_parser().parse_args(argv))
     from modelcycle.core.errors import ModelcycleError
 
     try:

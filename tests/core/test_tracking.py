@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import SMALL, write_use_case
 from modelcycle.core.errors import StageError
-from modelcycle.core.experiments import find_run, list_runs, sweep, sweep_overrides
+from modelcycle.core.experiments import find_run, list_runs, sweep_overrides
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.platforms.local.endpoints import process_alive
 
@@ -83,7 +83,7 @@ def test_sweep_param_names_resolve_to_model_or_hyperparameters() -> None:
 
 def test_sweep_then_deploy_the_best_run(tmp_path: Path, data_dir: Path) -> None:
     directory = write_use_case(tmp_path / "sweep", name="sweep", **SMALL)
-    results = sweep(directory, "hidden_channels", ["2", "10", "20"])
+    results = UseCase(directory).sweep("hidden_channels", ["2", "10", "20"])
     assert [r["override"] for r in results] == [{"model.hidden_channels": v} for v in (2, 10, 20)]
     use_case = UseCase(directory)
     runs = list_runs(use_case, sort="test_accuracy")

@@ -11,21 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from modelcycle.core.config import Hyperparameters
 from modelcycle.core.errors import ConfigError, StageError
-from modelcycle.core.tracking import default_tracking_uri
+from modelcycle.core.tracking import default_tracking_uri, mlflow_client
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.lifecycle import UseCase
+    from modelcycle.core.view import UseCaseView as UseCase
 
-__all__ = ["list_runs", "find_run", "sweep_overrides", "sweep"]
+__all__ = ["list_runs", "find_run", "sweep_overrides"]
 
 _METRICS = ("test_accuracy", "test_loss", "train_loss", "duration_s")
 
 
 def _client(use_case: UseCase) -> tuple[Any, str | None]:
-    from mlflow.tracking import MlflowClient
-
     tracking = use_case.config.tracking
-    client = MlflowClient(tracking_uri=tracking.uri or default_tracking_uri(use_case.work_dir))
+    client = mlflow_client(tracking.uri or default_tracking_uri(use_case.work_dir))
     experiment = client.get_experiment_by_name(tracking.experiment or use_case.config.name)
     return client, experiment.experiment_id if experiment else None
 
@@ -99,15 +97,3 @@ def sweep_overrides(param: str, values: list[str]) -> list[dict[str, Any]]:
         f"hyperparameters.{param}" if param in Hyperparameters.model_fields else f"model.{param}"
     )
     return [parse_overrides([f"{key}={value}"]) for value in values]
-
-
-def sweep(directory: Path, param: str, values: list[str], overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Train one run per value (each a tracked MLflow run); returns their train outputs."""
-    from modelcycle.core.lifecycle import UseCase
-
-    results = []
-    for extra in sweep_overrides(param, values):
-        use_case = UseCase(directory, overrides={**(overrides or {}), **extra})
-        outputs = use_case.train(force=True)
-        results.append({"override": extra, **outputs})
-    return results

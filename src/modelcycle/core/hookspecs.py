@@ -216,6 +216,16 @@ class PlatformSpecs:
         """Stop and remove the endpoint; return how many resources were removed. firstresult."""
 
     @hookspec(firstresult=True)
+    def export_pipeline(self, config: Any, format: str, graph: Path | None, workflow_role: str | None, upload: bool) -> dict:
+        """Export the use case's training pipeline as this platform would run it.
+
+        ``format`` is platform-defined (SageMaker: ``asl`` or ``json``); ``graph`` a PNG path to
+        draw it to; ``upload`` also uploads the inputs the pipeline reads. Returns
+        ``{"document": JSON-serialisable, "states": int, "graph": str | None, "uploaded": {}}``.
+        Called by ``UseCase.pipeline`` (``modelcycle pipeline export``). Optional. firstresult.
+        """
+
+    @hookspec(firstresult=True)
     def flush_payload(self, endpoint: dict | None, store: Any, work_dir: Path, token: str | None) -> int:
         """Bring every payload record the platform's endpoints logged into the monitoring
         ``store`` (:class:`~modelcycle.core.monitoring.store.MonitoringStore`) and return how many

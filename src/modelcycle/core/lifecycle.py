@@ -19,35 +19,15 @@ from typing import Any
 
 from modelcycle.core.config import UseCaseConfig, load_config, validate_section
 from modelcycle.core.errors import ModelcycleError, StageError
+from modelcycle.core.library_logs import route_library_logs
 from modelcycle.core.registry import PluginRegistry
+from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
 from modelcycle.core.state import State, StateStore, utcnow
 from modelcycle.core.tracking import RunTracker, record_training, start_tracker
 
-__all__ = ["UseCase", "Stage", "PIPELINE", "ScoreResult"]
+__all__ = ["UseCase", "Stage", "PIPELINE", "DEFAULT_UNTIL", "ScoreResult"]
 
 WORK_DIR = ".modelcycle"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A lifecycle stage: its name, the stages it needs, and its state-table flag."""
-
-    name: str
-    requires: tuple[str, ...]
-    flag: str
-
-
-STAGES: dict[str, Stage] = {
-    stage.name: stage
-    for stage in (
-        Stage("train", (), "trained"),
-        Stage("deploy", ("train",), "deployed"),
-        Stage("govern", ("deploy",), "governed"),
-        Stage("monitor", ("deploy",), "monitored"),
-    )
-}
-#: The stages ``run`` goes through, in order.
-PIPELINE: tuple[str, ...] = ("train", "deploy", "monitor")
 
 
 @dataclass
@@ -114,8 +94,10 @@ class UseCase:
         lock_timeout: float | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
-        self.config: UseCaseConfig = load_config(self.directory, overrides)
+        self.overrides: dict[str, Any] = dict(overrides or {})
+        self.config: UseCaseConfig = load_config(self.directory, self.overrides)
         self.work_dir = self.directory / WORK_DIR
+        route_library_logs(self.work_dir)
         self.store = StateStore(self.work_dir)
         self.lock_timeout = lock_timeout
         self._extra_plugins = list(plugins)
@@ -288,14 +270,47 @@ class UseCase:
             still_valid=lambda outputs: service.govern_still_valid(self, outputs),
         )
 
-    def run(self, until: str = PIPELINE[-1], force: bool = False) -> dict[str, dict[str, Any]]:
-        """Run the pipeline's stages in order up to ``until``, skipping those already done."""
+    def run(self, until: str = DEFAULT_UNTIL, force: bool = False) -> dict[str, dict[str, Any]]:
+        """Run the pipeline's stages (:data:`PIPELINE`) in order up to ``until``, skipping those
+        already done; after a crash it continues where it stopped."""
         if until not in PIPELINE:
             raise StageError(until, f"unknown stage; 'run --until' takes one of: {', '.join(PIPELINE)}")
         results: dict[str, dict[str, Any]] = {}
         for name in PIPELINE[: PIPELINE.index(until) + 1]:
             results[name] = getattr(self, name)(force=force)
         return results
+
+    # -- experiments -----------------------------------------------------------------------
+    def runs(self, sort: str | None = None, ascending: bool | None = None) -> list[dict[str, Any]]:
+        """The tracked training runs (the ExperimentAnalytics table): newest first, or by the
+        metric ``sort`` (``*loss*`` metrics smallest first unless ``ascending`` says otherwise)."""
+        from modelcycle.core.experiments import list_runs
+
+        return list_runs(self, sort=sort, ascending=ascending)
+
+    def sweep(self, param: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+        """Train one tracked run per value of ``param`` (``hidden_channels``, ``learning_rate``,
+        ``model.x``: a bare name is a hyperparameter when one has that name, else a model option)
+        with this use case's overrides; returns each run's train outputs plus its ``override``."""
+        from modelcycle.core.experiments import sweep_overrides
+
+        results = []
+        for extra in sweep_overrides(param, [str(v) for v in values]):
+            trial = UseCase(self.directory, overrides={**self.overrides, **extra}, plugins=self._extra_plugins,
+                            lock_timeout=self.lock_timeout)
+            results.append({"override": extra, **trial.train(force=True)})
+        return results
+
+    def pipeline(self, platform: str = "sagemaker", format: str = "asl", graph: str | os.PathLike[str] | None = None,
+                 workflow_role: str | None = None, upload: bool = False) -> dict[str, Any]:
+        """Export this use case's training pipeline as ``platform`` runs it (SageMaker: the Step
+        Functions train → model → endpoint config → endpoint state machine); returns
+        ``{"document", "states", "graph", "uploaded"}``. ``graph`` also draws it to a PNG."""
+        self.registry.load_platform(platform, "training")
+        return self.registry.call_platform(
+            platform, "export_pipeline", config=self.config, format=format,
+            graph=Path(graph) if graph else None, workflow_role=workflow_role, upload=upload,
+        )
 
     # -- actions ---------------------------------------------------------------------------
     def describe_endpoint(self, endpoint: dict[str, Any]) -> dict[str, Any]:

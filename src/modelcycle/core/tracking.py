@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelcycle.core.library_logs import import_quietly
 from modelcycle.core.markers import hookimpl
 
-__all__ = ["RunTracker", "default_tracking_uri", "git_commit", "flatten"]
+__all__ = ["RunTracker", "default_tracking_uri", "git_commit", "flatten", "mlflow_client"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -54,6 +55,11 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
         elif value is not None:
             flat[name] = str(value)
     return flat
+
+
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``; MLflow is imported quietly (see :mod:`.library_logs`)."""
+    return import_quietly("mlflow.tracking").MlflowClient(tracking_uri=uri)
 
 
 class RunTracker:
@@ -91,9 +97,7 @@ class RunTracker:
 
     def _work(self) -> None:
         try:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(tracking_uri=self.uri)
+            client = mlflow_client(self.uri)
             experiment = client.get_experiment_by_name(self.experiment)
             experiment_id = (
                 experiment.experiment_id

@@ -151,20 +151,3 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     factsheet.add_argument("--format", choices=("html", "md", "json"), default="html")
     factsheet.add_argument("-o", "--output", metavar="FILE", help="default: factsheet-<run>.<format> in the use case; '-' prints JSON")
     factsheet.set_defaults(func=cmd_factsheet)
-
-    cleanup = getattr(commands, "choices", {}).get("cleanup")
-    if cleanup is not None:
-        cleanup.add_argument("--governance", action="store_true",
-                             help="also delete the governance records (inventory, audit, IBM AI Factsheets assets)")
-        previous = cleanup.get_default("func")
-
-        def cmd_cleanup(args: argparse.Namespace) -> int:
-            if not args.governance and previous is not None:
-                return int(previous(args))
-            kwargs = {"governance": True}
-            if getattr(args, "records", False):  # monitoring's flag, when present
-                kwargs["records"] = True
-            print(use_case(args).cleanup(**kwargs))
-            return 0
-
-        cleanup.set_defaults(func=cmd_cleanup)

@@ -208,14 +208,6 @@ def cmd_evaluations(args: argparse.Namespace, use_case: Any, print_json: Callabl
     return 0
 
 
-def cmd_cleanup(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
-    kwargs = {"records": True} if args.records else {}
-    if getattr(args, "governance", False):  # another module's flag on the same command
-        kwargs["governance"] = True
-    print(use_case(args).cleanup(**kwargs))
-    return 0
-
-
 def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Callable[[Any], None]) -> None:
     """Add the monitoring subcommands to the ``modelcycle`` parser."""
 
@@ -252,8 +244,3 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     history.add_argument("--json", action="store_true")
     history.add_argument("--limit", type=int, default=None, help="only the last N measurements")
     history.set_defaults(func=bind(cmd_evaluations))
-
-    cleanup = commands.choices.get("cleanup")  # the core command, extended without replacing it
-    if cleanup is not None:
-        cleanup.add_argument("--records", action="store_true", help="also delete the payload and feedback records")
-        cleanup.set_defaults(func=bind(cmd_cleanup))

@@ -15,26 +15,20 @@ from typing import Any, Callable
 
 
 def cmd_pipeline_export(args: argparse.Namespace, use_case: Callable[[Any], Any]) -> int:
-    from modelcycle.platforms.sagemaker import pipeline
-
-    config = use_case(args).config
-    definition = pipeline.state_machine(config)
-    document = definition if args.format == "asl" else pipeline.create_state_machine_input(config, definition, args.workflow_role)
-    text = json.dumps(document, indent=2) + "\n"
+    result = use_case(args).pipeline(format=args.format, graph=args.graph, workflow_role=args.workflow_role,
+                                     upload=args.upload)
+    text = json.dumps(result["document"], indent=2) + "\n"
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
         print(f"wrote {args.output} ({'ASL definition' if args.format == 'asl' else 'create-state-machine input'}, "
-              f"{len(definition['States'])} states)", file=sys.stderr)
+              f"{result['states']} states)", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if args.graph:
-        pipeline.draw(definition, Path(args.graph), config, title=f"{config.name}: SageMaker training pipeline")
-        print(f"wrote {args.graph}", file=sys.stderr)
-    if args.upload:
-        uploaded = pipeline.upload_inputs(config)
-        for channel, uri in uploaded.items():
-            print(f"uploaded {channel}: {uri}", file=sys.stderr)
+    if result["graph"]:
+        print(f"wrote {result['graph']}", file=sys.stderr)
+    for channel, uri in result["uploaded"].items():
+        print(f"uploaded {channel}: {uri}", file=sys.stderr)
     return 0
 
 

@@ -288,3 +288,22 @@ def draw(definition: dict[str, Any], path: Path, config: Any = None, title: str 
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def export(config: Any, format: str = "asl", graph: Path | None = None, workflow_role: str | None = None,
+           upload: bool = False) -> dict[str, Any]:
+    """What ``UseCase.pipeline`` returns: the ASL ``definition`` (or, with ``format="json"``, the
+    create-state-machine input) as ``document``, its number of ``states``, the ``graph`` PNG
+    written (when asked) and the S3 URIs ``uploaded`` (when asked)."""
+    if format not in ("asl", "json"):
+        raise ConfigError(f"pipeline export: unknown format '{format}'; use asl or json")
+    definition = state_machine(config)
+    document = definition if format == "asl" else create_state_machine_input(config, definition, workflow_role)
+    if graph is not None:
+        draw(definition, graph, config, title=f"{config.name}: SageMaker training pipeline")
+    return {
+        "document": document,
+        "states": len(definition["States"]),
+        "graph": str(graph) if graph is not None else None,
+        "uploaded": upload_inputs(config) if upload else {},
+    }

@@ -18,6 +18,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @hookimpl
+def add_commands(subparsers: Any, use_case: Any, print_json: Any) -> None:
+    """``pipeline export`` and ``import-signature`` (argparse only: nothing heavy is imported)."""
+    from modelcycle.platforms.sagemaker.commands import add_commands as add
+
+    add(subparsers, use_case, print_json)
+
+
+@hookimpl
+def export_pipeline(config: Any, format: str, graph: Path | None, workflow_role: str | None, upload: bool) -> dict[str, Any]:
+    """The Step Functions train → model → endpoint config → endpoint state machine (``asl``), or
+    the input of ``aws stepfunctions create-state-machine`` (``json``)."""
+    from modelcycle.platforms.sagemaker import pipeline
+
+    return pipeline.export(config, format, graph, workflow_role, upload)
+
+
+@hookimpl
 def run_training_job(context: TrainingContext) -> TrainingResult:
     """Upload data and source dir, run the PyTorch (or TensorFlow) estimator, fetch the model."""
     from modelcycle.platforms.sagemaker import training
