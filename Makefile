@@ -37,7 +37,13 @@ $(VENV)/.adapter: $(VENV)/.installed $(wildcard $(ADAPTER)/pyproject.toml $(ADAP
 	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall ./$(ADAPTER) 2>&1 | grep -v "is ignored" || true
 	touch $@
 
-test: setup $(VENV)/.adapter
+# The example extras (a dataset and a governance backend) are installed the same way.
+EXTRAS := tests/resources/modelcycle-example-extras
+$(VENV)/.extras: $(VENV)/.installed $(wildcard $(EXTRAS)/pyproject.toml $(EXTRAS)/src/*/*.py)
+	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall ./$(EXTRAS) 2>&1 | grep -v "is ignored" || true
+	touch $@
+
+test: setup $(VENV)/.adapter $(VENV)/.extras
 	$(PY) -m pytest
 
 bench: setup

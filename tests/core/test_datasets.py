@@ -1,5 +1,6 @@
-"""Tests of modelcycle.core.datasets: real MNIST/Fashion-MNIST files, look-up order, downloads from a
-local HTTP mirror (never the internet), IDX and CIFAR-10 parsing, safe unpickling and extraction."""
+"""Tests of modelcycle.core.datasets and the built-in dataset plugins (modelcycle.datasets): real
+MNIST/Fashion-MNIST files, look-up order, downloads from a local HTTP mirror (never the internet),
+IDX and CIFAR-10 parsing, safe unpickling and extraction, dispatch through the registry."""
 
 from __future__ import annotations
 
@@ -20,17 +21,10 @@ import numpy as np
 import pytest
 
 from modelcycle.core import datasets
-from modelcycle.core.datasets import (
-    DATASET_NAMES,
-    Dataset,
-    Split,
-    load_dataset,
-    locate_dataset,
-    md5sum,
-    read_cifar10,
-    read_idx,
-)
-from modelcycle.core.errors import DatasetIntegrityError, DatasetNotFoundError
+from modelcycle.core.config import DataConfig
+from modelcycle.core.datasets import Dataset, Split, dataset_names, load_dataset, locate_dataset, md5sum
+from modelcycle.core.errors import ConfigError, DatasetIntegrityError, DatasetNotFoundError, PluginNotFoundError
+from modelcycle.datasets import KNOWN_MD5, MIRRORS, read_cifar10, read_idx
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -59,7 +53,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("MODELCYCLE_DATASET_MIRROR", raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(datasets, "MIRRORS", {name: () for name in DATASET_NAMES})
+    for name in list(MIRRORS):
+        monkeypatch.setitem(MIRRORS, name, ())
     datasets.clear_cache()
     yield
     datasets.clear_cache()
@@ -231,9 +226,12 @@ def test_nothing_anywhere_names_files_and_fix(tmp_path, monkeypatch):
     assert str(tmp_path / "cache" / "fashion-mnist") in message and str(tmp_path / "nowhere") in message
 
 
-def test_unknown_dataset_lists_choices():
-    with pytest.raises(DatasetNotFoundError, match="cifar10"):
+def test_unknown_dataset_lists_the_installed_ones():
+    with pytest.raises(PluginNotFoundError) as err:
         locate_dataset("imagenet", download=False)
+    message = str(err.value)
+    assert "'imagenet' is not installed" in message
+    assert all(name in message for name in ("mnist", "fashion-mnist", "cifar10"))
 
 
 # ------------------------------------------------------------------------------------ downloads
@@ -272,9 +270,9 @@ def test_corrupted_mirror_file_is_rejected_and_not_kept(real_data, tmp_path, mon
 def test_env_mirror_first_then_next_mirror(tmp_path, monkeypatch, serve):
     good = fake_mnist(tmp_path / "good", 5, 3, gz=True)
     bad = fake_mnist(tmp_path / "bad", 5, 3, gz=True, seed=9)
-    monkeypatch.setitem(datasets.KNOWN_MD5, "mnist", {n: md5sum(good / n) for n in GZ_NAMES})
+    monkeypatch.setitem(KNOWN_MD5, "mnist", {n: md5sum(good / n) for n in GZ_NAMES})
     monkeypatch.setenv("MODELCYCLE_DATASET_MIRROR", serve(bad))
-    monkeypatch.setattr(datasets, "MIRRORS", {**datasets.MIRRORS, "mnist": (serve(good),)})
+    monkeypatch.setitem(MIRRORS, "mnist", (serve(good),))
     ds = load_dataset("mnist")
     assert ds.checksums == {n: md5sum(good / n) for n in GZ_NAMES}
     assert np.array_equal(ds.train.images, read_idx(good / GZ_NAMES[0]))
@@ -290,7 +288,7 @@ def test_cifar10_download_and_safe_extract(tmp_path, monkeypatch, serve):
     with pytest.raises(DatasetNotFoundError, match="md5 mismatch"):  # the real md5 is still expected
         load_dataset("cifar10")
     assert not (tmp_path / "cache" / "cifar10" / "cifar-10-batches-py").exists()
-    monkeypatch.setitem(datasets.KNOWN_MD5, "cifar10",
+    monkeypatch.setitem(KNOWN_MD5, "cifar10",
                         {"cifar-10-python.tar.gz": md5sum(mirror / "cifar-10-python.tar.gz")})
     ds = load_dataset("cifar10")
     cache = tmp_path / "cache" / "cifar10"
@@ -307,7 +305,7 @@ def test_cifar10_archive_with_unsafe_member_is_refused(tmp_path, monkeypatch, se
         info = tarfile.TarInfo(evil)
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
-    monkeypatch.setitem(datasets.KNOWN_MD5, "cifar10",
+    monkeypatch.setitem(KNOWN_MD5, "cifar10",
                         {"cifar-10-python.tar.gz": md5sum(mirror / "cifar-10-python.tar.gz")})
     monkeypatch.setenv("MODELCYCLE_DATASET_MIRROR", serve(mirror))
     with pytest.raises(DatasetIntegrityError, match="unsafe archive member"):
@@ -402,3 +400,50 @@ def test_md5sum_matches_hashlib(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(os.urandom(3 * (1 << 20) + 17))
     assert md5sum(path) == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ dispatch
+
+
+def test_built_in_datasets_are_installed_plugins():
+    assert {"mnist", "fashion-mnist", "cifar10"} <= set(dataset_names())
+    from modelcycle.core.registry import plugin_distribution
+
+    assert plugin_distribution("dataset", "fashion-mnist").value == "modelcycle.datasets.fashion_mnist"
+
+
+def test_names_match_ignoring_case_dashes_and_underscores(tmp_path):
+    directory = fake_mnist(tmp_path / "d", 3, 2)
+    assert load_dataset("Fashion_MNIST", directory).name == "fashion-mnist"
+    cifar_batches(tmp_path / "c")
+    assert load_dataset("CIFAR-10", tmp_path / "c").name == "cifar10"
+
+
+def test_settings_carry_the_path_and_an_explicit_path_wins(tmp_path):
+    first = fake_mnist(tmp_path / "first", 3, 2)
+    second = fake_mnist(tmp_path / "second", 5, 2)
+    settings = DataConfig(dataset="mnist", path=str(first))
+    assert load_dataset("mnist", settings=settings).source == first.resolve()
+    assert len(load_dataset("mnist", second, settings=settings).train) == 5
+    assert locate_dataset("mnist", settings=settings) == first
+
+
+def test_built_in_datasets_refuse_options(tmp_path):
+    settings = DataConfig(dataset="mnist", path=str(fake_mnist(tmp_path / "d", 3, 2)), options={"colour": True})
+    with pytest.raises(ConfigError, match="data.options: dataset 'mnist' takes no options, got colour"):
+        load_dataset("mnist", settings=settings)
+
+
+def test_cache_is_per_location(tmp_path):
+    a = load_dataset("mnist", fake_mnist(tmp_path / "a", 3, 2, seed=1))
+    b = load_dataset("mnist", fake_mnist(tmp_path / "b", 4, 2, seed=2))
+    assert a is not b and len(a.train) == 3 and len(b.train) == 4
+    assert load_dataset("mnist", tmp_path / "a") is a
+
+
+def test_clear_cache_forgets_loaded_datasets(tmp_path):
+    directory = fake_mnist(tmp_path / "d", 3, 2)
+    first = load_dataset("mnist", directory)
+    datasets.clear_cache()
+    second = load_dataset("mnist", directory)
+    assert second is not first and np.array_equal(second.train.images, first.train.images)

@@ -40,10 +40,15 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Where the data comes from; ``train_limit``/``test_limit`` take the first N records."""
+    """Where the data comes from: ``dataset`` names an installed dataset plugin (entry-point group
+    ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``; an unknown name
+    fails when the data is loaded, listing the installed ones), ``path`` the files' location
+    (else the plugin's own look-up), ``options`` the plugin's own settings (it validates them).
+    ``train_limit``/``test_limit`` take the first N records."""
 
-    dataset: Literal["mnist", "fashion-mnist", "cifar10"] = "mnist"
+    dataset: str = Field(default="mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     path: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     train_limit: int | None = Field(default=None, gt=0)
     test_limit: int | None = Field(default=None, gt=0)
 

@@ -296,13 +296,11 @@ def write_source_dir(config: Any, target: Path) -> list[Path]:
 
 def channel_files(name: str, directory: Path) -> dict[str, list[Path]]:
     """Split a located dataset's files into the ``training`` and ``testing`` channels."""
-    from modelcycle.core.datasets import DATASET_NAMES
-
     directory = Path(directory)
     if name == "cifar10":
         training = [directory / f"data_batch_{i}" for i in range(1, 6)]
         testing = [directory / "test_batch"]
-    elif name in DATASET_NAMES:
+    elif name in ("mnist", "fashion-mnist"):
         def pick(stem: str) -> Path:
             gz = directory / f"{stem}.gz"
             return gz if gz.is_file() else directory / stem

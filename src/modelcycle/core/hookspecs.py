@@ -250,25 +250,38 @@ class PlatformSpecs:
 
 class DatasetSpecs:
     """Answered by the one dataset plugin ``data.dataset`` names (entry-point group
-    ``modelcycle.datasets``); the core calls these on that plugin only."""
+    ``modelcycle.datasets``); the core calls these on that plugin only, through
+    :func:`modelcycle.core.datasets.load_dataset` (training, scoring, monitoring, factsheets).
+
+    ``settings`` is the use case's ``data:`` section
+    (:class:`~modelcycle.core.config.DataConfig`): ``dataset`` (the plugin's name), ``path`` (an
+    explicit location, or ``None``) and ``options`` (the plugin's own settings, a dict it
+    validates itself, raising :class:`~modelcycle.core.errors.ConfigError` naming the bad key).
+    """
 
     @hookspec(firstresult=True)
-    def dataset_locate(self, name: str, settings: Any, download: bool) -> Path:
-        """Return the directory (or file) holding dataset ``name``'s files.
+    def dataset_locate(self, settings: Any, download: bool) -> Path:
+        """Return where the dataset's files are: a directory, or a single file.
 
-        ``settings`` is the ``data:`` config section (``path``, the dataset's own options);
-        ``download`` says whether fetching into the user cache is allowed. Raise
-        :class:`~modelcycle.core.errors.DatasetNotFoundError` naming the files needed and every
-        place looked at. Called by :func:`modelcycle.core.datasets.load_dataset`. firstresult.
+        An explicit ``settings.path`` must be used as given (missing files there are an error,
+        never a fall-through to another place). ``download`` says whether fetching into the user
+        cache is allowed. Raise :class:`~modelcycle.core.errors.DatasetNotFoundError` naming the
+        files needed and every place looked at. Called before every load, so it must be cheap
+        when the files are present. firstresult.
         """
 
     @hookspec(firstresult=True)
-    def dataset_load(self, name: str, location: Path, settings: Any) -> Dataset:
-        """Load both splits from ``location`` into in-memory arrays and return a
-        :class:`~modelcycle.core.datasets.Dataset` (classes, source, file checksums for lineage).
+    def dataset_load(self, location: Path, settings: Any) -> Dataset:
+        """Load both splits from ``location`` (what ``dataset_locate`` returned, resolved) into
+        in-memory arrays and return a :class:`~modelcycle.core.datasets.Dataset`: images uint8
+        ``(N, H, W)`` or ``(N, H, W, C)`` (read-only), labels int64 ``(N,)`` in
+        ``0..len(classes) - 1``, the class names, ``source`` (the directory read) and
+        ``checksums`` (md5 of every file read, keyed by path relative to ``source``: the model's
+        lineage, and what the in-process cache watches for changes).
 
         Raise :class:`~modelcycle.core.errors.DatasetIntegrityError` for corrupt or inconsistent
-        files. The core caches the result per process. firstresult.
+        files. The core caches the result per process (same object for unchanged files), so it
+        is called once per location and options. firstresult.
         """
 
 

@@ -182,7 +182,7 @@ def load_training_data(config: UseCaseConfig) -> tuple[Dataset, Preprocessing]:
     """Load the configured dataset (limits applied) and its normalisation (full train split)."""
     from modelcycle.core.datasets import load_dataset
 
-    dataset = load_dataset(config.data.dataset, config.data.path)
+    dataset = load_dataset(config.data.dataset, settings=config.data)
     mean, std = dataset.normalization()
     preprocessing = Preprocessing(scale=255.0, mean=tuple(mean), std=tuple(std))
     if config.data.train_limit or config.data.test_limit:

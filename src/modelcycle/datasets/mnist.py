@@ -1,0 +1,27 @@
+"""The ``mnist`` dataset plugin: handwritten digits, 60,000 train and 10,000 test images of
+28x28 grayscale, in the four IDX files (``.gz`` or not) found on the look-up path or downloaded
+from the public mirrors. The ``data:`` section takes ``path``; no ``options``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelcycle.core.datasets import Dataset
+from modelcycle.core.markers import hookimpl
+from modelcycle.datasets._download import locate, settings_path
+from modelcycle.datasets._idx import IdxLayout, load_idx_dataset
+
+NAME = "mnist"
+CLASSES = tuple(str(i) for i in range(10))
+LAYOUT = IdxLayout(NAME)
+
+
+@hookimpl
+def dataset_locate(settings: Any, download: bool) -> Path:
+    return locate(LAYOUT, settings_path(NAME, settings), download)
+
+
+@hookimpl
+def dataset_load(location: Path) -> Dataset:
+    return load_idx_dataset(LAYOUT, location, CLASSES)
