@@ -477,6 +477,7 @@ class UseCase:
         ``format`` (``html``, ``md`` with its PNGs beside it, ``json``) to ``output`` (default:
         ``factsheet-<run>.<format>`` in the use case; ``"-"``: JSON returned as ``text``).
         Returns ``{"path", "format", "run_id", "asset_id", "images", "evaluation"}``."""
+        from modelcycle.core.governance.factsheet import write_factsheet
         from modelcycle.core.governance.service import Governance
 
-        return Governance(self).factsheet(run=run, fmt=format, output=output)
+        return write_factsheet(Governance(self), run=run, fmt=format, output=output)

@@ -209,12 +209,6 @@ class Governance:
             listing.append({**use_case, "assets": [self.describe(a) for a in self.store.assets(use_case["id"])]})
         return listing
 
-    def factsheet(self, run: str | None = None, fmt: str = "html", output: str | Path | None = None) -> dict[str, Any]:
-        """Write an asset's factsheet; see :func:`~modelcycle.core.governance.factsheet.write_factsheet`."""
-        from modelcycle.core.governance.factsheet import write_factsheet
-
-        return write_factsheet(self, run=run, fmt=fmt, output=output)
-
     # -- the govern stage (UseCase.govern) ------------------------------------------------------
     def preflight(self, stage: str | None, force: bool, reason: str | None) -> None:
         """Refuse what would fail ``govern`` before the stage starts, so nothing changes: an
