@@ -1,4 +1,5 @@
-"""Governance test support: trained use cases, and a fake IBM AI Factsheets service on loopback.
+"""Governance test support: trained use cases, a fake IBM AI Factsheets service on loopback, and
+governance backends installed through fake entry points.
 
 ``FakeFactsheets`` is a small stateful HTTP service (a ``ThreadingHTTPServer`` on 127.0.0.1)
 answering the REST calls ``ibm-aigov-facts-client`` makes against a Cloud Pak for Data
@@ -253,3 +254,30 @@ def ibm_governance(fake: FakeFactsheets) -> dict[str, Any]:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+class PluginEntryPoint:
+    """An EntryPoint-like object of ``group`` whose ``load()`` returns ``plugin``."""
+
+    def __init__(self, name: str, group: str, plugin: Any) -> None:
+        self.name, self.group, self.value = name, group, f"test_plugins.{name}"
+        self.dist = None
+        self._plugin = plugin
+
+    def load(self) -> Any:
+        return self._plugin
+
+
+def install_entry_points(monkeypatch: pytest.MonkeyPatch, *fakes: PluginEntryPoint) -> None:
+    """Make the plugin registry see the real entry points plus ``fakes``, as a ``pip install``
+    of a package declaring them would."""
+    import importlib.metadata
+
+    from modelcycle.core import registry
+
+    real = importlib.metadata.entry_points
+
+    def entry_points(*, group: str) -> list[Any]:
+        return [*real(group=group), *(ep for ep in fakes if ep.group == group)]
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)

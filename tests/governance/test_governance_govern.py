@@ -124,7 +124,7 @@ def test_factsheet_html_markdown_json(served: Path, tmp_path: Path, capsys: pyte
             "stage_history", "audit"} <= set(document)
 
 
-def test_cleanup_keeps_records_unless_asked(served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cleanup_keeps_records_unless_asked(served: Path, tmp_path: Path) -> None:
     use_case = open_use_case(served, tmp_path / "gov.db")
     endpoint = use_case.deploy()
     use_case.govern()
@@ -139,7 +139,6 @@ def test_cleanup_keeps_records_unless_asked(served: Path, tmp_path: Path, capsys
 
     use_case.deploy()
     use_case.govern()
-    assert main(_cli(served, tmp_path / "gov.db", "cleanup", "--governance")) == 0
-    out = capsys.readouterr().out
-    assert "'serving': 1" in out and "'factsheets': 2" in out
+    removed = use_case.cleanup(governance=True)  # what 'modelcycle cleanup --governance' calls
+    assert removed["serving"] == 1 and removed["factsheets"] == 2
     assert Governance(open_use_case(served, tmp_path / "gov.db")).exists() is False

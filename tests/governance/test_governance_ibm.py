@@ -123,8 +123,7 @@ def test_govern_stage_facts_and_cleanup_reach_ibm(served: Path, tmp_path: Path, 
         if path.is_file():
             assert API_KEY.encode() not in path.read_bytes(), path
 
-    assert main(_cli(served, tmp_path / "gov.db", fake, "cleanup", "--governance")) == 0
-    assert "'factsheets': 1" in capsys.readouterr().out
+    assert use_case.cleanup(governance=True)["factsheets"] == 1  # what 'modelcycle cleanup --governance' calls
     assert fake.calls("DELETE", f"/v1/aigov/model_inventory/models/{remote['asset_id']}/model_entry")
     assert fake.calls("DELETE", f"/v2/assets/{remote['asset_id']}")
     assert fake.stubs() == [] and fake.model_entry_id in fake.assets  # the AI use case itself is kept
@@ -173,7 +172,8 @@ def test_autolog_frameworks_export_through_the_autolog_payload(tmp_path: Path, f
         "archive": None, "dataset_name": "mnist", "dataset_checksums": facts["dataset"]["checksums"], "facts": facts,
     }, "tester", reason="test")
 
-    remote = IBMFactsheetsBackend().publish(governance, asset, None)
+    remote = governance.backend.publish(governance, asset, None)
+    assert isinstance(governance.backend, IBMFactsheetsBackend)
     assert remote["asset_id"] and remote["tracked"] is True
     [export] = fake_factsheets.calls("POST", "/v1/aigov/factsheet/notebook_experiments")
     [run] = export["body"]["notebook_experiment"]["runs"]
@@ -197,9 +197,13 @@ def test_ibm_cloud_path_through_a_redirected_transport(trained_use_case: Path, t
     monkeypatch.setenv("TEST_IBM_API_KEY", API_KEY)
     monkeypatch.setenv("FAKE_FACTSHEETS_URL", fake.url)
     monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).parent}:{__import__('os').environ.get('PYTHONPATH', '')}")
-    overrides = {k: v for k, v in _overrides(fake).items() if k not in ("governance.service_url", "governance.username")}
-    use_case = open_use_case(trained_use_case, tmp_path / "gov.db", **overrides)
-    governance = Governance(use_case, backend=IBMFactsheetsBackend(worker_module="ibm_cloud_redirect"))
+    # the settings written under governance.ibm (the backend's own section) rather than flat
+    overrides = {k.replace("governance.", "governance.ibm."): v for k, v in _overrides(fake).items()
+                 if k not in ("governance.backend", "governance.service_url", "governance.username")}
+    use_case = open_use_case(trained_use_case, tmp_path / "gov.db", **{"governance.backend": "ibm", **overrides})
+    settings = Governance(use_case).backend.settings
+    assert settings.catalog_id == fake.catalog_id and settings.service_url is None and settings.timeout_s == 180
+    governance = Governance(use_case, backend=IBMFactsheetsBackend(settings, worker_module="ibm_cloud_redirect"))
     governance.sync()
     asset = governance.assets()[0]
     endpoint = {"name": "gov-mnist-sagemaker", "url": "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/gov-mnist-sagemaker",

@@ -152,28 +152,29 @@ class TrackingConfig(_Section):
     experiment: str | None = Field(default=None, description="default: the use case's name")
 
 
-class GovernanceConfig(_Section):
+class GovernanceConfig(BaseModel):
     """Governance: the model inventory, lifecycle stages (develop → test → validate → operate) and
-    factsheets. ``backend: local`` keeps them in the SQL store (``database_url``, else
-    ``MODELCYCLE_DATABASE_URL``, else SQLite ``.modelcycle/governance.db``); ``backend: ibm`` keeps
-    that store and mirrors each governed model into IBM AI Factsheets (watsonx.governance) through
-    ``ibm-aigov-facts-client``: an external model asset in ``catalog_id``, tracked in the AI use case
-    ``model_entry_id``. The API key is read from the environment variable named by ``api_key_env``;
-    it never goes into this file. ``service_url`` names a Cloud Pak for Data cluster (with
-    ``username``); without it the client talks to IBM Cloud in ``region``."""
+    factsheets, always kept in the SQL store (``database_url``, else ``MODELCYCLE_DATABASE_URL``,
+    else SQLite ``.modelcycle/governance.db``).
 
-    backend: Literal["local", "ibm"] = "local"
+    ``backend`` names the governance plugin (entry-point group ``modelcycle.governance``) that
+    mirrors governed models elsewhere: ``local`` (the default) mirrors nothing, ``ibm`` mirrors
+    them into IBM AI Factsheets. Every other key of this section is a setting of that backend,
+    written either flat (``governance: {backend: ibm, catalog_id: ...}``) or under the backend's
+    own name (``governance: {backend: ibm, ibm: {catalog_id: ...}}``). They are validated by the
+    backend's settings class when the backend is loaded (see
+    :func:`modelcycle.core.governance.backends.load_backend`), so errors still name
+    ``governance.<key>``."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    backend: str = Field(default="local", description="the governance backend plugin ('modelcycle plugins' lists them)")
     database_url: SecretStr | None = None
-    catalog_id: str | None = Field(default=None, description="IBM: catalog (inventory) holding the model assets and the AI use case")
-    model_entry_id: str | None = Field(default=None, description="IBM: the AI use case (model entry) models are tracked in")
-    approach_id: str | None = Field(default=None, description="IBM: approach of the AI use case; default: its first")
-    version_number: str = Field(default="minor", description="IBM: version when tracking: major | minor | patch | a semver")
-    api_key_env: str = Field(default="IBM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the variable holding the API key")
-    service_url: str | None = Field(default=None, description="IBM: Cloud Pak for Data URL; unset: IBM Cloud")
-    username: str | None = Field(default=None, description="IBM: Cloud Pak for Data user the API key belongs to")
-    region: Literal["dallas", "frankfurt", "london", "tokyo", "toronto", "sydney"] | None = None
-    verify_tls: bool = Field(default=True, description="IBM: verify the service's TLS certificate")
-    timeout_s: float = Field(default=600.0, gt=0, description="IBM: limit for one exchange with the service")
+
+    def backend_keys(self) -> dict[str, Any]:
+        """Every key of this section that is not ``backend`` or ``database_url``, as written
+        (flat settings, and ``<backend name>:`` mappings); validated by the backend, not here."""
+        return dict(self.model_extra or {})
 
 
 _QualityMetric = Literal[

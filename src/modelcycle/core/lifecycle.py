@@ -260,14 +260,18 @@ class UseCase:
     def govern(self, stage: str | None = None, force: bool = False, reason: str | None = None) -> dict[str, Any]:
         """Record the deployed endpoint's facts on its model asset in the inventory and move the
         asset's lifecycle stage (develop → test when first deployed; ``stage`` moves it on, ``force``
-        with a ``reason`` skips or goes back); mirrored to IBM AI Factsheets with ``backend: ibm``.
-        Returns ``{"asset_id", "stage", "backend", ...}``."""
-        from modelcycle.core.governance import service
+        with a ``reason`` skips or goes back); mirrored by the governance backend plugin
+        ``governance.backend`` names (``ibm``: IBM AI Factsheets). An unknown backend, invalid
+        settings or a refused move fail before anything changes.
+        Returns ``{"asset_id", "stage", "backend", "run_id", "endpoint", "deployment_id"}``
+        (and ``remote``: the ids the backend keeps)."""
+        from modelcycle.core.governance.service import Governance
 
-        service.preflight(self, stage, force, reason)  # a refused move fails before any state changes
+        governance = Governance(self)  # one backend for the whole command
+        governance.preflight(stage, force, reason)  # a bad backend or refused move changes nothing
         return self._run_stage(
-            "govern", lambda state: service.govern_stage(self, state, stage, force, reason), force or stage is not None,
-            still_valid=lambda outputs: service.govern_still_valid(self, outputs),
+            "govern", lambda state: governance.govern_deployed(state, stage, force, reason), force or stage is not None,
+            still_valid=governance.still_valid,
         )
 
     def run(self, until: str = DEFAULT_UNTIL, force: bool = False) -> dict[str, dict[str, Any]]:
@@ -455,3 +459,40 @@ class UseCase:
         from modelcycle.core.monitoring import service
 
         return service.evaluations(self, limit=limit)
+
+    # -- governance (modelcycle.core.governance) ---------------------------------------------
+    # Stage moves go through govern(stage=..., reason=..., force=...); cleanup(governance=True)
+    # deletes the records (and what the backend created).
+    def inventory(self) -> list[dict[str, Any]]:
+        """Every use case of the governance store with its model assets (stage, metrics,
+        deployments, lineage, stage history, custom facts); this use case's finished training
+        runs are imported first."""
+        from modelcycle.core.governance.service import Governance
+
+        return Governance(self).inventory()
+
+    def facts(self, run: str | None = None) -> dict[str, Any]:
+        """The custom facts of run ``run``'s model asset (a run-id prefix; default: the deployed
+        run, else the latest): ``{"run_id", "asset_id", "facts": {key: {"value", "who", "at"}}}``."""
+        from modelcycle.core.governance.service import Governance
+
+        return Governance(self).facts(run)
+
+    def set_fact(self, key: str, value: Any, run: str | None = None) -> dict[str, Any]:
+        """Set custom fact ``key`` to ``value`` on run ``run``'s model asset (default: deployed,
+        else latest), audited; an asset the governance backend mirrors gets it too. Returns the
+        fact (``key``, ``value``, ``who``, ``at``, ``run_id``; ``remote``: what the backend sent)."""
+        from modelcycle.core.governance.service import Governance
+
+        return Governance(self).set_fact(key, value, run=run)
+
+    def factsheet(self, format: str = "html", output: str | os.PathLike[str] | None = None,
+                  run: str | None = None) -> dict[str, Any]:
+        """Write the factsheet of run ``run``'s model asset (default: deployed, else latest) as
+        ``format`` (``html``, ``md`` with its PNGs beside it, ``json``) to ``output`` (default:
+        ``factsheet-<run>.<format>`` in the use case; ``"-"``: JSON returned as ``text``).
+        Returns ``{"path", "format", "run_id", "asset_id", "images", "evaluation"}``."""
+        from modelcycle.core.governance.factsheet import write_factsheet
+        from modelcycle.core.governance.service import Governance
+
+        return write_factsheet(Governance(self), run=run, fmt=format, output=output)

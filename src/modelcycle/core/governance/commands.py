@@ -1,8 +1,8 @@
 """CLI subcommands of governance: govern, inventory, facts, factsheet (argparse only at import).
 
-Also adds ``--governance`` to the built-in ``cleanup`` command (its parser already exists when
-this module's ``add_commands`` runs), so ``modelcycle cleanup --governance`` deletes the
-governance records too.
+Each command is a thin call of a :class:`~modelcycle.core.lifecycle.UseCase` method (``govern``,
+``inventory``, ``facts``, ``set_fact``, ``factsheet``) plus printing; ``cleanup --governance`` is
+the CLI's own ``cleanup`` command mapping to ``UseCase.cleanup(governance=True)``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-STAGE_CHOICES = ("develop", "test", "validate", "operate")
+from modelcycle.core.governance.stages import STAGES
 
 
 def _parse_value(text: str) -> Any:
@@ -25,11 +25,6 @@ def _parse_value(text: str) -> Any:
 
 def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Callable[[Any], None]) -> None:
     """Add the governance subcommands to the ``modelcycle`` parser."""
-
-    def governance(args: argparse.Namespace) -> Any:
-        from modelcycle.core.governance.service import Governance
-
-        return Governance(use_case(args))
 
     def cmd_govern(args: argparse.Namespace) -> int:
         case = use_case(args)
@@ -56,7 +51,7 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
         return 0
 
     def cmd_inventory(args: argparse.Namespace) -> int:
-        listing = governance(args).inventory()
+        listing = use_case(args).inventory()
         if args.json:
             print_json(listing)
             return 0
@@ -85,9 +80,9 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
         return 0
 
     def cmd_facts(args: argparse.Namespace) -> int:
-        gov = governance(args)
+        case = use_case(args)
         if args.facts_command == "set":
-            record = gov.set_fact(args.key, _parse_value(args.value), run=args.run)
+            record = case.set_fact(args.key, _parse_value(args.value), run=args.run)
             if args.json:
                 print_json(record)
             else:
@@ -98,21 +93,18 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
                 if record["key"] in (remote.get("facts_skipped") or []):
                     print(f"note: the catalog defines no custom fact '{record['key']}': kept locally, not sent to the remote asset")
             return 0
-        asset = gov.asset(args.run)
-        facts = gov.store.custom_facts(asset["id"])
+        listing = case.facts(run=args.run)
         if args.json:
-            print_json({"run_id": asset["run_id"], "asset_id": asset["id"], "facts": facts})
-        elif not facts:
-            print(f"no custom facts on run {asset['run_id']}: modelcycle facts set KEY VALUE")
+            print_json(listing)
+        elif not listing["facts"]:
+            print(f"no custom facts on run {listing['run_id']}: modelcycle facts set KEY VALUE")
         else:
-            for key, fact in facts.items():
+            for key, fact in listing["facts"].items():
                 print(f"{key} = {fact['value']!r}   ({fact['who']}, {fact['at']})")
         return 0
 
     def cmd_factsheet(args: argparse.Namespace) -> int:
-        from modelcycle.core.governance.factsheet import write_factsheet
-
-        result = write_factsheet(governance(args), run=args.run, fmt=args.format, output=args.output)
+        result = use_case(args).factsheet(format=args.format, output=args.output, run=args.run)
         if "text" in result:
             print(result["text"], end="")
             return 0
@@ -125,7 +117,7 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
         return 0
 
     govern = commands.add_parser("govern", help="record the deployment on its model asset and move its lifecycle stage")
-    govern.add_argument("--stage", choices=STAGE_CHOICES, help="move the deployed asset to this stage")
+    govern.add_argument("--stage", choices=STAGES, help="move the deployed asset to this stage")
     govern.add_argument("--reason", metavar="TEXT", help="why (kept in the audit trail; required with --force)")
     govern.add_argument("--force", action="store_true", help="allow skipping a stage or going back; record again")
     govern.add_argument("--json", action="store_true")

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelcycle.core.governance.errors import GovernanceError
 from modelcycle.core.state import utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,29 +205,34 @@ def render(document: dict[str, Any], fmt: str, output: Path | None = None) -> tu
         return render_html(document, images), {}
     if fmt == "md":
         if output is None:
-            raise ValueError("a Markdown factsheet needs an output file (its PNGs are written beside it)")
+            raise GovernanceError("a Markdown factsheet needs an output file (its PNGs are written beside it)")
         written = {}
         for name, data in plots.items():
             path = output.with_name(f"{output.stem}_{name}.png")
             path.write_bytes(data)
             written[name] = path
         return render_markdown(document, {name: path.name for name, path in written.items()}), written
-    raise ValueError(f"unknown factsheet format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    raise GovernanceError(f"unknown factsheet format '{fmt}'; choose one of {', '.join(FORMATS)}")
 
 
 def write_factsheet(governance: Governance, run: str | None = None, fmt: str = "html",
                     output: str | Path | None = None) -> dict[str, Any]:
     """Build and write the factsheet of run ``run`` (default: the deployed or latest asset).
 
-    ``output`` ``"-"`` prints JSON to stdout. Returns ``{"path", "format", "run_id", "asset_id", "images"}``.
+    ``output`` ``"-"`` returns the JSON as ``text`` instead of writing a file. Returns ``{"path",
+    "format", "run_id", "asset_id", "images", "evaluation"}`` (or ``{"text", ...}``).
+
+    Raises:
+        GovernanceError: an unknown ``fmt``, or ``"-"`` with a format other than JSON.
+        AssetNotFoundError: no asset matches ``run``.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown factsheet format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        raise GovernanceError(f"unknown factsheet format '{fmt}'; choose one of {', '.join(FORMATS)}")
     asset = governance.asset(run)
     document = build_factsheet(governance, asset)
     if output == "-":
         if fmt != "json":
-            raise ValueError("only --format json can be written to stdout ('-o -')")
+            raise GovernanceError("only --format json can be written to stdout ('-o -')")
         text, _ = render(document, fmt)
         return {"text": text, "format": fmt, "run_id": asset["run_id"], "asset_id": asset["id"], "images": {}}
     suffix = {"html": ".html", "md": ".md", "json": ".json"}[fmt]

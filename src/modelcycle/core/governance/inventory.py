@@ -21,7 +21,7 @@ from modelcycle.core.tracking import default_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.governance.store import GovernanceStore
-    from modelcycle.core.lifecycle import UseCase
+    from modelcycle.core.view import UseCaseView
 
 __all__ = ["sync_inventory", "run_facts", "lineage", "ENTRY_POINT"]
 
@@ -32,7 +32,7 @@ ENTRY_POINT = "code/inference.py"
 _UNFINISHED = {"RUNNING", "SCHEDULED"}
 
 
-def _mlflow_runs(use_case: UseCase) -> tuple[Any, dict[str, Any]]:
+def _mlflow_runs(use_case: UseCaseView) -> tuple[Any, dict[str, Any]]:
     """The MLflow client and ``{modelcycle run id: MLflow run}`` of the use case's experiment."""
     if not use_case.config.tracking.uri and not (use_case.work_dir / "mlflow.db").exists():
         return None, {}  # never tracked: do not create an empty store
@@ -97,10 +97,10 @@ def _summary(client: Any, run: Any) -> str | None:
         return None
 
 
-def run_facts(use_case: UseCase, model_dir: Path, client: Any = None, run: Any = None) -> dict[str, Any]:
+def run_facts(use_case: UseCaseView, model_dir: Path, client: Any = None, run: Any = None) -> dict[str, Any]:
     """Every fact of one trained run, from its manifest and (when tracked) its MLflow run."""
     manifest = read_manifest(model_dir)
-    state_train = use_case.state().stages.get("train")
+    state_train = use_case.store.read().stages.get("train")
     latest = state_train.outputs if state_train and state_train.outputs.get("run_id") == manifest.run_id else {}
     tags = dict(run.data.tags) if run is not None else {}
     params = dict(run.data.params) if run is not None else {}
@@ -160,7 +160,7 @@ def run_facts(use_case: UseCase, model_dir: Path, client: Any = None, run: Any =
     }
 
 
-def sync_inventory(use_case: UseCase, store: GovernanceStore, use_case_id: str, who: str) -> list[dict[str, Any]]:
+def sync_inventory(use_case: UseCaseView, store: GovernanceStore, use_case_id: str, who: str) -> list[dict[str, Any]]:
     """Import every finished run not yet in the inventory (stage ``develop``); returns the new assets."""
     runs_dir = use_case.work_dir / "runs"
     if not runs_dir.is_dir():

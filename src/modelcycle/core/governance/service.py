@@ -1,15 +1,21 @@
 """Governance of one use case: the inventory, ``govern``, stage moves, custom facts, cleanup.
 
-The local SQL store is always the record (so the inventory and factsheets work offline); a
-remote backend (``governance.backend: ibm``) mirrors each governed model into IBM AI Factsheets
-and its ids are kept on the asset, so ``cleanup --governance`` knows what to delete.
+The local SQL store is always the record (so the inventory and factsheets work offline); the
+governance backend plugin ``governance.backend`` names (see
+:mod:`modelcycle.core.governance.backends`) mirrors each governed model elsewhere (``ibm``: IBM AI
+Factsheets) and the remote ids it returns are kept on the asset, so ``cleanup --governance`` knows
+what to delete. A backend may also offer ``check_ready(governance)``, called before ``govern``
+changes anything, to refuse missing settings or credentials early.
+
+:class:`~modelcycle.core.lifecycle.UseCase` delegates to :class:`Governance`; it works on the
+narrow :class:`~modelcycle.core.view.UseCaseView` of the use case.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from modelcycle.core.governance.errors import AssetNotFoundError, GovernanceError, TransitionError
 from modelcycle.core.governance.inventory import ENTRY_POINT, lineage, sync_inventory
@@ -17,64 +23,24 @@ from modelcycle.core.governance.stages import STAGES, check_transition
 from modelcycle.core.governance.store import GovernanceStore, current_user, resolve_database_url
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.lifecycle import UseCase
+    from modelcycle.core.plugin_types import GovernanceBackend
     from modelcycle.core.state import State
+    from modelcycle.core.view import UseCaseView
 
-__all__ = ["Governance", "GovernanceBackend", "LocalBackend", "preflight", "govern_stage", "govern_still_valid", "on_cleanup"]
+__all__ = ["Governance", "deployment_facts", "on_cleanup"]
 
 log = logging.getLogger(__name__)
 
 
-class GovernanceBackend(Protocol):
-    """Where governed models are mirrored beyond the local store."""
-
-    name: str
-
-    def publish(self, governance: Governance, asset: dict[str, Any], deployment: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Create or update the remote model asset (facts, deployment, tracking, stage, custom
-        facts); returns the remote ids to keep on the asset."""
-
-    def push_facts(self, governance: Governance, asset: dict[str, Any]) -> dict[str, Any] | None:
-        """Send the asset's custom facts to its remote asset (if it has one)."""
-
-    def remove(self, governance: Governance, assets: list[dict[str, Any]]) -> int:
-        """Delete the remote assets; returns how many were deleted."""
-
-
-class LocalBackend:
-    """The local store alone: nothing to mirror."""
-
-    name = "local"
-
-    def publish(self, governance: Governance, asset: dict[str, Any], deployment: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None
-
-    def push_facts(self, governance: Governance, asset: dict[str, Any]) -> dict[str, Any] | None:
-        return None
-
-    def remove(self, governance: Governance, assets: list[dict[str, Any]]) -> int:
-        return len(assets)
-
-
-def _backend(name: str) -> GovernanceBackend:
-    if name == "local":
-        return LocalBackend()
-    if name == "ibm":
-        from modelcycle.platforms.ibm.factsheets import IBMFactsheetsBackend
-
-        return IBMFactsheetsBackend()
-    raise GovernanceError(f"unknown governance backend '{name}'; choose local or ibm")
-
-
 class Governance:
-    """The governance of ``use_case`` (its store opened on first use).
+    """The governance of ``use_case`` (its store opened, its backend loaded on first use).
 
     Args:
-        use_case: the use case.
+        use_case: the use case (any :class:`~modelcycle.core.view.UseCaseView`).
         backend: a backend object to use instead of the configured one (tests, embedding).
     """
 
-    def __init__(self, use_case: UseCase, backend: GovernanceBackend | None = None) -> None:
+    def __init__(self, use_case: UseCaseView, backend: GovernanceBackend | None = None) -> None:
         self.use_case = use_case
         self.config = use_case.config.governance
         self.url = resolve_database_url(self.config.database_url, use_case.work_dir)
@@ -92,8 +58,12 @@ class Governance:
 
     @property
     def backend(self) -> GovernanceBackend:
+        """The configured backend (see :func:`~modelcycle.core.governance.backends.load_backend`
+        for the errors loading it raises)."""
         if self._backend is None:
-            self._backend = _backend(self.config.backend)
+            from modelcycle.core.governance.backends import load_backend
+
+            self._backend = load_backend(self.use_case)
         return self._backend
 
     @property
@@ -130,7 +100,7 @@ class Governance:
         self.sync()
         if run:
             return self.store.find_asset(self.record["id"], run)
-        state = self.use_case.state()
+        state = self.use_case.store.read()
         for stage in ("deploy", "train"):
             record = state.stages.get(stage)
             if record is not None and record.status == "done" and record.outputs.get("run_id"):
@@ -153,6 +123,7 @@ class Governance:
         """
         if stage is not None and stage not in STAGES:
             raise GovernanceError(f"unknown stage '{stage}'; stages are: {' → '.join(STAGES)}")
+        backend = self.backend  # a backend that cannot load changes nothing
         self.sync()
         run_id = endpoint.get("run_id")
         if not run_id:
@@ -173,15 +144,15 @@ class Governance:
         if stage is not None:
             self.store.move_stage(asset["id"], stage, self.who, reason=reason, force=force, source="govern")
         asset = self.store.get_asset(asset["id"])
-        remote = self.backend.publish(self, asset, deployment)
+        remote = backend.publish(self, asset, deployment)
         if remote is not None:
             self.store.set_remote(asset["id"], remote)
-            self.store.record_event(self.record["id"], f"{self.backend.name}.published", self.who, asset_id=asset["id"],
+            self.store.record_event(self.record["id"], f"{backend.name}.published", self.who, asset_id=asset["id"],
                                     details=remote)
         result = {
             "asset_id": asset["id"],
             "stage": asset["stage"],
-            "backend": self.backend.name,
+            "backend": backend.name,
             "run_id": asset["run_id"],
             "endpoint": endpoint.get("name"),
             "deployment_id": deployment["id"],
@@ -190,30 +161,32 @@ class Governance:
             result["remote"] = remote
         return result
 
-    def move(self, stage: str, run: str | None = None, force: bool = False, reason: str | None = None) -> dict[str, Any]:
-        """Move one asset's stage without recording a deployment (the remote asset follows on the
-        next ``govern``)."""
-        asset = self.asset(run)
-        return self.store.move_stage(asset["id"], stage, self.who, reason=reason, force=force, source="cli")
-
     # -- facts -------------------------------------------------------------------------------
     def set_fact(self, key: str, value: Any, run: str | None = None) -> dict[str, Any]:
-        """Set a custom fact on an asset (default: the deployed or latest one)."""
+        """Set a custom fact on an asset (default: the deployed or latest one); an asset the
+        backend mirrors gets it remotely too (``record["remote"]``: what the backend reported)."""
         asset = self.asset(run)
+        backend = self.backend if asset.get("remote") else None  # a backend that cannot load changes nothing
         record = self.store.set_fact(asset, key, value, self.who)
         record["run_id"] = asset["run_id"]
-        if asset.get("remote"):
+        if backend is not None:
             try:
-                remote = self.backend.push_facts(self, self.store.get_asset(asset["id"]))
+                remote = backend.push_facts(self, self.store.get_asset(asset["id"]))
             except GovernanceError as exc:
                 raise type(exc)(
-                    f"fact '{key}' is recorded locally, but sending it to {self.backend.name} failed: {exc}. "
+                    f"fact '{key}' is recorded locally, but sending it to {backend.name} failed: {exc}. "
                     "It is sent again by the next 'modelcycle govern --force'"
                 ) from exc
             if remote is not None:
                 self.store.set_remote(asset["id"], remote)
                 record["remote"] = {k: remote.get(k) for k in ("asset_id", "facts_set", "facts_skipped")}
         return record
+
+    def facts(self, run: str | None = None) -> dict[str, Any]:
+        """The custom facts of an asset (default: the deployed or latest one):
+        ``{"run_id", "asset_id", "facts": {key: {"value", "who", "at"}}}``."""
+        asset = self.asset(run)
+        return {"run_id": asset["run_id"], "asset_id": asset["id"], "facts": self.store.custom_facts(asset["id"])}
 
     # -- views -------------------------------------------------------------------------------
     def describe(self, asset: dict[str, Any]) -> dict[str, Any]:
@@ -236,18 +209,69 @@ class Governance:
             listing.append({**use_case, "assets": [self.describe(a) for a in self.store.assets(use_case["id"])]})
         return listing
 
+    # -- the govern stage (UseCase.govern) ------------------------------------------------------
+    def preflight(self, stage: str | None, force: bool, reason: str | None) -> None:
+        """Refuse what would fail ``govern`` before the stage starts, so nothing changes: an
+        unknown or misconfigured backend, missing credentials (the backend's ``check_ready``), an
+        invalid ``stage`` move (the store checks again when it moves)."""
+        check = getattr(self.backend, "check_ready", None)
+        if check is not None:
+            check(self)
+        if stage is None:
+            return
+        if stage not in STAGES:
+            raise TransitionError(f"unknown stage '{stage}'; stages are: {' → '.join(STAGES)}")
+        run_id = self.use_case.store.read().stage("deploy").outputs.get("run_id")
+        if not run_id:
+            return  # the stage machinery explains that deploy must come first
+        try:
+            asset = self.asset(run_id)
+        except AssetNotFoundError:
+            return  # govern explains it
+        current = STAGES[1] if asset["stage"] == STAGES[0] else asset["stage"]
+        check_transition(current, stage, force=force, reason=reason)
+
+    def govern_deployed(self, state: State, stage: str | None, force: bool, reason: str | None) -> dict[str, Any]:
+        """The ``govern`` stage's action (run under the use case's lock): govern the endpoint the
+        ``deploy`` stage recorded, once its platform reports it InService."""
+        endpoint = dict(state.stage("deploy").outputs)
+        if not endpoint.get("name"):
+            raise GovernanceError("no endpoint is deployed: run 'modelcycle deploy' first")
+        status = self.use_case.describe_endpoint(endpoint).get("status")
+        if status != "InService":
+            raise GovernanceError(
+                f"endpoint {endpoint['name']} is {status}, not InService: run 'modelcycle deploy --force' first"
+            )
+        endpoint["status"] = status
+        return self.govern(endpoint, stage=stage, force=force, reason=reason)
+
+    def still_valid(self, outputs: dict[str, Any]) -> bool:
+        """A done ``govern`` holds while it describes the deployed endpoint and the configured
+        backend, and the store still holds that deployment (not wiped or swapped)."""
+        deployed = self.use_case.store.read().stage("deploy").outputs
+        if not (
+            outputs.get("endpoint") == deployed.get("name")
+            and outputs.get("run_id") == deployed.get("run_id")
+            and outputs.get("backend") == self.config.backend
+        ):
+            return False
+        if not self.exists():
+            return False
+        active = self.store.deployments(use_case_id=self.record["id"], active_only=True)
+        return any(d["id"] == outputs.get("deployment_id") for d in active)
+
     # -- cleanup -----------------------------------------------------------------------------
     def cleanup(self, remove: bool) -> dict[str, int]:
         """After the endpoint is stopped: close its deployment records, and with ``remove`` delete
         every governance record of the use case (remote assets first)."""
         if not self.exists():
             return {"factsheets": 0} if remove else {}
+        backend = self.backend if remove else None  # a backend that cannot load changes nothing
         record = self.record
         self.store.close_deployments(record["id"], self.who, reason="endpoint stopped by cleanup")
-        if not remove:
+        if backend is None:
             return {}
-        assets = self.assets()
-        count = self.backend.remove(self, assets)
+        count = backend.remove(self, self.assets())
         self.store.purge_use_case(record["id"])
         self._record = None
         return {"factsheets": count}
@@ -272,61 +296,7 @@ def deployment_facts(asset: dict[str, Any], endpoint: dict[str, Any]) -> dict[st
     }
 
 
-def preflight(use_case: UseCase, stage: str | None, force: bool, reason: str | None) -> None:
-    """Refuse an invalid ``govern --stage`` before the ``govern`` stage starts (so a refused move
-    leaves the use case governed); the store checks again when it moves. A remote backend checks
-    its settings and credentials first, so a missing API key changes nothing."""
-    if use_case.config.governance.backend != "local":
-        backend = _backend(use_case.config.governance.backend)
-        check = getattr(backend, "check_ready", None)
-        if check is not None:
-            check(Governance(use_case, backend=backend))
-    if stage is None:
-        return
-    if stage not in STAGES:
-        raise TransitionError(f"unknown stage '{stage}'; stages are: {' → '.join(STAGES)}")
-    run_id = use_case.state().stage("deploy").outputs.get("run_id")
-    if not run_id:
-        return  # _run_stage explains that deploy must come first
-    governance = Governance(use_case)
-    try:
-        asset = governance.asset(run_id)
-    except AssetNotFoundError:
-        return  # govern explains it
-    current = STAGES[1] if asset["stage"] == STAGES[0] else asset["stage"]
-    check_transition(current, stage, force=force, reason=reason)
-
-
-def govern_stage(use_case: UseCase, state: State, stage: str | None, force: bool, reason: str | None) -> dict[str, Any]:
-    """The ``govern`` lifecycle stage's action (``UseCase.govern`` runs it under the lock)."""
-    endpoint = dict(state.stage("deploy").outputs)
-    if not endpoint.get("name"):
-        raise GovernanceError("no endpoint is deployed: run 'modelcycle deploy' first")
-    status = use_case.describe_endpoint(endpoint).get("status")
-    if status != "InService":
-        raise GovernanceError(
-            f"endpoint {endpoint['name']} is {status}, not InService: run 'modelcycle deploy --force' first"
-        )
-    endpoint["status"] = status
-    return Governance(use_case).govern(endpoint, stage=stage, force=force, reason=reason)
-
-
-def govern_still_valid(use_case: UseCase, outputs: dict[str, Any]) -> bool:
-    """A done ``govern`` holds while it describes the deployed endpoint and the configured backend."""
-    deployed = use_case.state().stage("deploy").outputs
-    if not (
-        outputs.get("endpoint") == deployed.get("name")
-        and outputs.get("run_id") == deployed.get("run_id")
-        and outputs.get("backend") == use_case.config.governance.backend
-    ):
-        return False
-    governance = Governance(use_case)  # the store still holds that deployment (not wiped or swapped)
-    if not governance.exists():
-        return False
-    return any(d["id"] == outputs.get("deployment_id") for d in governance.store.deployments(use_case_id=governance.record["id"], active_only=True))
-
-
-def on_cleanup(use_case: UseCase, remove: bool = False) -> dict[str, int]:
+def on_cleanup(use_case: UseCaseView, remove: bool = False) -> dict[str, int]:
     """Called by ``UseCase.cleanup``: close deployment records; with ``remove`` delete them all.
 
     Without ``remove`` a governance failure never stops the cleanup of the endpoint.

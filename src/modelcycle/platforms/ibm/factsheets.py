@@ -17,6 +17,10 @@ seed's SageMaker jobs did it with ``ibm-aigov-facts-client``:
 process (see :mod:`modelcycle.platforms.ibm.worker`) inside ``.modelcycle/governance/ibm/``; the API
 key is read from the variable named by ``governance.api_key_env``, passed to the child through its
 environment only, and scrubbed from everything written or raised.
+
+This module is the plugin (entry point ``ibm`` in ``modelcycle.governance``): its settings are
+:class:`FactsheetsSettings`, written flat under ``governance:`` or under ``governance.ibm:``. It
+is imported by ``modelcycle --help``, so nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -28,22 +32,51 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelcycle.core.governance.errors import BackendError, GovernanceError
+from modelcycle.core.markers import hookimpl
 from modelcycle.core.state import utcnow
 from modelcycle.platforms.ibm.worker import API_KEY_VARIABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.governance.service import Governance
 
-__all__ = ["IBMFactsheetsBackend", "PROVIDERS", "AUTOLOG_FLAVOURS"]
+__all__ = [
+    "FactsheetsSettings", "IBMFactsheetsBackend", "PROVIDERS", "AUTOLOG_FLAVOURS",
+    "governance_settings_class", "governance_backend",
+]
 
 #: ``ModelDetails.provider`` per serving platform (the client's ``Provider`` values).
 PROVIDERS = {"sagemaker": "Amazon SageMaker", "local": "Custom Environment"}
 #: MLflow autolog flavour per framework the facts client autologs (plain PyTorch is manual).
 AUTOLOG_FLAVOURS = {"lightning": "pytorch", "keras": "keras", "tensorflow": "tensorflow", "sklearn": "sklearn"}
 _LOG_NAME = "factsheets.log"
+
+
+class FactsheetsSettings(BaseModel):
+    """Settings of the ``ibm`` governance backend (``governance: {backend: ibm, ...}``).
+
+    ``catalog_id`` is required to publish (checked before ``govern`` changes anything); without
+    ``service_url`` the client talks to IBM Cloud in ``region``, with it to that Cloud Pak for
+    Data cluster as ``username``. The API key is read from the environment variable named by
+    ``api_key_env``; it never goes into ``modelcycle.yaml``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalog_id: str | None = Field(default=None, description="catalog (inventory) holding the model assets and the AI use case")
+    model_entry_id: str | None = Field(default=None, description="the AI use case (model entry) models are tracked in")
+    approach_id: str | None = Field(default=None, description="approach of the AI use case; default: its first")
+    version_number: str = Field(default="minor", description="version when tracking: major | minor | patch | a semver")
+    api_key_env: str = Field(default="IBM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the variable holding the API key")
+    service_url: str | None = Field(default=None, description="Cloud Pak for Data URL; unset: IBM Cloud")
+    username: str | None = Field(default=None, description="Cloud Pak for Data user the API key belongs to")
+    region: Literal["dallas", "frankfurt", "london", "tokyo", "toronto", "sydney"] | None = None
+    verify_tls: bool = Field(default=True, description="verify the service's TLS certificate")
+    timeout_s: float = Field(default=600.0, gt=0, description="limit for one exchange with the service")
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -54,20 +87,22 @@ class IBMFactsheetsBackend:
     """Mirror governed model assets into IBM AI Factsheets.
 
     Args:
+        settings: the backend's validated settings.
         python: the interpreter that runs the worker (default: this one).
         worker_module: the worker's module (``-m``); tests may point at a wrapper.
     """
 
     name = "ibm"
 
-    def __init__(self, python: str | None = None, worker_module: str = "modelcycle.platforms.ibm.worker") -> None:
+    def __init__(self, settings: FactsheetsSettings, python: str | None = None,
+                 worker_module: str = "modelcycle.platforms.ibm.worker") -> None:
+        self.settings = settings
         self.python = python or sys.executable
         self.worker_module = worker_module
 
     # -- plumbing ----------------------------------------------------------------------------
-    @staticmethod
-    def _settings(governance: Governance) -> Any:
-        config = governance.config
+    def _checked_settings(self) -> FactsheetsSettings:
+        config = self.settings
         if not config.catalog_id:
             raise GovernanceError(
                 "governance.backend is ibm but governance.catalog_id is not set: name the catalog (inventory) "
@@ -80,9 +115,8 @@ class IBMFactsheetsBackend:
             )
         return config
 
-    @staticmethod
-    def _api_key(governance: Governance) -> str:
-        variable = governance.config.api_key_env
+    def _api_key(self) -> str:
+        variable = self.settings.api_key_env
         key = os.environ.get(variable, "")
         if not key:
             raise BackendError(
@@ -93,12 +127,11 @@ class IBMFactsheetsBackend:
 
     def check_ready(self, governance: Governance) -> None:
         """Fail early (before anything is recorded) when settings or the API key are missing."""
-        self._settings(governance)
-        self._api_key(governance)
+        self._checked_settings()
+        self._api_key()
 
-    @staticmethod
-    def _connection(governance: Governance) -> dict[str, Any]:
-        config = governance.config
+    def _connection(self) -> dict[str, Any]:
+        config = self.settings
         return {"service_url": config.service_url, "username": config.username, "region": config.region,
                 "verify_tls": config.verify_tls}
 
@@ -108,24 +141,24 @@ class IBMFactsheetsBackend:
         return governance.use_case.work_dir / "governance" / "ibm"
 
     def _run(self, governance: Governance, request: dict[str, Any]) -> dict[str, Any]:
-        key = self._api_key(governance)
+        key = self._api_key()
         work = self.work_dir(governance)
         work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="exchange-", dir=work) as tmp:
             request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
-            request_path.write_text(json.dumps({**request, "connection": self._connection(governance)}, default=str))
+            request_path.write_text(json.dumps({**request, "connection": self._connection()}, default=str))
             env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
             env[API_KEY_VARIABLE] = key
             command = [self.python, "-m", self.worker_module, str(request_path), str(result_path)]
             try:
                 process = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
-                                         timeout=governance.config.timeout_s)
+                                         timeout=self.settings.timeout_s)
                 output = process.stdout + process.stderr
             except subprocess.TimeoutExpired as exc:
                 output = f"{exc.stdout or ''}{exc.stderr or ''}"
                 self._log(work, request["op"], output, key)
                 raise BackendError(
-                    f"IBM AI Factsheets did not answer within {governance.config.timeout_s:.0f} s "
+                    f"IBM AI Factsheets did not answer within {self.settings.timeout_s:.0f} s "
                     f"(governance.timeout_s); log: {work / _LOG_NAME}"
                 ) from None
             self._log(work, request["op"], output, key)
@@ -179,7 +212,7 @@ class IBMFactsheetsBackend:
         return {"params": params, "metrics": metrics, "history": facts.get("history", []), "tags": tags}
 
     def publish(self, governance: Governance, asset: dict[str, Any], deployment: dict[str, Any] | None) -> dict[str, Any] | None:
-        config = self._settings(governance)
+        config = self._checked_settings()
         remote = dict(asset.get("remote") or {})
         facts = asset["facts"]
         framework = asset["framework"]
@@ -238,7 +271,7 @@ class IBMFactsheetsBackend:
         remote = dict(asset.get("remote") or {})
         if not remote.get("asset_id"):
             return None
-        self._settings(governance)
+        self._checked_settings()
         result = self._run(governance, {
             "op": "facts", "asset_id": remote["asset_id"], "catalog_id": remote["catalog_id"],
             "custom_facts": {k: v["value"] for k, v in governance.store.custom_facts(asset["id"]).items()},
@@ -248,7 +281,7 @@ class IBMFactsheetsBackend:
 
     def remove(self, governance: Governance, assets: list[dict[str, Any]]) -> int:
         targets = [
-            {"asset_id": a["remote"]["asset_id"], "catalog_id": a["remote"].get("catalog_id") or governance.config.catalog_id,
+            {"asset_id": a["remote"]["asset_id"], "catalog_id": a["remote"].get("catalog_id") or self.settings.catalog_id,
              "notebook_experiment_asset_id": a["remote"].get("notebook_experiment_asset_id")}
             for a in assets if (a.get("remote") or {}).get("asset_id")
         ]
@@ -264,3 +297,16 @@ class IBMFactsheetsBackend:
         except OSError:
             pass
         return removed
+
+
+# -- the plugin's hooks -----------------------------------------------------------------------
+@hookimpl
+def governance_settings_class() -> type[FactsheetsSettings]:
+    """The settings of the ``ibm`` backend."""
+    return FactsheetsSettings
+
+
+@hookimpl
+def governance_backend(settings: FactsheetsSettings) -> IBMFactsheetsBackend:
+    """The IBM AI Factsheets backend for ``settings``."""
+    return IBMFactsheetsBackend(settings)
