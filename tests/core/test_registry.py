@@ -536,6 +536,7 @@ FROZEN_SPECS = [
     ("PlatformSpecs", "invoke_endpoint", ("endpoint", "body", "content_type", "accept", "token"), _FR),
     ("PlatformSpecs", "describe_endpoint", ("endpoint",), _FR),
     ("PlatformSpecs", "delete_endpoint", ("endpoint",), _FR),
+    ("PlatformSpecs", "export_pipeline", ("config", "format", "graph", "workflow_role", "upload"), _FR),
     ("PlatformSpecs", "flush_payload", ("endpoint", "store", "work_dir", "token"), _FR),
     ("PlatformSpecs", "send_feedback", ("endpoint", "rows", "token"), _FR),
     ("DatasetSpecs", "dataset_locate", ("settings", "download"), _FR),
