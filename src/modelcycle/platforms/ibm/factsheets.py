@@ -18,9 +18,9 @@ process (see :mod:`modelcycle.platforms.ibm.worker`) inside ``.modelcycle/govern
 key is read from the variable named by ``governance.api_key_env``, passed to the child through its
 environment only, and scrubbed from everything written or raised.
 
-This module is the plugin (entry point ``ibm`` in ``modelcycle.governance``): its settings are
-:class:`FactsheetsSettings`, written flat under ``governance:`` or under ``governance.ibm:``. It
-is imported by ``modelcycle --help``, so nothing heavy is imported at module level.
+The plugin (entry point ``ibm`` in ``modelcycle.governance``) is
+:mod:`modelcycle.platforms.ibm.governance`; its settings are :class:`FactsheetsSettings`, written
+flat under ``governance:`` or under ``governance.ibm:``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelcycle.core.governance.errors import BackendError, GovernanceError
-from modelcycle.core.markers import hookimpl
 from modelcycle.core.state import utcnow
 from modelcycle.platforms.ibm.worker import API_KEY_VARIABLE
 
@@ -46,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FactsheetsSettings", "IBMFactsheetsBackend", "PROVIDERS", "AUTOLOG_FLAVOURS",
-    "governance_settings_class", "governance_backend",
 ]
 
 #: ``ModelDetails.provider`` per serving platform (the client's ``Provider`` values).
@@ -297,16 +295,3 @@ class IBMFactsheetsBackend:
         except OSError:
             pass
         return removed
-
-
-# -- the plugin's hooks -----------------------------------------------------------------------
-@hookimpl
-def governance_settings_class() -> type[FactsheetsSettings]:
-    """The settings of the ``ibm`` backend."""
-    return FactsheetsSettings
-
-
-@hookimpl
-def governance_backend(settings: FactsheetsSettings) -> IBMFactsheetsBackend:
-    """The IBM AI Factsheets backend for ``settings``."""
-    return IBMFactsheetsBackend(settings)
