@@ -106,11 +106,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="installed modelcycle plugins")
-    for column in ("kind", "name", "distribution", "version", "module"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="installed modelcycle plugins", caption="modules: modelcycle plugins --json")
+    for column in ("kind", "name", "distribution", "version"):
+        table.add_column(column, no_wrap=True)
     for p in plugins:
-        table.add_row(p.kind, p.name, p.distribution, p.version, p.value)
+        table.add_row(p.kind, p.name, p.distribution, p.version)
     Console().print(table)
     return 0
 
