@@ -33,11 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
-import re
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence

@@ -86,9 +86,10 @@ def _installed_version(distribution: str) -> str:
         return "?"
 
 
-def framework_provider(registry: PluginRegistry, name: str) -> Provider:
-    """The distribution, version and extras providing the loaded framework ``name``."""
-    info = framework_info(registry, name)
+def framework_provider(registry: PluginRegistry, name: str, info: FrameworkInfo | None = None) -> Provider:
+    """The distribution, version and extras providing the loaded framework ``name`` (``info``:
+    its :func:`framework_info`, asked for when not given)."""
+    info = info or framework_info(registry, name)
     installed = plugin_distribution("framework", name)
     if installed is not None and _canonical(installed.distribution) == _canonical(info.distribution):
         release = installed.version

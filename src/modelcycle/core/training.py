@@ -245,7 +245,7 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
     from modelcycle.core.providers import archive_requirements, framework_info, framework_provider, plugin_provider
 
     info = framework_info(registry, config.framework)
-    framework = framework_provider(registry, config.framework)
+    framework = framework_provider(registry, config.framework, info)
     providers = {"framework": framework}
     dataset_provider = plugin_provider("dataset", config.data.dataset)
     if dataset_provider is not None:

@@ -12,7 +12,9 @@ entry-point name in ``modelcycle.frameworks``) — the built-in plugins do exact
 The suite trains on a small slice of real MNIST (found through ``MODELCYCLE_DATA_DIR``, the user
 cache, or downloaded), so it checks real behaviour: a trained model that predicts, survives a
 save → load round trip with equal predictions, serves JSON and NPY through the four handlers,
-trains in both capture modes, and goes through the whole lifecycle to cleanup.
+trains in both capture modes, names the installed distribution providing it (``framework_info``
+or the entry point) in the manifest and the archive's ``code/requirements.txt``, and goes
+through the whole lifecycle to cleanup.
 """
 
 from __future__ import annotations

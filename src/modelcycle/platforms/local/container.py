@@ -376,6 +376,7 @@ def run_container_job(context: TrainingContext) -> TrainingResult:
         training_result,
         write_source_dir,
     )
+    from modelcycle.core.providers import framework_info
 
     config = context.config
     name = job_name(config.training.base_job_name or config.name, context.run_id)
@@ -383,7 +384,7 @@ def run_container_job(context: TrainingContext) -> TrainingResult:
     if job_dir.exists():
         shutil.rmtree(job_dir)
     source = job_dir / "source"
-    write_source_dir(config, source)
+    write_source_dir(config, source, framework_info(context.registry, config.framework))
     data_dir = locate_dataset(config.data.dataset, config.data.path)
     spec = JobSpec(
         name=name,
