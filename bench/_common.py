@@ -23,7 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
-NETS_FILE = SRC / "modelcycle" / "plugins" / "pytorch" / "nets.py"
+NETS_FILE = SRC / "modelcycle" / "lib" / "torch" / "nets.py"
 MEAN, STD = 0.1307, 0.3081
 
 
@@ -32,7 +32,7 @@ def load_convnet_class() -> type:
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
     try:
-        from modelcycle.plugins.pytorch.nets import ConvNet  # type: ignore[import-not-found]
+        from modelcycle.lib.torch.nets import ConvNet  # type: ignore[import-not-found]
     except Exception:  # package incomplete while being written: load nets.py directly
         spec = importlib.util.spec_from_file_location("_bench_nets", NETS_FILE)
         assert spec is not None and spec.loader is not None

@@ -36,8 +36,8 @@ from modelcycle.core.config import Hyperparameters, UseCaseConfig  # noqa: E402
 from modelcycle.core.registry import PluginRegistry  # noqa: E402
 from modelcycle.core.training import load_training_data  # noqa: E402
 from modelcycle.plugins.lightning.module import LightningConvNet  # noqa: E402
-from modelcycle.plugins.pytorch.nets import ConvNet  # noqa: E402
-from modelcycle.plugins.pytorch.training import evaluate_tensors, to_tensor  # noqa: E402
+from modelcycle.lib.torch.nets import ConvNet  # noqa: E402
+from modelcycle.lib.torch.training import evaluate_tensors, to_tensor  # noqa: E402
 
 
 def _config() -> UseCaseConfig:

@@ -22,7 +22,7 @@ from baselines.raw_torch_loop import evaluate, to_tensor, train_one_epoch  # noq
 from modelcycle.core.config import Hyperparameters, UseCaseConfig  # noqa: E402
 from modelcycle.core.registry import PluginRegistry  # noqa: E402
 from modelcycle.core.training import load_training_data  # noqa: E402
-from modelcycle.plugins.pytorch.nets import ConvNet  # noqa: E402
+from modelcycle.lib.torch.nets import ConvNet  # noqa: E402
 
 
 def _config() -> UseCaseConfig:

@@ -3,7 +3,9 @@
 The layout is SageMaker's: the archive's root holds the framework's model files and the
 manifest, and ``code/`` holds the inference entry point plus ``requirements.txt``. The manifest
 names the framework plugin that loads the artifact, the versions it was made with, the input
-schema, the preprocessing applied on the serving side, and the data lineage.
+schema, the preprocessing applied on the serving side, the data lineage, and the distributions
+that provide its framework and dataset plugins (``providers``), so an archive says what to
+install wherever it goes.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ __all__ = [
     "ARCHIVE_NAME",
     "InputSchema",
     "Preprocessing",
+    "DatasetLineage",
+    "Provider",
     "Manifest",
     "write_manifest",
     "read_manifest",
     "package_model",
+    "package_directory",
     "extract_archive",
     "modelcycle_version",
 ]
@@ -89,8 +94,34 @@ class DatasetLineage(_Frozen):
     test_records: int
 
 
+class Provider(_Frozen):
+    """The installed distribution that provides a plugin.
+
+    Attributes:
+        name: the plugin's entry-point name (``sklearn-mlp``, ``mnist``).
+        distribution: the distribution's name (``modelcycle-example-adapter``).
+        version: its version when the artifact was made.
+        extras: extras of the distribution the plugin needs (``("lightning",)``).
+    """
+
+    name: str
+    distribution: str
+    version: str
+    extras: tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        """The pinned pip requirement: ``modelcycle[lightning]==0.1.0``."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return f"{self.distribution}{extras}=={self.version}"
+
+
 class Manifest(_Frozen):
-    """The ``modelcycle.json`` that travels with every model artifact."""
+    """The ``modelcycle.json`` that travels with every model artifact.
+
+    ``providers`` maps a plugin kind (``framework``, ``dataset``) to the :class:`Provider` that
+    made the artifact; manifests written before it existed have none.
+    """
 
     format_version: int = 1
     use_case: str
@@ -108,6 +139,7 @@ class Manifest(_Frozen):
     metrics: dict[str, float] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
+    providers: dict[str, Provider] = Field(default_factory=dict)
 
     @staticmethod
     def now() -> str:
@@ -176,6 +208,20 @@ def package_model(model_dir: Path, requirements: list[str]) -> Path:
         for path in sorted(model_dir.rglob("*")):
             if path.is_file():
                 tar.add(path, arcname=path.relative_to(model_dir).as_posix())
+    os.replace(tmp, archive)
+    return archive
+
+
+def package_directory(directory: Path, archive: Path) -> Path:
+    """``tar czf archive -C directory .`` as SageMaker packs ``/opt/ml/model``: members are
+    relative to ``directory`` (files and sub-directories, no links followed). Returns ``archive``."""
+    archive = Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for path in sorted(Path(directory).rglob("*")):
+            if path.is_dir() or path.is_file():
+                tar.add(path, arcname=path.relative_to(directory).as_posix(), recursive=False)
     os.replace(tmp, archive)
     return archive
 

@@ -12,9 +12,11 @@ What it reads (each with a local default, so it also runs outside a container):
 - ``SM_CHANNEL_TRAINING`` / ``SM_CHANNEL_TESTING`` (none: the dataset look-up of
   :mod:`modelcycle.core.datasets`): the dataset files.
 - ``SM_HOSTS`` / ``SM_CURRENT_HOST`` (``["algo-1"]``): rank = index of the current host, world
-  size = number of hosts. With 2+ hosts ``torch.distributed`` is initialised with the use case's
+  size = number of hosts. With 2+ hosts the framework's process group (``FrameworkInfo.
+  process_group``; ``torch.distributed`` for ``pytorch``) is opened with the use case's
   ``training.backend`` (``gloo``), ``MASTER_ADDR`` = the first host and ``MASTER_PORT`` 7777
-  unless set (SageMaker's PyTorch containers set both the same way).
+  unless set (SageMaker's PyTorch containers set both the same way). A framework without a
+  process group refuses 2+ hosts.
 - ``SM_HPS`` (JSON) and the command line's ``--name value`` pairs: hyperparameters, hyphenated
   or not (``--batch-size 64``), over the config file's; unknown names are reported and ignored.
 - ``SM_NUM_GPUS`` (0; training runs on CPU), ``SM_OUTPUT_DATA_DIR`` (``./outputs/data``):
@@ -31,21 +33,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.plugin_types import FrameworkInfo
     from modelcycle.core.training import TrainingContext, TrainingResult
 
 __all__ = [
@@ -53,8 +57,8 @@ __all__ = [
     "ENTRY_SCRIPT",
     "ContainerEnv",
     "channel_files",
-    "container_requirements",
     "job_hyperparameters",
+    "job_name",
     "main",
     "parse_container_env",
     "source_requirements",
@@ -92,12 +96,6 @@ _CONTAINER_ARGS = {
     "output-data-dir": "output_data_dir", "output_data_dir": "output_data_dir",
 }
 _HP_ALIASES = {"lr": "learning_rate", "test_batchsize": "test_batch_size", "batchsize": "batch_size"}
-#: Extra requirements a framework needs in SageMaker's framework container (torch/TF are there).
-_FRAMEWORK_REQUIREMENTS = {
-    "pytorch": ["torchinfo>=1.8"],
-    "lightning": ["torchinfo>=1.8", "lightning>=2.4", "torchmetrics>=1.4"],
-    "keras": [],
-}
 
 
 # -- the container contract ----------------------------------------------------------------
@@ -226,6 +224,12 @@ def parse_container_env(argv: Sequence[str] = (), environ: Mapping[str, str] | N
 
 
 # -- what a job ships and passes -------------------------------------------------------------
+def job_name(base: str, run_id: str) -> str:
+    """A SageMaker-valid job name (``[a-zA-Z0-9-]``, at most 63 chars) tying the job to its run."""
+    clean = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-")[:38].strip("-") or "modelcycle"
+    return f"{clean}-{run_id[:12]}"
+
+
 def job_hyperparameters(config: Any) -> dict[str, Any]:
     """The hyperparameters a job passes (SageMaker's hyphenated names) plus ``backend`` if set."""
     hps = {name.replace("_", "-"): value for name, value in config.hyperparameters.model_dump().items()}
@@ -234,20 +238,16 @@ def job_hyperparameters(config: Any) -> dict[str, Any]:
     return hps
 
 
-def container_requirements(framework: str, version: str | None = None, override: list[str] | None = None) -> list[str]:
-    """``requirements.txt`` lines for a SageMaker framework container: modelcycle itself without
-    an extra (the container brings its own torch/TensorFlow; the ``pytorch`` extra would pin
-    another torch) plus what the framework plugin needs besides. ``override`` replaces them."""
-    if override is not None:
-        return list(override)
-    from modelcycle.core.artifacts import modelcycle_version
+def source_requirements(config: Any, info: FrameworkInfo | None = None) -> list[str]:
+    """The training source dir's ``requirements.txt`` lines for a prebuilt framework container
+    (:func:`~modelcycle.core.providers.container_requirements` of the framework's ``info``,
+    loaded when not given); ``training.requirements`` replaces them."""
+    from modelcycle.core.providers import container_requirements, installed_framework_info
 
-    return [f"modelcycle=={version or modelcycle_version()}", *_FRAMEWORK_REQUIREMENTS.get(framework, [])]
-
-
-def source_requirements(config: Any) -> list[str]:
-    """The training source dir's ``requirements.txt`` lines (``training.requirements`` wins)."""
-    return container_requirements(config.framework, override=config.training.requirements)
+    if config.training.requirements is not None:
+        return list(config.training.requirements)
+    info = info or installed_framework_info(config.framework, tuple(config.disable_plugins))
+    return container_requirements(info, training=True)
 
 
 def _without_secrets(value: Any) -> Any:
@@ -275,8 +275,9 @@ def shipped_config(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def write_source_dir(config: Any, target: Path) -> list[Path]:
-    """Write the SageMaker source dir: ``modelcycle.yaml``, ``train.py``, ``requirements.txt``."""
+def write_source_dir(config: Any, target: Path, info: FrameworkInfo | None = None) -> list[Path]:
+    """Write the SageMaker source dir: ``modelcycle.yaml``, ``train.py``, ``requirements.txt``
+    (see :func:`source_requirements`; ``info`` is the framework's, loaded when not given)."""
     from modelcycle.core.config import CONFIG_FILE
 
     target = Path(target)
@@ -285,7 +286,7 @@ def write_source_dir(config: Any, target: Path) -> list[Path]:
         CONFIG_FILE: "# resolved by modelcycle for a training job\n"
         + yaml.safe_dump(shipped_config(config), sort_keys=False),
         ENTRY_SCRIPT: _ENTRY_SCRIPT_TEXT,
-        "requirements.txt": "\n".join(source_requirements(config)) + "\n",
+        "requirements.txt": "\n".join(source_requirements(config, info)) + "\n",
     }
     written = []
     for name, text in files.items():
@@ -422,32 +423,38 @@ def _overrides(env: ContainerEnv, model_fields: set[str], data_path: str | None)
     return overrides, ignored
 
 
-def _init_distributed(env: ContainerEnv, config: Any) -> bool:
+def _no_barrier() -> None:
+    """A single host has nobody to wait for."""
+
+
+def _process_group(env: ContainerEnv, config: Any, info: FrameworkInfo) -> AbstractContextManager[Callable[[], None]]:
+    """The process group this host trains in, yielding a ``barrier()``: none for one host; the
+    framework's ``process_group`` over ``training.backend`` for 2+, with the rendezvous on the
+    first host (``MASTER_ADDR``/``MASTER_PORT``, the network interface SageMaker names).
+
+    Raises:
+        ConfigError: 2+ hosts without a backend, or with a framework that trains on one host only.
+    """
     from modelcycle.core.errors import ConfigError
 
     if env.world_size == 1:
-        return False
+        return nullcontext(_no_barrier)
     if config.training.backend is None:
         raise ConfigError(
             f"{env.world_size} hosts {env.hosts} but no distributed backend: pass the hyperparameter "
             "backend=gloo or set training.backend: gloo"
         )
-    if config.framework != "pytorch":
+    if info.process_group is None:
         raise ConfigError(
-            f"distributed training over {env.world_size} hosts is implemented for framework 'pytorch', "
-            f"not '{config.framework}': use instance_count 1"
+            f"distributed training over {env.world_size} hosts is not implemented by framework "
+            f"'{config.framework}' (its framework_info has no process_group): use instance_count 1"
         )
     os.environ.setdefault("MASTER_ADDR", env.hosts[0])
     os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
     if env.network_interface:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", env.network_interface)
-    import torch.distributed as dist
-
     timeout = float(os.environ.get("MODELCYCLE_DIST_TIMEOUT_S", DIST_TIMEOUT_S))
-    dist.init_process_group(
-        config.training.backend, rank=env.rank, world_size=env.world_size, timeout=timedelta(seconds=timeout)
-    )
-    return True
+    return info.process_group(config.training.backend, env.rank, env.world_size, timeout)
 
 
 def _move_model(source: Path, target: Path) -> None:
@@ -483,6 +490,7 @@ def train(env: ContainerEnv, source_dir: Path | None = None, stream: Any = None)
         ConfigError: no config, a bad key or value, or 2+ hosts without a backend.
     """
     from modelcycle.core.config import load_config, validate_section
+    from modelcycle.core.providers import framework_info
     from modelcycle.core.registry import PluginRegistry
     from modelcycle.core.training import TrainingContext, TrainingReporter, train_in_process
 
@@ -510,8 +518,7 @@ def train(env: ContainerEnv, source_dir: Path | None = None, stream: Any = None)
         if ignored:
             print(f"warning: ignoring unknown hyperparameters {', '.join(sorted(ignored))} (known: "
                   "the hyperparameters section, backend, and the model section's keys)", file=sys.stderr, flush=True)
-        distributed = _init_distributed(env, config)
-        try:
+        with _process_group(env, config, framework_info(registry, config.framework)) as barrier:
             run_id = os.environ.get("MODELCYCLE_RUN_ID") or uuid.uuid4().hex
             context = TrainingContext(
                 config=config,
@@ -546,16 +553,8 @@ def train(env: ContainerEnv, source_dir: Path | None = None, stream: Any = None)
                 }
                 _write_json(env.output_data_dir / "metrics.json", record)
                 print(f"Saving the model to {env.model_dir}", file=out, flush=True)
-            if distributed:
-                import torch.distributed as dist
-
-                dist.barrier()  # rank 0 saved before anyone leaves
+            barrier()  # rank 0 saved before anyone leaves
             return record
-        finally:
-            if distributed:
-                import torch.distributed as dist
-
-                dist.destroy_process_group()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

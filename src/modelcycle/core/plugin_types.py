@@ -6,10 +6,17 @@ A leaf module: it imports nothing from the rest of modelcycle, so every layer ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["FrameworkInfo", "GovernanceBackend", "MonitoringBackend"]
+__all__ = ["FrameworkInfo", "ProcessGroup", "GovernanceBackend", "MonitoringBackend"]
+
+#: Opens a multi-host training process group: called as ``process_group(backend, rank,
+#: world_size, timeout_s)``, it returns a context manager that joins the group on enter, yields a
+#: ``barrier()`` callable (returns once every rank reached it) and leaves the group on exit.
+ProcessGroup = Callable[[str, int, int, float], AbstractContextManager[Callable[[], None]]]
 
 
 @dataclass(frozen=True)
@@ -18,21 +25,37 @@ class FrameworkInfo:
 
     Attributes:
         distribution: the installable distribution providing the plugin (``modelcycle``,
-            ``modelcycle-sklearn-mlp``); recorded in the manifest and in ``code/requirements.txt``.
-        extras: extras of that distribution the framework needs (``("lightning",)``).
+            ``modelcycle-example-adapter``); recorded in the manifest and pinned in the model
+            archive's ``code/requirements.txt``.
+        extras: extras of that distribution the framework needs (``("lightning",)``): the archive
+            then requires ``modelcycle[lightning]==<version>``.
         libraries: distributions the framework uses (``("torch", "lightning")``): their installed
             versions go into the manifest and the factsheet's framework row.
-        requirements: what a serving or training container needs beyond ``distribution``
-            (pip requirement strings).
+        requirements: pip requirement strings a serving or training container needs beyond
+            ``distribution`` when it brings the framework's main library itself (SageMaker's
+            PyTorch and TensorFlow images): ``("lightning>=2.4",)``.
+        training_requirements: what only a training container needs on top (``torchinfo`` for
+            model summaries).
         examples: ``{example name: modelcycle.yaml text}`` that ``modelcycle init --example``
-            can write; the text may use ``{name}`` for the use case's name.
+            can write; a literal ``{name}`` in the text becomes the use case's name (else the
+            text's ``name:`` line is replaced).
+        process_group: for frameworks that train data-parallel over several hosts, the
+            :data:`ProcessGroup` the training entry point opens around training when a job has
+            2+ hosts; ``None`` (the default): single-host training only.
     """
 
     distribution: str
     extras: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
+    training_requirements: tuple[str, ...] = ()
     examples: dict[str, str] = field(default_factory=dict)
+    process_group: ProcessGroup | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the framework trains over several hosts (it has a ``process_group``)."""
+        return self.process_group is not None
 
 
 @runtime_checkable

@@ -35,8 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["TrainingReporter", "TrainingContext", "TrainingResult", "load_training_data", "train_in_process"]
 
-_LIBRARIES = ("numpy", "torch", "lightning", "tensorflow", "tensorflow-cpu", "keras", "scikit-learn")
-
 
 class TrainingReporter:
     """Prints the seeds' log lines (rank 0 only), drives a progress bar on a terminal, and
@@ -244,17 +242,20 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
     model_dir = context.model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     files = registry.call_first("save_model", model=model, model_dir=model_dir, context=context)
-    from modelcycle.core.registry import installed_plugins
+    from modelcycle.core.providers import archive_requirements, framework_info, framework_provider, plugin_provider
 
-    plugin_version = next(
-        (p.version for p in installed_plugins() if p.kind == "framework" and p.name == config.framework), "?"
-    )
+    info = framework_info(registry, config.framework)
+    framework = framework_provider(registry, config.framework, info)
+    providers = {"framework": framework}
+    dataset_provider = plugin_provider("dataset", config.data.dataset)
+    if dataset_provider is not None:
+        providers["dataset"] = dataset_provider
     manifest = Manifest(
         use_case=config.name,
         framework=config.framework,
-        framework_version=plugin_version,
+        framework_version=framework.version,
         modelcycle_version=modelcycle_version(),
-        libraries=Manifest.runtime_libraries(*_LIBRARIES),
+        libraries=Manifest.runtime_libraries(*info.libraries),
         run_id=context.run_id,
         created_at=Manifest.now(),
         model_files=list(files),
@@ -270,10 +271,9 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
         metrics=result.metrics,
         hyperparameters=hp.model_dump(),
         model=context.model_config.model_dump(),
+        providers=providers,
     )
     write_manifest(model_dir, manifest)
-    extra = config.framework if config.framework in ("pytorch", "lightning", "keras") else None
-    requirement = f"modelcycle[{extra}]" if extra else "modelcycle"
     result.model_dir = model_dir
-    result.archive = package_model(model_dir, [f"{requirement}=={modelcycle_version()}"])
+    result.archive = package_model(model_dir, archive_requirements(framework, manifest.modelcycle_version))
     return result

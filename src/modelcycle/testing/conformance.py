@@ -12,7 +12,9 @@ entry-point name in ``modelcycle.frameworks``) — the built-in plugins do exact
 The suite trains on a small slice of real MNIST (found through ``MODELCYCLE_DATA_DIR``, the user
 cache, or downloaded), so it checks real behaviour: a trained model that predicts, survives a
 save → load round trip with equal predictions, serves JSON and NPY through the four handlers,
-trains in both capture modes, and goes through the whole lifecycle to cleanup.
+trains in both capture modes, names the installed distribution providing it (``framework_info``
+or the entry point) in the manifest and the archive's ``code/requirements.txt``, and goes
+through the whole lifecycle to cleanup.
 """
 
 from __future__ import annotations
@@ -121,6 +123,35 @@ class FrameworkConformance:
             assert (model_dir / name).exists(), name
         assert Path(outputs["archive"]).is_file()
 
+    def test_framework_info_names_the_installed_distribution(self, registry: PluginRegistry) -> None:
+        from modelcycle.core.providers import framework_info, framework_provider
+        from modelcycle.core.registry import plugin_distribution
+
+        info = framework_info(registry, self.framework)  # raises if the hook answers a wrong type
+        installed = plugin_distribution("framework", self.framework)
+        assert installed is not None
+        provider = framework_provider(registry, self.framework)
+        assert provider.version != "?", f"framework_info names '{info.distribution}', which is not installed"
+        for text in info.examples.values():
+            assert isinstance(yaml.safe_load(text.replace("{name}", "example")), dict)
+
+    def test_the_artifact_names_its_providers_and_requires_them(self, trained: dict[str, Any]) -> None:
+        import tarfile
+
+        from modelcycle.core.artifacts import read_manifest
+
+        manifest = read_manifest(Path(trained["outputs"]["model_dir"]))
+        framework = manifest.providers["framework"]
+        assert framework.name == self.framework and manifest.framework_version == framework.version
+        assert "dataset" in manifest.providers
+        with tarfile.open(trained["outputs"]["archive"]) as tar:
+            member = tar.extractfile("code/requirements.txt")
+            assert member is not None
+            requirements = member.read().decode().split()
+        assert requirements[0].startswith("modelcycle")
+        assert any(line.startswith(f"{framework.distribution}") and line.endswith(f"=={framework.version}")
+                   for line in requirements), requirements
+
     def test_save_load_predicts_what_the_trained_model_predicted(
         self, registry: PluginRegistry, trained: dict[str, Any], sample_images: tuple[np.ndarray, np.ndarray],
         tmp_path: Path,
@@ -183,13 +214,12 @@ class FrameworkConformance:
         self, trained: dict[str, Any], sample_images: tuple[np.ndarray, np.ndarray]
     ) -> None:
         from modelcycle.core.lifecycle import UseCase
-        from modelcycle.platforms.local.endpoints import process_alive
 
         use_case = UseCase(trained["directory"])
-        pid = None
+        endpoint = None
         try:
             endpoint = use_case.deploy()
-            pid = endpoint["pid"]
+            assert use_case.describe_endpoint(endpoint)["status"] == "InService"
             result = use_case.score(images=sample_images[0][:10], labels=sample_images[1][:10])
             assert len(result.predictions) == 10 and result.scoring_id
             status = use_case.status()
@@ -197,7 +227,9 @@ class FrameworkConformance:
         finally:
             removed = use_case.cleanup()
         assert removed.get("serving") == 1
-        assert pid is not None and not process_alive(pid)
+        assert endpoint is not None
+        # its platform (local: by the server's pid) reports the endpoint's process gone
+        assert use_case.describe_endpoint(endpoint)["status"] == "Stopped"
         assert not use_case.status()["deployed"]
 
     def test_unanswered_hooks_raise_instead_of_returning_none(self, registry: PluginRegistry) -> None:

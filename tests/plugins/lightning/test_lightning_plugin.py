@@ -26,7 +26,7 @@ from modelcycle.core.markers import hookimpl
 from modelcycle.core.registry import REQUIRED_FRAMEWORK_HOOKS, PluginRegistry
 from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data
 from modelcycle.plugins.pytorch.config import PytorchModelConfig
-from modelcycle.plugins.pytorch.nets import ConvNet
+from modelcycle.lib.torch.nets import ConvNet
 
 EXAMPLES = REPO / "src" / "modelcycle" / "examples"
 
@@ -175,7 +175,7 @@ def test_trainer_test_with_the_modules_accuracy_metric_agrees_with_the_evaluate_
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from modelcycle.plugins.pytorch.training import to_tensor
+    from modelcycle.lib.torch.training import to_tensor
 
     context, model, result, _ = _fit(train_limit=640, test_limit=200)
     dataset, _ = load_training_data(context.config)

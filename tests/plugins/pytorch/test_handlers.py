@@ -23,7 +23,7 @@ from modelcycle.core.artifacts import ARCHIVE_NAME, MANIFEST_NAME, extract_archi
 from modelcycle.core.errors import ArtifactError, PluginNotFoundError, ServingError
 from modelcycle.core.serving.codecs import JSON, NPY
 from modelcycle.core.serving.pipeline import InferencePipeline, sagemaker_handlers
-from modelcycle.plugins.pytorch.nets import ConvNet
+from modelcycle.lib.torch.nets import ConvNet
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from modelcycle.core.config import Hyperparameters, UseCaseConfig
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.training import TrainingContext, TrainingReporter, dataset_input_shape, load_training_data
 from modelcycle.plugins.pytorch.config import PytorchModelConfig
-from modelcycle.plugins.pytorch.nets import CifarNet, ConvNet, FCNet
+from modelcycle.lib.torch.nets import CifarNet, ConvNet, FCNet
 
 
 def test_convnet_parameter_counts_match_the_seed_summary() -> None:

@@ -243,7 +243,11 @@ def _when(stamp: Any) -> str:
     return text
 
 
-_FRAMEWORK_LIBRARIES = {"pytorch": ("torch",), "lightning": ("lightning", "torch"), "keras": ("keras", "tensorflow")}
+def _framework_libraries(libraries: dict[str, str]) -> list[tuple[str, str]]:
+    """The framework row's ``(library, version)`` pairs: what the manifest recorded besides
+    Python, which is exactly the libraries the framework plugin declares in
+    ``framework_info().libraries`` (the trainer records only those)."""
+    return [(name, value) for name, value in libraries.items() if name != "python"]
 
 
 def _brief(details: Any) -> str:
@@ -275,11 +279,7 @@ def _context(document: dict[str, Any], images: dict[str, str]) -> dict[str, Any]
         "fmt": _fmt,
         "brief": _brief,
         "when": _when,
-        "framework_libraries": [
-            (name, libraries[name])
-            for name in _FRAMEWORK_LIBRARIES.get(identity.get("framework"), ("torch", "tensorflow", "scikit-learn"))
-            if name in libraries
-        ],
+        "framework_libraries": _framework_libraries(libraries),
     }
 
 

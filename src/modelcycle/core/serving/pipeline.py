@@ -9,6 +9,7 @@ import numpy as np
 
 from modelcycle.core.artifacts import read_manifest
 from modelcycle.core.errors import PluginContractError
+from modelcycle.core.providers import load_artifact_framework
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.serving.context import ServingContext
 
@@ -24,7 +25,7 @@ class InferencePipeline:
         self.model_dir = Path(model_dir)
         manifest = read_manifest(self.model_dir)
         self.registry = registry or PluginRegistry()
-        self.registry.load_framework(manifest.framework)
+        load_artifact_framework(self.registry, manifest)  # not installed: names what to pip install
         self.context = ServingContext(manifest=manifest, model_dir=self.model_dir)
         self.model = self.registry.call_first("model_fn", model_dir=self.model_dir, context=self.context)
         hook = self.registry.hook

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -37,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.training import TrainingContext, TrainingResult
 
-__all__ = ["JobSpec", "JobOutcome", "run_job", "run_container_job", "job_name", "package_directory"]
+__all__ = ["JobSpec", "JobOutcome", "run_job", "run_container_job"]
 
 _GRACE_S = 5.0
 _TAIL_LINES = 40
@@ -73,12 +72,6 @@ class JobOutcome:
 
     def output_data_dir(self, host: str = "algo-1") -> Path:
         return self.roots[host] / "output" / "data" / host
-
-
-def job_name(base: str, run_id: str) -> str:
-    """A SageMaker-valid job name (``[a-zA-Z0-9-]``, at most 63 chars) tying the job to its run."""
-    clean = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-")[:38].strip("-") or "modelcycle"
-    return f"{clean}-{run_id[:12]}"
 
 
 def _cpu_budget() -> int:
@@ -263,19 +256,6 @@ def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
         return ""
 
 
-def package_directory(directory: Path, archive: Path) -> Path:
-    """``tar czf archive -C directory .`` as SageMaker packs ``/opt/ml/model``: members are
-    relative to ``directory`` (files and sub-directories, no links followed)."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-        for path in sorted(Path(directory).rglob("*")):
-            if path.is_dir() or path.is_file():
-                tar.add(path, arcname=path.relative_to(directory).as_posix(), recursive=False)
-    os.replace(tmp, archive)
-    return archive
-
-
 def run_job(spec: JobSpec, stream: IO[str] | None = None) -> JobOutcome:
     """Run ``spec`` on local hosts; returns where its results are.
 
@@ -283,6 +263,7 @@ def run_job(spec: JobSpec, stream: IO[str] | None = None) -> JobOutcome:
         StageError: a host exited non-zero (the others are stopped; the message holds the
             failed host's log tail and failure file) or the job ran past ``max_run_s``.
     """
+    from modelcycle.core.artifacts import package_directory
     from modelcycle.core.errors import StageError
 
     hosts = [f"algo-{i}" for i in range(1, spec.instance_count + 1)]
@@ -391,9 +372,11 @@ def run_container_job(context: TrainingContext) -> TrainingResult:
         ENTRY_SCRIPT,
         channel_files,
         job_hyperparameters,
+        job_name,
         training_result,
         write_source_dir,
     )
+    from modelcycle.core.providers import framework_info
 
     config = context.config
     name = job_name(config.training.base_job_name or config.name, context.run_id)
@@ -401,7 +384,7 @@ def run_container_job(context: TrainingContext) -> TrainingResult:
     if job_dir.exists():
         shutil.rmtree(job_dir)
     source = job_dir / "source"
-    write_source_dir(config, source)
+    write_source_dir(config, source, framework_info(context.registry, config.framework))
     data_dir = locate_dataset(config.data.dataset, config.data.path)
     spec = JobSpec(
         name=name,

@@ -55,13 +55,18 @@ def _fallback(model_dir: Path, work_dir: Path) -> dict[str, Any]:
 
 def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None, target: Path) -> Path:
     """The artifact's ``code/`` with a ``requirements.txt`` the inference container can install:
-    the modelcycle version that made the model, no extra that would pin another torch."""
-    from modelcycle.core.entrypoint import container_requirements
+    the modelcycle version (and framework distribution) that made the model, no extra that would
+    pin another torch, and what the framework declares a serving container needs besides."""
+    from modelcycle.core.providers import container_requirements, installed_framework_info
 
     code = target / "code"
     shutil.copytree(model_dir / "code", code)
-    lines = container_requirements(manifest.framework, manifest.modelcycle_version, requirements)
-    lines = [line for line in lines if not line.startswith("torchinfo")]  # summaries are a training matter
+    if requirements is None:
+        info = installed_framework_info(manifest.framework)
+        framework = manifest.providers.get("framework")
+        lines = container_requirements(info, framework, manifest.modelcycle_version, training=False)
+    else:
+        lines = list(requirements)
     (code / "requirements.txt").write_text("\n".join(lines) + "\n")
     return code
 
@@ -88,7 +93,7 @@ def _model_data(s3: Any, model_dir: Path, settings: aws.AwsSettings, job: dict[s
     if archive.is_file():
         aws.upload_file(s3, archive, uri)
         return uri
-    from modelcycle.platforms.local.container import package_directory
+    from modelcycle.core.artifacts import package_directory
 
     with tempfile.TemporaryDirectory(prefix="modelcycle-sm-") as tmp:
         aws.upload_file(s3, package_directory(model_dir, Path(tmp) / "model.tar.gz"), uri)

@@ -89,9 +89,9 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
     aws.import_sdk()
     from sagemaker.inputs import TrainingInput
 
-    from modelcycle.core.entrypoint import write_source_dir
+    from modelcycle.core.entrypoint import job_name, write_source_dir
     from modelcycle.core.errors import StageError
-    from modelcycle.platforms.local.container import job_name
+    from modelcycle.core.providers import framework_info
 
     config = context.config
     settings = aws.resolve_settings(config.training, config.name)
@@ -101,7 +101,7 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
     out = None if context.reporter.quiet else context.reporter.stream
     name = job_name(config.training.base_job_name or config.name, context.run_id)
     source = Path(context.output_dir) / "source"
-    write_source_dir(config, source)
+    write_source_dir(config, source, framework_info(context.registry, config.framework))
     try:
         channels = upload_dataset(session.client("s3"), config, settings)
         estimator = _estimator(config, settings, sm_session, source, context.run_id)

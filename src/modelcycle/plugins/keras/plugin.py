@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from modelcycle.core.errors import ArtifactError
 from modelcycle.core.markers import hookimpl
+from modelcycle.core.plugin_types import FrameworkInfo
+from modelcycle.lib.examples import packaged_examples
 from modelcycle.plugins.keras import model as km
 from modelcycle.plugins.keras.config import KerasModelConfig
 
@@ -32,6 +34,18 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 #: TensorFlow Serving layout: ``<model_dir>/model/<version>/saved_model.pb``
 SAVED_MODEL_DIR = "model/1"
+
+
+@hookimpl
+def framework_info() -> FrameworkInfo:
+    """modelcycle's ``keras`` extra; TensorFlow comes as ``tensorflow`` or ``tensorflow-cpu``
+    (whichever is installed is recorded). Single-host training."""
+    return FrameworkInfo(
+        distribution="modelcycle",
+        extras=("keras",),
+        libraries=("keras", "tensorflow", "tensorflow-cpu"),
+        examples=packaged_examples("keras"),
+    )
 
 
 @hookimpl

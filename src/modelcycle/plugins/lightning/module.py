@@ -1,7 +1,7 @@
 """The Lightning pieces: the seeds' ``PytorchLightning_CNN_MNIST`` module and the callback that
 drives modelcycle's reporter from inside ``Trainer.fit``.
 
-The module wraps one of the PyTorch plugin's networks (the seed ConvNet by default) rather than
+The module wraps one of the torch library's networks (the seed ConvNet by default) rather than
 redefining it, so the Lightning and PyTorch plugins train and save the very same network.
 """
 
@@ -17,8 +17,8 @@ from torch import nn
 
 from modelcycle.core.config import Hyperparameters
 from modelcycle.core.errors import PluginContractError
-from modelcycle.plugins.pytorch.nets import ConvNet
-from modelcycle.plugins.pytorch.training import make_optimizer
+from modelcycle.lib.torch.nets import ConvNet
+from modelcycle.lib.torch.training import make_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Split
@@ -32,7 +32,7 @@ class LightningConvNet(L.LightningModule):
 
     Args:
         net: the network to train; it must return log-probabilities (every network of the
-            PyTorch plugin does). Default: the seed :class:`ConvNet` for ``num_classes``.
+            torch library's does). Default: the seed :class:`ConvNet` for ``num_classes``.
         num_classes: number of classes, for the default network and the accuracy metric.
         hyperparameters: optimizer settings used when the module is trained outside modelcycle
             (a plain ``Trainer.fit``); inside modelcycle the run's hyperparameters are used.

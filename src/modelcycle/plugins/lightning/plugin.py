@@ -1,10 +1,11 @@
 """Hook implementations of the Lightning framework plugin.
 
-Training runs a :class:`lightning.Trainer` on the PyTorch plugin's networks wrapped in
-:class:`~modelcycle.plugins.lightning.module.LightningConvNet`; everything else is the PyTorch
-plugin's code, called rather than copied: the networks, the normalisation, the optimizer and
-schedule, the evaluation, the ``model.pth`` artifact and the serving handlers. An artifact
-trained here is served exactly like one trained with ``framework: pytorch``.
+Training runs a :class:`lightning.Trainer` on the torch library's networks wrapped in
+:class:`~modelcycle.plugins.lightning.module.LightningConvNet`; everything else is the torch
+library's code (:mod:`modelcycle.lib.torch`), shared with the PyTorch plugin rather than copied:
+the networks, the normalisation, the optimizer and schedule, the evaluation, the ``model.pth``
+artifact and the serving handlers. An artifact trained here is served exactly like one trained
+with ``framework: pytorch``.
 
 ``train_step`` differs from the PyTorch plugin's: the Trainer owns backward and the optimizer
 step, so for Lightning the hook returns the loss **tensor** (graph attached) and does not step.
@@ -35,10 +36,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from modelcycle.core.markers import hookimpl
+from modelcycle.core.plugin_types import FrameworkInfo
+from modelcycle.lib.examples import packaged_examples
+from modelcycle.lib.torch import artifact
+from modelcycle.lib.torch import training as torch_training
+from modelcycle.lib.torch.nets import build_net
 from modelcycle.plugins.lightning.config import PytorchModelConfig
 from modelcycle.plugins.lightning.module import LightningConvNet, ReporterCallback
-from modelcycle.plugins.pytorch import plugin as pytorch_plugin
-from modelcycle.plugins.pytorch import training as pytorch_training
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Dataset, Split
@@ -57,14 +61,30 @@ def _net(model: Any) -> torch.nn.Module:
 
 
 @hookimpl
+def framework_info() -> FrameworkInfo:
+    """modelcycle's ``lightning`` extra; single-host training (one CPU Trainer)."""
+    return FrameworkInfo(
+        distribution="modelcycle",
+        extras=("lightning",),
+        libraries=("lightning", "torch"),
+        requirements=("lightning>=2.4", "torchmetrics>=1.4"),
+        training_requirements=("torchinfo>=1.8",),
+        examples=packaged_examples("lightning"),
+    )
+
+
+@hookimpl
 def model_config_class() -> type:
     return PytorchModelConfig
 
 
 @hookimpl
 def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: TrainingContext) -> LightningConvNet:
-    """The PyTorch plugin's network (seeded), wrapped in the LightningModule."""
-    net = pytorch_plugin.build_model(model_config=model_config, dataset=dataset, context=context)
+    """The torch library's network (seeded as the PyTorch plugin seeds it), wrapped in the
+    LightningModule."""
+    torch.manual_seed(context.hyperparameters.seed)
+    channels, side, _ = context.input_shape
+    net = build_net(model_config, channels, side, len(dataset.classes))
     return LightningConvNet(net, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
 
 
@@ -132,7 +152,7 @@ def train_loader(dataset: Dataset, context: TrainingContext) -> DataLoader:
     """The whole training split normalised once (channels-last) in a shuffled, seeded
     ``TensorDataset`` loader without worker processes (faster than workers on small machines)."""
     hp = context.hyperparameters
-    x = pytorch_training.to_tensor(dataset.train.images, context)
+    x = torch_training.to_tensor(dataset.train.images, context)
     y = torch.from_numpy(dataset.train.labels.astype(np.int64))
     generator = torch.Generator().manual_seed(hp.seed)
     return DataLoader(TensorDataset(x, y), batch_size=hp.batch_size, shuffle=True, num_workers=0, generator=generator)
@@ -243,23 +263,23 @@ def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> 
 
 @hookimpl
 def evaluate(model: LightningConvNet, split: Split, context: TrainingContext) -> dict[str, float]:
-    """The PyTorch plugin's evaluation of the wrapped network: loss, accuracy, correct, total."""
-    return pytorch_training.evaluate(_net(model), split, context)
+    """The torch library's evaluation of the wrapped network: loss, accuracy, correct, total."""
+    return torch_training.evaluate(_net(model), split, context)
 
 
 @hookimpl
 def save_model(model: LightningConvNet, model_dir: Path, context: TrainingContext) -> list[str]:
     """The wrapped network's ``state_dict`` as ``model.pth``: the PyTorch plugin's artifact."""
-    return pytorch_plugin.save_model(model=_net(model), model_dir=model_dir, context=context)
+    return artifact.save_weights(_net(model), model_dir)
 
 
 @hookimpl
 def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     """The bare network, rebuilt from the manifest with its weights loaded safely (PyTorch's)."""
-    return pytorch_plugin.model_fn(model_dir=model_dir, context=context)
+    return artifact.load_model(model_dir, context)
 
 
 @hookimpl
 def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels as in training and return probabilities ``(N, K)`` (PyTorch's)."""
-    return pytorch_plugin.predict_fn(data=data, model=model, context=context)
+    return artifact.predict(data, model, context)

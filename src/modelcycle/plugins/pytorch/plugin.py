@@ -1,47 +1,47 @@
 """Hook implementations of the PyTorch framework plugin.
 
-Weights are saved as a ``state_dict`` (``model.pth``) and loaded with ``weights_only=True``;
-the network is rebuilt from the manifest's ``model`` section, so no pickled code is ever loaded.
+The networks, tensors, optimizer, the ``model.pth`` artifact and its serving handlers are the
+torch library's (:mod:`modelcycle.lib.torch`), shared with the Lightning plugin; the training
+loop with its multi-host data parallelism is this plugin's own (:mod:`.training`).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from modelcycle.core.errors import ArtifactError
 from modelcycle.core.markers import hookimpl
+from modelcycle.core.plugin_types import FrameworkInfo
+from modelcycle.lib.examples import packaged_examples
+from modelcycle.lib.torch import artifact
+from modelcycle.lib.torch import training as torch_training
+from modelcycle.lib.torch.config import PytorchModelConfig
+from modelcycle.lib.torch.distributed import process_group
+from modelcycle.lib.torch.nets import build_net
 from modelcycle.plugins.pytorch import training
-from modelcycle.plugins.pytorch.config import PytorchModelConfig
-from modelcycle.plugins.pytorch.nets import CifarNet, ConvNet, FCNet
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Dataset, Split
     from modelcycle.core.serving.context import ServingContext
     from modelcycle.core.training import TrainingContext, TrainingResult
 
-WEIGHTS = "model.pth"
+WEIGHTS = artifact.WEIGHTS
 
 
-def _build(config: PytorchModelConfig, channels: int, side: int, num_classes: int) -> torch.nn.Module:
-    if config.architecture == "cnn":
-        return ConvNet(
-            in_channels=channels,
-            num_classes=num_classes,
-            hidden_channels=config.hidden_channels,
-            kernel_size=config.kernel_size,
-            fc_size=config.fc_size,
-            dropout=config.dropout,
-            image_size=side,
-        )
-    if config.architecture == "fc":
-        return FCNet(in_features=channels * side * side, num_classes=num_classes, hidden_size=config.hidden_size)
-    return CifarNet(in_channels=channels, num_classes=num_classes)
+@hookimpl
+def framework_info() -> FrameworkInfo:
+    """modelcycle's ``pytorch`` extra; trains over several hosts with ``torch.distributed``."""
+    return FrameworkInfo(
+        distribution="modelcycle",
+        extras=("pytorch",),
+        libraries=("torch",),
+        training_requirements=("torchinfo>=1.8",),
+        examples=packaged_examples("pytorch"),
+        process_group=process_group,
+    )
 
 
 @hookimpl
@@ -54,7 +54,7 @@ def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: Tra
     """Build the configured network, seeded so initial weights are reproducible."""
     torch.manual_seed(context.hyperparameters.seed)
     channels, side, _ = context.input_shape
-    return _build(model_config, channels, side, len(dataset.classes))
+    return build_net(model_config, channels, side, len(dataset.classes))
 
 
 @hookimpl
@@ -85,41 +85,22 @@ def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> T
 
 @hookimpl
 def evaluate(model: torch.nn.Module, split: Split, context: TrainingContext) -> dict[str, float]:
-    return training.evaluate(model, split, context)
+    return torch_training.evaluate(model, split, context)
 
 
 @hookimpl
 def save_model(model: torch.nn.Module, model_dir: Path, context: TrainingContext) -> list[str]:
-    module = getattr(model, "module", model)  # DistributedDataParallel: save the bare model
-    torch.save(module.state_dict(), Path(model_dir) / WEIGHTS)
-    return [WEIGHTS]
+    """The bare network's ``state_dict`` as ``model.pth``."""
+    return artifact.save_weights(model, model_dir)
 
 
 @hookimpl
 def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     """Rebuild the network from the manifest and load its weights safely."""
-    threads = os.environ.get("MODELCYCLE_SERVING_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
-    manifest = context.manifest
-    config = PytorchModelConfig.model_validate(manifest.model)
-    channels, side, _ = manifest.input_schema.shape
-    model = _build(config, channels, side, len(manifest.classes))
-    try:
-        state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-        raise ArtifactError(
-            f"cannot load {WEIGHTS} from {model_dir}: {exc}. It must be a state_dict saved by "
-            "modelcycle's pytorch plugin (arbitrary pickles are refused)"
-        ) from exc
-    model.eval()
-    return model
+    return artifact.load_model(model_dir, context)
 
 
 @hookimpl
 def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels as in training, forward, and return probabilities ``(N, K)``."""
-    inputs = torch.from_numpy(context.normalize(data))
-    with torch.inference_mode():
-        return model(inputs).exp_().numpy()
+    return artifact.predict(data, model, context)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.neural_network import MLPClassifier
 
 from modelcycle import hookimpl
+from modelcycle.core.plugin_types import FrameworkInfo
 
 WEIGHTS = "mlp.npz"
 
@@ -47,6 +48,13 @@ class NumpyMLP:
 def _features(images: np.ndarray, context: Any) -> np.ndarray:
     raw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     return context.preprocessing.apply(raw.astype(np.float32)).reshape(len(images), -1)
+
+
+@hookimpl
+def framework_info() -> FrameworkInfo:
+    """This distribution (pinned in every model archive's requirements) and the libraries it
+    trains and serves with; no example configs, so ``modelcycle init`` writes the generic one."""
+    return FrameworkInfo(distribution="modelcycle-example-adapter", libraries=("scikit-learn", "numpy"))
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""The networks of the PyTorch plugin: the seeds' MNIST ConvNet, an FC net and a CIFAR-10 CNN.
+"""The torch networks of the PyTorch and Lightning plugins: the seeds' MNIST ConvNet, an FC net
+and a CIFAR-10 CNN, and :func:`build_net`, which picks one from the ``model:`` options.
 
 Every network takes a float tensor of shape ``(N, C, H, W)`` (already normalised) and returns
 log-probabilities of shape ``(N, num_classes)``.
@@ -9,6 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from modelcycle.lib.torch.config import PytorchModelConfig
+
+__all__ = ["ConvNet", "FCNet", "CifarNet", "build_net"]
 
 
 class ConvNet(nn.Module):
@@ -91,3 +96,21 @@ class CifarNet(nn.Module):
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         return F.log_softmax(self.fc3(x), dim=1)
+
+
+def build_net(config: PytorchModelConfig, channels: int, side: int, num_classes: int) -> nn.Module:
+    """The network ``config.architecture`` names, for ``channels``×``side``×``side`` images and
+    ``num_classes`` classes (unseeded: callers seed torch first when weights must reproduce)."""
+    if config.architecture == "cnn":
+        return ConvNet(
+            in_channels=channels,
+            num_classes=num_classes,
+            hidden_channels=config.hidden_channels,
+            kernel_size=config.kernel_size,
+            fc_size=config.fc_size,
+            dropout=config.dropout,
+            image_size=side,
+        )
+    if config.architecture == "fc":
+        return FCNet(in_features=channels * side * side, num_classes=num_classes, hidden_size=config.hidden_size)
+    return CifarNet(in_channels=channels, num_classes=num_classes)
