@@ -145,21 +145,29 @@ def test_init_twice_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "# edited by the user" not in config.read_text()
 
 
-def test_init_unknown_framework_lists_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_unknown_framework_lists_installed_frameworks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "jax-uc"
-    assert main(["init", str(target), "--framework", "jax", "--example", "mnist"]) == 2
+    assert main(["init", str(target), "--framework", "pytorh", "--example", "mnist"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    assert "no example 'mnist' for framework 'jax'" in err
-    assert re.search(r"available: .*\bmnist-pytorch\b", err), err
-    assert not (target / "modelcycle.yaml").exists()
+    assert err.startswith("error: framework 'pytorh' is not installed")
+    assert re.search(r"installed frameworks: .*\bpytorch\b", err), err
+    assert not target.exists()
 
 
-def test_init_unknown_example_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["init", str(tmp_path / "x"), "--example", "imagenet"])
-    assert info.value.code == 2
-    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+def test_init_unknown_example_lists_the_frameworks_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "x"), "--example", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "imagenet" in err and "mnist" in err and "generic" in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_init_third_party_framework_writes_a_generic_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "mlp"
+    assert main(["init", str(target), "--framework", "sklearn-mlp"]) == 0
+    from modelcycle.core.config import load_config
+
+    config = load_config(target, environ={})
+    assert (config.name, config.framework) == ("mlp", "sklearn-mlp")
 
 
 # -- plugins ----------------------------------------------------------------------------------

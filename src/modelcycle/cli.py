@@ -14,7 +14,6 @@ from typing import Any
 
 __all__ = ["main", "build_parser"]
 
-EXAMPLES = ("mnist",)
 #: The core's own command modules beside this one (``add_commands(subparsers, use_case,
 #: print_json)``); plugins add theirs through the ``add_commands`` hook. None may import anything
 #: heavy at module level (``modelcycle --help`` builds every parser).
@@ -72,26 +71,19 @@ def _print_json(data: Any) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     import re
-    from importlib.resources import files
 
     from modelcycle.core.errors import ConfigError
+    from modelcycle.core.examples import example_config
 
-    template = files("modelcycle") / "examples" / f"{args.example}-{args.framework}" / "modelcycle.yaml"
-    if not template.is_file():
-        available = sorted(p.name for p in (files("modelcycle") / "examples").iterdir() if p.is_dir())
-        raise ConfigError(
-            f"no example '{args.example}' for framework '{args.framework}'; available: {', '.join(available)}"
-        )
     target = Path(args.target)
     config = target / "modelcycle.yaml"
     if config.exists() and not args.force:
         raise ConfigError(f"{config} already exists; pass --force to overwrite it")
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", target.resolve().name).strip("-._")[:63] or "use-case"
+    text = example_config(args.framework, args.example, name)  # fails before anything is written
     target.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", target.resolve().name).strip("-._") or "use-case"
-    text = template.read_text()
-    text = re.sub(r"^name: .*$", f"name: {name[:63]}", text, count=1, flags=re.MULTILINE)
     config.write_text(text)
-    print(f"wrote {config} (framework {args.framework}, example {args.example})")
+    print(f"wrote {config} (framework {args.framework}, example {args.example or 'default'})")
     print(f"next: modelcycle -C {target} run --until deploy")
     return 0
 
@@ -276,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="write a ready use case into DIR")
     init.add_argument("target", metavar="DIR")
-    init.add_argument("--framework", default="pytorch")
-    init.add_argument("--example", default="mnist", choices=EXAMPLES)
+    init.add_argument("--framework", default="pytorch", help="any installed framework (modelcycle plugins)")
+    init.add_argument("--example", default=None,
+                      help="one of the framework's examples (default: its first; 'generic': a template to fill in)")
     init.add_argument("--force", action="store_true", help="overwrite an existing modelcycle.yaml")
     init.set_defaults(func=cmd_init)
 
