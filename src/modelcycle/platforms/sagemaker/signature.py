@@ -12,7 +12,6 @@ modelcycle's Python floor, and unknown keys.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -24,11 +23,6 @@ from modelcycle.core.errors import ConfigError
 __all__ = ["ImportResult", "convert_signature", "import_signature"]
 
 _FRAMEWORKS = {"pytorch": "pytorch", "torch": "pytorch", "tensorflow": "keras", "keras": "keras"}
-_MODEL_CONFIGS = {
-    "pytorch": ("modelcycle.plugins.pytorch.config", "PytorchModelConfig"),
-    "lightning": ("modelcycle.plugins.pytorch.config", "PytorchModelConfig"),
-    "keras": ("modelcycle.plugins.keras.config", "KerasModelConfig"),
-}
 _HP_ALIASES = {"lr": "learning_rate", "batchsize": "batch_size"}
 _ARCHITECTURES = {"cnn": "cnn", "fc": "fc", "mlp": "fc", "cifar": "cifar"}
 _DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
@@ -75,13 +69,18 @@ def _name(signature: dict[str, Any], source: Path | None) -> str:
 
 
 def _model_fields(framework: str) -> set[str]:
-    module, cls = _MODEL_CONFIGS.get(framework, (None, None))
-    if module is None:
-        return set()
+    """The ``model:`` options of the installed framework plugin (its ``model_config_class``);
+    none when it is not installed or declares no config class."""
+    from modelcycle.core.errors import ModelcycleError
+    from modelcycle.core.registry import PluginRegistry
+
+    registry = PluginRegistry()
     try:
-        return set(getattr(importlib.import_module(module), cls).model_fields)
-    except (ImportError, AttributeError):
+        registry.load_framework(framework)
+    except ModelcycleError:
         return set()
+    config_class = registry.pm.hook.model_config_class()
+    return set(config_class.model_fields) if config_class is not None else set()
 
 
 def _framework(runtime: dict[str, Any], signature: dict[str, Any], result: ImportResult) -> str:
