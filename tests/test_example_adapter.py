@@ -42,9 +42,11 @@ def test_switching_framework_in_the_config_runs_the_whole_cli_lifecycle(tmp_path
     (directory / "modelcycle.yaml").write_text(yaml.safe_dump(config))
     pid = None
     try:
-        train = _cli("-C", str(directory), "train")
+        train = _cli("-C", str(directory), "train", "--set", "hyperparameters.momentum=0.5")
         assert train.returncode == 0, train.stderr
         assert "Test set: Average loss:" in train.stdout
+        # the adapter declares the shared hyperparameters it does not use; setting them warns
+        assert "framework 'sklearn-mlp' ignores hyperparameters lr_schedule, momentum, optimizer" in train.stderr
         assert _cli("-C", str(directory), "deploy").returncode == 0
         score = _cli("-C", str(directory), "score", "--samples", "20")
         assert score.returncode == 0, score.stderr

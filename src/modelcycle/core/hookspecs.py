@@ -60,44 +60,75 @@ class FrameworkSpecs:
 
     @hookspec(firstresult=True)
     def build_model(self, model_config: Any, dataset: Dataset, context: TrainingContext) -> Any:
-        """Build an untrained model for ``dataset`` (``context.input_shape``, its classes),
-        seeded from ``context.hyperparameters.seed``.
+        """Build an untrained model for ``dataset``, seeded from ``context.hyperparameters.seed``.
 
-        Called by the trainer at the start of ``train``. Must return the framework's model object.
+        Called by the trainer at the start of ``train``, after ``model_config_class`` validated
+        ``model_config`` (``None`` without a config class). ``context.input_shape`` is one
+        example's ``(C, H, W)``; ``len(dataset.classes)`` the number of classes. Must return the
+        framework's model object, which the trainer passes back to every other training hook.
         firstresult.
         """
 
     @hookspec(firstresult=True)
     def train_step(self, model: Any, batch: Any, context: TrainingContext) -> float:
-        """Run one optimisation step on ``batch`` and return the batch loss.
+        """Run one optimisation step on ``batch`` and return the batch loss as a float.
 
-        Called by the plugin's own ``fit`` loop. PyTorch and Keras step the optimizer here and
-        return a float; Lightning's ``training_step`` calls it and gets the loss tensor back,
-        the Trainer doing backward and step. firstresult.
+        Called by the plugin's own ``fit`` loop through ``context.hook.train_step(...)`` (so
+        observers and overrides apply); ``batch`` is whatever ``fit`` passes (typically
+        ``(inputs, labels)``). PyTorch and Keras step the optimizer here; Lightning's
+        ``training_step`` calls it and gets the loss tensor back, the Trainer doing backward and
+        step. Per-run objects (optimizer, scheduler) live in ``context.state``. firstresult.
         """
 
     @hookspec(firstresult=True)
     def fit(self, model: Any, dataset: Dataset, context: TrainingContext) -> TrainingResult:
-        """Train ``model`` on ``dataset.train`` for ``context.hyperparameters.epochs`` epochs.
+        """Train ``model`` for ``context.hyperparameters.epochs`` epochs and return a
+        :class:`~modelcycle.TrainingResult`.
 
-        Called by the trainer. Must call ``context.reporter`` for progress and per-epoch metrics
-        (which broadcasts ``on_epoch_end``) and return a
-        :class:`~modelcycle.core.training.TrainingResult`. firstresult.
+        Called by the trainer once. The data: ``dataset.train`` / ``dataset.test`` are
+        :class:`~modelcycle.Split` objects holding raw ``uint8`` images ``(N, H, W)`` or
+        ``(N, H, W, C)`` and ``int64`` labels, read-only and already cut to ``data.train_limit``
+        / ``test_limit``. Normalise them yourself with ``context.preprocessing.apply(raw)``,
+        which takes float32 ``(N, C, H, W)`` pixels in 0..255 and returns the model input
+        (the same transform the endpoint applies before ``predict_fn``).
+
+        The shared hyperparameters (``context.hyperparameters``): ``epochs``, ``batch_size``,
+        ``test_batch_size``, ``optimizer`` (adam|sgd), ``learning_rate``, ``lr_schedule``
+        (onecycle|constant), ``momentum``, ``beta_1``, ``beta_2``, ``weight_decay``, ``seed``,
+        ``log_interval``. A framework that ignores some lists them in
+        ``FrameworkInfo.ignored_hyperparameters``; setting one then warns the user.
+
+        Report progress through ``context.reporter`` (a :class:`~modelcycle.TrainingReporter`):
+        ``start_epoch(epoch, num_batches)``; every ``log_interval`` batches
+        ``batch(epoch, batch_index, num_batches, batch_size, total, loss)`` (prints the seeds'
+        ``Train Epoch: …`` line); after evaluating ``test_result(loss, correct, total)``
+        (``Test set: …``); last ``end_epoch(epoch, metrics, context)``, which records the epoch
+        in ``reporter.history`` and broadcasts ``on_epoch_end``. Epochs are 1-based.
+
+        Return ``TrainingResult(run_id=context.run_id, metrics=..., history=reporter.history)``
+        where ``metrics`` (the last epoch's) holds at least ``train_loss``, ``test_loss`` and
+        ``test_accuracy`` (0..1); ``train_accuracy`` is optional. Those keys drive ``runs``,
+        ``deploy --best``, the factsheet curves and the tracked MLflow metrics. firstresult.
         """
 
     @hookspec(firstresult=True)
     def evaluate(self, model: Any, split: Split, context: TrainingContext) -> dict[str, float]:
-        """Evaluate ``model`` on ``split``; return at least ``loss``, ``accuracy``, ``correct``, ``total``.
+        """Evaluate ``model`` on ``split`` (raw images, as in ``fit``); return at least
+        ``{"loss": mean cross-entropy, "accuracy": 0..1, "correct": int, "total": int}``.
 
-        Called by ``fit`` implementations after each epoch and by the trainer. firstresult.
+        Called by ``fit`` implementations after each epoch and by the conformance suite.
+        firstresult.
         """
 
     @hookspec(firstresult=True)
     def save_model(self, model: Any, model_dir: Path, context: TrainingContext) -> list[str]:
-        """Write the trained model's files into ``model_dir``; return their relative paths.
+        """Write the trained model's files into ``model_dir``; return their paths relative to it.
 
-        Called by the trainer once training ends; the manifest and ``code/`` are added by the
-        core afterwards. firstresult.
+        Called by the trainer once training ends (rank 0 only). The core adds the manifest
+        (``modelcycle.json``: framework and its provider, preprocessing, input schema, classes,
+        dataset checksums, metrics), ``code/inference.py`` + ``requirements.txt`` and
+        ``model.tar.gz`` afterwards, and checks every listed file's SHA-256 when loading.
+        Prefer formats that load without pickle. firstresult.
         """
 
     @hookspec(firstresult=True)
@@ -118,7 +149,8 @@ class ServingSpecs:
 
     @hookspec(firstresult=True)
     def model_fn(self, model_dir: Path, context: ServingContext) -> Any:
-        """Load the model stored in ``model_dir`` (weights loaded safely). Called once per process."""
+        """Load the model stored in ``model_dir`` (the files ``save_model`` wrote; weights
+        loaded safely, never with pickle). Called once per serving process. firstresult."""
 
     @hookspec(firstresult=True)
     def input_fn(self, body: bytes, content_type: str, context: ServingContext) -> np.ndarray:
@@ -129,7 +161,9 @@ class ServingSpecs:
 
     @hookspec(firstresult=True)
     def predict_fn(self, data: np.ndarray, model: Any, context: ServingContext) -> np.ndarray:
-        """Apply the manifest's preprocessing and return class probabilities ``(N, K)``."""
+        """Return class probabilities ``(N, K)`` (float32, rows summing to 1) for raw pixels
+        ``data`` ``(N, C, H, W)`` float32 in 0..255: apply ``context.normalize(data)`` first, the
+        training-time preprocessing recorded in the manifest. firstresult."""
 
     @hookspec(firstresult=True)
     def output_fn(

@@ -207,9 +207,20 @@ class UseCase:
             }
 
         self.model_config  # a bad framework or model: section fails before any state changes
+        self._warn_ignored_hyperparameters()
         if force:
             self._stop_endpoint()
         return self._run_stage("train", action, force)
+
+    def _warn_ignored_hyperparameters(self) -> None:
+        """Tell the user which hyperparameters they set that the framework does not use."""
+        from modelcycle.core.providers import framework_info
+
+        ignored = set(framework_info(self.registry, self.config.framework).ignored_hyperparameters)
+        chosen = sorted(ignored & self.config.hyperparameters.model_fields_set)
+        if chosen:
+            print(f"warning: framework '{self.config.framework}' ignores hyperparameters "
+                  f"{', '.join(chosen)}; remove them or pick another framework", file=sys.stderr)
 
     def _endpoint_name(self, run_id: str) -> str:
         return f"{self.config.name}-{run_id[:8]}"

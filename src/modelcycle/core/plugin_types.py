@@ -39,6 +39,8 @@ class FrameworkInfo:
         examples: ``{example name: modelcycle.yaml text}`` that ``modelcycle init --example``
             can write; a literal ``{name}`` in the text becomes the use case's name (else the
             text's ``name:`` line is replaced).
+        ignored_hyperparameters: shared hyperparameters (``momentum``, ``lr_schedule``, ...) the
+            framework does not use; a use case that sets one is warned at ``train``.
         process_group: for frameworks that train data-parallel over several hosts, the
             :data:`ProcessGroup` the training entry point opens around training when a job has
             2+ hosts; ``None`` (the default): single-host training only.
@@ -50,6 +52,7 @@ class FrameworkInfo:
     requirements: tuple[str, ...] = ()
     training_requirements: tuple[str, ...] = ()
     examples: dict[str, str] = field(default_factory=dict)
+    ignored_hyperparameters: tuple[str, ...] = ()
     process_group: ProcessGroup | None = None
 
     @property

@@ -54,7 +54,13 @@ def _features(images: np.ndarray, context: Any) -> np.ndarray:
 def framework_info() -> FrameworkInfo:
     """This distribution (pinned in every model archive's requirements) and the libraries it
     trains and serves with; no example configs, so ``modelcycle init`` writes the generic one."""
-    return FrameworkInfo(distribution="modelcycle-example-adapter", libraries=("scikit-learn", "numpy"))
+    return FrameworkInfo(
+        distribution="modelcycle-example-adapter",
+        libraries=("scikit-learn", "numpy"),
+        # MLPClassifier steps with its own Adam schedule: these shared settings do not apply
+        ignored_hyperparameters=("optimizer", "lr_schedule", "momentum", "beta_1", "beta_2", "weight_decay",
+                                 "test_batch_size"),
+    )
 
 
 @hookimpl
