@@ -24,8 +24,14 @@ from modelcycle.core.errors import (
 from modelcycle.core.markers import hookimpl, hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.config import UseCaseConfig, load_config
-    from modelcycle.core.lifecycle import UseCase
+    from modelcycle.core.artifacts import InputSchema, Manifest, Preprocessing
+    from modelcycle.core.config import Hyperparameters, UseCaseConfig, load_config
+    from modelcycle.core.datasets import Dataset, Split
+    from modelcycle.core.lifecycle import ScoreResult, UseCase
+    from modelcycle.core.plugin_types import FrameworkInfo, GovernanceBackend, MonitoringBackend
+    from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.training import TrainingContext, TrainingReporter, TrainingResult
+    from modelcycle.core.view import UseCaseView
 
 __all__ = [
     "hookimpl",
@@ -33,6 +39,22 @@ __all__ = [
     "UseCase",
     "UseCaseConfig",
     "load_config",
+    "ScoreResult",
+    # what a plugin author touches
+    "TrainingContext",
+    "TrainingReporter",
+    "TrainingResult",
+    "Hyperparameters",
+    "Dataset",
+    "Split",
+    "ServingContext",
+    "Manifest",
+    "InputSchema",
+    "Preprocessing",
+    "FrameworkInfo",
+    "GovernanceBackend",
+    "MonitoringBackend",
+    "UseCaseView",
     "ModelcycleError",
     "ConfigError",
     "PluginNotFoundError",
@@ -48,8 +70,23 @@ __all__ = [
 
 _LAZY = {
     "UseCase": "modelcycle.core.lifecycle",
+    "ScoreResult": "modelcycle.core.lifecycle",
     "UseCaseConfig": "modelcycle.core.config",
+    "Hyperparameters": "modelcycle.core.config",
     "load_config": "modelcycle.core.config",
+    "TrainingContext": "modelcycle.core.training",
+    "TrainingReporter": "modelcycle.core.training",
+    "TrainingResult": "modelcycle.core.training",
+    "Dataset": "modelcycle.core.datasets",
+    "Split": "modelcycle.core.datasets",
+    "ServingContext": "modelcycle.core.serving.context",
+    "Manifest": "modelcycle.core.artifacts",
+    "InputSchema": "modelcycle.core.artifacts",
+    "Preprocessing": "modelcycle.core.artifacts",
+    "FrameworkInfo": "modelcycle.core.plugin_types",
+    "GovernanceBackend": "modelcycle.core.plugin_types",
+    "MonitoringBackend": "modelcycle.core.plugin_types",
+    "UseCaseView": "modelcycle.core.view",
 }
 
 
