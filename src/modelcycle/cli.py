@@ -216,7 +216,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    print(_use_case(args).cleanup())
+    print(_use_case(args).cleanup(**({"records": True} if args.records else {})))
     return 0
 
 
@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.set_defaults(func=cmd_endpoints)
 
     cleanup = commands.add_parser("cleanup", help="stop the endpoint and report what was removed")
+    cleanup.add_argument("--records", action="store_true", help="also delete the payload and feedback records")
     cleanup.set_defaults(func=cmd_cleanup)
 
     run = commands.add_parser("run", help="run the pipeline's stages in order, skipping those done")

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelcycle.core.monitoring.errors import MonitoringError
-from modelcycle.core.monitoring.journal import (
+from modelcycle.platforms.local.journal import (
     JournalDrainer,
     JournalWriter,
     encode_frame,
@@ -160,7 +160,7 @@ class PayloadLogger:
     def _spawn(self) -> None:
         env = {**os.environ, "MODELCYCLE_DATABASE_URL": self.database_url}
         command = [
-            sys.executable, "-m", "modelcycle.core.monitoring.drainer", "--journal", str(self.directory),
+            sys.executable, "-m", "modelcycle.platforms.local.drainer", "--journal", str(self.directory),
             "--parent", str(os.getpid()), "--interval-ms", str(max(1, int(self.flush_interval * 1000))),
         ]
         # The child inherits the journal lock (a new endpoint waits until this drainer is done) and
@@ -287,7 +287,7 @@ class PayloadLogger:
         return self._flush_process(timeout)
 
     def _drainer_status(self) -> dict[str, Any]:
-        from modelcycle.core.monitoring.drainer import STATUS_FILE
+        from modelcycle.platforms.local.drainer import STATUS_FILE
 
         try:
             return json.loads((self.directory / STATUS_FILE).read_text())

@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from modelcycle.core.monitoring.errors import MonitoringError
-from modelcycle.core.monitoring.journal import drain_orphaned_journals, sampled
-from modelcycle.core.monitoring.payload import PayloadLogger
+from modelcycle.platforms.local.journal import drain_orphaned_journals, sampled
+from modelcycle.platforms.local.payload import PayloadLogger
 from modelcycle.core.monitoring.store import MonitoringStore
 from modelcycle.platforms.local.endpoints import process_alive, start_endpoint, stop_endpoint
 
@@ -197,7 +197,7 @@ def _drainer_pid(endpoint_pid: int) -> int:
     while time.monotonic() < deadline:
         for children in Path(f"/proc/{endpoint_pid}/task").glob("*/children"):
             for pid in children.read_text().split():
-                if b"modelcycle.core.monitoring.drainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"modelcycle.platforms.local.drainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return int(pid)
         time.sleep(0.05)
     raise AssertionError(f"endpoint {endpoint_pid} has no drainer process")
