@@ -289,9 +289,14 @@ def test_payload_logger_samples_and_survives_a_store_outage(tmp_path: Path, mnis
     images, _ = mnist_test_images
     database = tmp_path / "store.db"
     database.mkdir()  # a directory where the database file should be: the store cannot open
+    # no background drain while the test breaks and mends the store: one between the directory's
+    # removal and the broken file's creation would open a fresh database there
     logger = PayloadLogger(tmp_path / "ep.journal", f"sqlite:///{database}", "ep", "run", sampling_percentage=30,
-                           drain=drain).start()
+                           drain=drain, flush_interval=60.0).start()
     drainer_pid = logger.process.pid if logger.process is not None else None
+    deadline = time.monotonic() + 30  # the drainer process's start-up pass is over before the store changes
+    while drainer_pid is not None and not (tmp_path / "ep.journal" / "drainer.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         probabilities = np.full((1, 10), 0.1, np.float32)
         ids = [uuid.uuid4().hex for _ in range(300)]

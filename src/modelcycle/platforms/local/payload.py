@@ -154,7 +154,8 @@ class PayloadLogger:
             log.error("payload store unavailable at start; records stay journaled until it is back: %s", exc)
         self._thread = threading.Thread(target=self._run, name="payload-drain", daemon=True)
         self._thread.start()
-        self._wake.set()  # replay what a previous process left, right away
+        if self.last_error is None:  # replay what a previous process left, right away (an
+            self._wake.set()  # unreachable store is tried again after flush_interval)
         return self
 
     def _spawn(self) -> None:
