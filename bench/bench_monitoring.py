@@ -133,7 +133,7 @@ def throughput(model_dir: Path, work: Path, requests: int, rounds: int, concurre
 def ingest(url: str, work: Path, records: int = RECORDS) -> dict[str, Any]:
     """Journal ``records`` single-image requests, then drain them into the store at ``url``."""
     from modelcycle.core.datasets import load_dataset
-    from modelcycle.core.monitoring.journal import JournalDrainer, JournalWriter, encode_frame
+    from modelcycle.platforms.local.journal import JournalDrainer, JournalWriter, encode_frame
     from modelcycle.core.monitoring.store import MonitoringStore
 
     images = load_dataset("mnist").test.images
@@ -169,7 +169,7 @@ def evaluation(url: str, records: int = RECORDS) -> dict[str, Any]:
     from modelcycle.core.datasets import load_dataset
     from modelcycle.core.monitoring.drift import drift_metrics, input_statistics, make_baseline
     from modelcycle.core.monitoring.evaluation import run_evaluation
-    from modelcycle.core.monitoring.journal import encode_frame, frames_to_rows, parse_frames
+    from modelcycle.platforms.local.journal import encode_frame, frames_to_rows, parse_frames
     from modelcycle.core.monitoring.quality import quality_metrics
     from modelcycle.core.monitoring.store import MonitoringStore
 

@@ -23,7 +23,7 @@ from sklearn import metrics as sk
 from conftest import SMALL, isolated_module_env, mark_trained, stop_deployed, write_use_case
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.monitoring.errors import ThresholdViolationError, UnknownScoringIdError
-from modelcycle.core.monitoring.payload import endpoint_payload_settings
+from modelcycle.platforms.local.payload import endpoint_payload_settings
 from modelcycle.core.monitoring.store import MonitoringStore
 
 SEED_SCHEMA = ["scoring_id", "scoring_timestamp", "deployment_id", "asset_revision", "scoring_input", "prediction",

@@ -176,6 +176,11 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
 
 
 def test_openscale_backend_needs_an_instance(tmp_path: Path) -> None:
+    """The plugin's settings class validates ``monitoring.openscale`` when the backend loads:
+    before the monitor stage changes anything."""
     directory = write_use_case(tmp_path / "uc", monitoring={"backend": "openscale"})
     with pytest.raises(ConfigError, match="monitoring.openscale.service_instance_id"):
-        UseCase(directory)
+        UseCase(directory).monitor()
+    with pytest.raises(ConfigError, match=r"monitoring\.openscale\.batch_records: .*(got 0)"):
+        UseCase(directory, overrides={"monitoring.openscale": {"service_instance_id": "x", "batch_records": 0}}).evaluate()
+    assert UseCase(directory).state().stages.get("monitor") is None

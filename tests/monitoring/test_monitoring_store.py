@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from modelcycle.core.monitoring.drift import input_statistics
 from modelcycle.core.monitoring.errors import UnknownScoringIdError
-from modelcycle.core.monitoring.journal import encode_frame, frames_to_rows, parse_frames
+from modelcycle.platforms.local.journal import encode_frame, frames_to_rows, parse_frames
 from modelcycle.core.monitoring.store import MonitoringStore, mask_url, resolve_database_url
 
 # read at import: the suite's autouse fixture removes MODELCYCLE_* variables inside tests

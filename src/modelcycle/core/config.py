@@ -273,42 +273,44 @@ class PayloadLoggingConfig(_Section):
     batch_records: int = Field(default=1000, gt=0, description="drain sooner once this many records wait")
 
 
-class OpenScaleConfig(_Section):
-    """Watson OpenScale (``monitoring.backend: openscale``). The API key is read from the variable
-    named by ``api_key_env``; it never goes into this file. Without ``username`` the key is
-    exchanged at IBM Cloud IAM (``iam_url``); with it, at the Cloud Pak for Data cluster ``url``."""
-
-    url: str = Field(default="https://api.aiopenscale.cloud.ibm.com", description="the OpenScale service URL")
-    service_instance_id: str | None = Field(default=None, description="the OpenScale instance (GUID)")
-    api_key_env: str = Field(default="IBM_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the variable holding the API key")
-    username: str | None = Field(default=None, description="Cloud Pak for Data user the API key belongs to")
-    iam_url: str | None = Field(default=None, description="IBM Cloud IAM token URL; unset: IBM Cloud's")
-    data_mart_id: str | None = Field(default=None, description="default: the instance's first data mart (created when none)")
-    service_provider: str = Field(default="modelcycle", min_length=1, description="name of the custom ML provider (created when missing)")
-    verify_tls: bool = Field(default=True, description="verify the service's TLS certificate")
-    timeout_s: float = Field(default=300.0, gt=0, description="limit for one operation to finish")
-    batch_records: int = Field(default=200, gt=0, le=5000, description="records per store_records request")
-
-
 class MonitoringConfig(_Section):
     """Monitoring: the SQL store (``database_url``, else ``MODELCYCLE_DATABASE_URL``, else SQLite
     ``.modelcycle/monitoring.db``), payload logging, and the quality and drift monitors.
-    ``backend: openscale`` keeps all of that and mirrors the subscription, payload and feedback
-    records and the quality monitor into Watson OpenScale (``openscale``), whose quality runs
-    ``evaluate`` triggers and reports beside its own."""
 
-    backend: Literal["local", "openscale"] = "local"
-    openscale: OpenScaleConfig = Field(default_factory=OpenScaleConfig)
+    ``backend`` names the installed monitoring plugin (entry-point group
+    ``modelcycle.monitoring``) that mirrors all of that elsewhere: ``local`` (the default) mirrors
+    nothing; ``openscale`` mirrors the subscription, payload and feedback records and the quality
+    monitor into Watson OpenScale. A backend's settings are the section named after it
+    (``monitoring: {backend: openscale, openscale: {...}}``), validated by that plugin when it is
+    loaded; here any other key must be such a mapping (:meth:`backend_settings` reads it).
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    backend: str = Field(default="local", min_length=1, description="the monitoring plugin mirroring the local monitoring")
     database_url: SecretStr | None = None
     payload: PayloadLoggingConfig = Field(default_factory=PayloadLoggingConfig)
     quality: QualityMonitorConfig = Field(default_factory=QualityMonitorConfig)
     drift: DriftMonitorConfig = Field(default_factory=DriftMonitorConfig)
 
-    @model_validator(mode="after")
-    def _openscale_needs_an_instance(self) -> MonitoringConfig:
-        if self.backend == "openscale" and not self.openscale.service_instance_id:
-            raise ValueError("backend openscale needs monitoring.openscale.service_instance_id (the instance's GUID)")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_are_mappings(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                if key not in cls.model_fields and not isinstance(value, Mapping):
+                    raise ValueError(
+                        f"'{key}' is no monitoring setting (allowed keys: {', '.join(sorted(cls.model_fields))}); "
+                        f"a monitoring backend's settings are a mapping under its name (monitoring.{key}: {{...}})")
+        return data
+
+    def backend_sections(self) -> dict[str, dict[str, Any]]:
+        """The backends' settings sections given (``{backend name: mapping}``), unvalidated."""
+        return {key: dict(value) for key, value in (self.model_extra or {}).items()}
+
+    def backend_settings(self, name: str) -> dict[str, Any]:
+        """The settings section of backend ``name`` (``monitoring.<name>:``), empty when absent."""
+        return self.backend_sections().get(name, {})
 
 
 class UseCaseConfig(_Section):

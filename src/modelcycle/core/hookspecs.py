@@ -232,7 +232,10 @@ class PlatformSpecs:
         send (``None``: no auth); ``work_dir`` the use case's ``.modelcycle`` directory;
         ``monitoring`` the ``monitoring:`` section (payload logging; overrides included).
         The record is JSON-serialisable and holds at least ``name``, ``url``, ``platform`` and
-        ``status``; it is persisted and passed back to the other endpoint hooks. firstresult.
+        ``status``, plus ``payload_logging`` (bool: scored records reach the monitoring store
+        through ``flush_payload``) and ``payload_store`` (the masked URL of that store) when the
+        endpoint logs its payload; the core reads no other key. It is persisted and passed back
+        to the other endpoint hooks. firstresult.
         """
 
     @hookspec(firstresult=True)
@@ -262,13 +265,19 @@ class PlatformSpecs:
     @hookspec(firstresult=True)
     def flush_payload(self, endpoint: dict | None, store: Any, work_dir: Path, token: str | None) -> int:
         """Bring every payload record the platform's endpoints logged into the monitoring
-        ``store`` (:class:`~modelcycle.core.monitoring.store.MonitoringStore`) and return how many
-        records moved: the live ``endpoint`` (``None`` when none is in service) and whatever a
-        stopped or killed endpoint of this use case left behind under ``work_dir``.
+        ``store`` (:class:`~modelcycle.core.monitoring.store.MonitoringStore`, which ingests
+        :class:`~modelcycle.core.monitoring.records.PayloadRecord`) and return how many records
+        moved: the live ``endpoint`` (``None`` when none is in service) and whatever a stopped or
+        killed endpoint of this use case left behind under ``work_dir``; ``token`` is the bearer
+        token the endpoint requires (``None``: no auth). When it returns, every request the
+        endpoint answered before the call is in the store.
 
         Called by the monitoring service before it reads records (``log-payload``,
-        ``log-feedback``, ``evaluate``, ``cleanup``). A platform without payload logging
-        returns 0. firstresult.
+        ``log-feedback``, ``attach_feedback``, ``evaluate``, ``cleanup``), on the endpoint's
+        platform only. A platform without payload logging returns 0; one that does not implement
+        the hook is treated so. Raise
+        :class:`~modelcycle.core.monitoring.errors.MonitoringError` when the records cannot be
+        stored now (they must stay logged). firstresult.
         """
 
     @hookspec(firstresult=True)
@@ -276,9 +285,14 @@ class PlatformSpecs:
         """Score labelled records on ``endpoint`` so they are logged with their ground truth:
         ``rows`` is ``[[raw_input, label], ...]``. Returns how many records were stored.
 
-        Called by ``log-feedback`` when too few logged records have a known label. A platform
-        that cannot do it raises :class:`~modelcycle.core.errors.EndpointError` saying what to
-        run instead. firstresult.
+        ``raw_input`` is the raw pixels (a ``(C, H, W)`` or ``(H, W)`` array, 0..255); each row is
+        scored, logged as payload whatever the sampling, and stored with its label.
+
+        Called by ``log-feedback`` when too few logged records have a known label, once with
+        every row (the platform batches its requests). A platform that cannot do it raises
+        :class:`~modelcycle.core.errors.EndpointError` saying what to run instead (one that does
+        not implement the hook is reported so); one whose endpoint refuses the rows raises
+        :class:`~modelcycle.core.monitoring.errors.MonitoringError`. firstresult.
         """
 
 

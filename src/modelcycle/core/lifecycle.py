@@ -434,9 +434,10 @@ class UseCase:
         baseline (held-out test images scored in-process); returns the subscription."""
         from modelcycle.core.monitoring import service
 
+        mirror = service.open_mirror(self)  # an unknown backend or bad settings fail before any state changes
         return self._run_stage(
-            "monitor", lambda state: service.subscribe(self, state), force,
-            still_valid=lambda outputs: service.subscription_valid(self, outputs),
+            "monitor", lambda state: service.subscribe(self, state, mirror), force,
+            still_valid=lambda outputs: service.subscription_valid(self, outputs, mirror.name),
         )
 
     def log_payload(self, samples: int = 100, dataset: str | None = None, offset: int = 0, images: Any = None) -> dict[str, Any]:
@@ -458,12 +459,17 @@ class UseCase:
 
         return service.attach_feedback(self, labels)
 
-    def evaluate(self, fail_on_violation: bool = False, plots: bool = True) -> list[dict[str, Any]]:
+    def evaluate(self, fail_on_violation: bool = False, plots: bool = True, every: float | None = None,
+                 times: int | None = None, on_result: Callable[[list[dict[str, Any]]], Any] | None = None,
+                 ) -> list[dict[str, Any]]:
         """Run every enabled monitor, store and return one measurement each (plots under
-        ``.modelcycle/plots/``); ``fail_on_violation`` raises ThresholdViolationError."""
+        ``.modelcycle/plots/``); ``fail_on_violation`` raises ThresholdViolationError. With
+        ``every`` (seconds) evaluate on a schedule, ``times`` times (``None``: until interrupted),
+        calling ``on_result`` with each evaluation's measurements; returns all of them."""
         from modelcycle.core.monitoring import service
 
-        return service.evaluate(self, fail_on_violation=fail_on_violation, plots=plots)
+        return service.evaluate(self, fail_on_violation=fail_on_violation, plots=plots, every=every, times=times,
+                                on_result=on_result)
 
     def evaluations(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The stored measurements of this use case, oldest first."""

@@ -294,10 +294,11 @@ class PluginRegistry:
         for kind in COMMAND_KINDS:
             for name in sorted(_entry_points(GROUPS[kind])):
                 try:
-                    self._load(GROUPS[kind], name)
+                    plugin = self._load(GROUPS[kind], name)
                 except (PluginNotFoundError, PluginContractError) as exc:
                     print(f"warning: {exc}", file=sys.stderr)
                 else:
+                    self._remember(kind, name, plugin)  # so call_plugin still lets one answer
                     loaded.append(self._key(kind, name))
         return loaded
 

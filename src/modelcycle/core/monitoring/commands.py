@@ -2,14 +2,13 @@
 
 ``monitor``, ``log-payload``, ``log-feedback``, ``evaluate`` (``--fail-on-violation`` exits 1
 when a threshold is violated; ``--every 1h [--times N]`` evaluates on a schedule) and
-``evaluations``; ``cleanup`` gains ``--records``.
+``evaluations``. Each is one call of a ``UseCase`` method; the command only prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import time
 from typing import Any, Callable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
@@ -77,19 +76,18 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
         f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
         f"{drift['max_samples']}; thresholds {_thresholds(drift)}"
     )
-    remote = outputs.get("openscale")
+    remote = outputs.get(outputs.get("backend", ""))
     if remote:
-        console.print(
-            f"openscale subscription {remote['subscription_id']} (data mart {remote['data_mart_id']}); quality monitor "
-            f"{remote.get('quality_monitor_instance_id') or 'not created (quality disabled)'}"
-        )
+        title = outputs.get("backend_title", outputs["backend"])
+        console.print(f"{title} subscription: " + ", ".join(f"{key} {value}" for key, value in remote.items() if value))
     return 0
 
 
-def _openscale_sent(result: dict[str, Any]) -> None:
-    sent = result.get("openscale")
+def _backend_sent(result: dict[str, Any]) -> None:
+    sent = result.get(result.get("backend", ""))
     if sent is not None:
-        print(f"sent to Watson OpenScale: {sent['payload']} payload and {sent['feedback']} feedback records")
+        print(f"sent to {result.get('backend_title', result['backend'])}: {sent['payload']} payload and "
+              f"{sent['feedback']} feedback records")
 
 
 def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
@@ -105,7 +103,7 @@ def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callabl
     print("\n---------------------------------------\n Successfully finished storing records\n"
           "---------------------------------------")
     print(f"{result['stored']} of {result['records']} payload records in the store")
-    _openscale_sent(result)
+    _backend_sent(result)
     return 0
 
 
@@ -120,7 +118,7 @@ def cmd_log_feedback(args: argparse.Namespace, use_case: Any, print_json: Callab
     if result["scored"]:
         how += f", {result['scored']} scored with their labels"
     print(f"{result['feedback_records']} feedback records ({how}); {result['total_feedback']} in total for {result['deployment_id']}")
-    _openscale_sent(result)
+    _backend_sent(result)
     return 0
 
 
@@ -163,33 +161,27 @@ def print_measurements(measurements: list[dict[str, Any]], title: str, show_time
             console.print(f"{m['monitor']}: {_records_text(m)}" + (f" — {m['message']}" if m.get("message") else ""))
 
 
+def _print_evaluation(results: list[dict[str, Any]]) -> None:
+    print_measurements(results, f"evaluation {results[0]['run_id']} at {results[0]['time']}")
+    for result in results:
+        for remote in (result.get("details") or {}).values():
+            if not (isinstance(remote, dict) and "backend_title" in remote and "run_id" in remote):
+                continue  # a backend's own run of this monitor carries its title
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in (remote.get("metrics") or {}).items())
+            print(f"{remote['backend_title']} {result['monitor']} run {remote['run_id']}: {remote.get('state')}"
+                  + (f"; {metrics}; {remote.get('issue_count', 0)} issue(s)" if metrics else f" — {remote.get('message', '')}"))
+    plots = results[0].get("plots") or []
+    if plots:
+        print("plots: " + ", ".join(plots))
+
+
 def cmd_evaluate(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
-    uc = use_case(args)
-    times = args.times if args.times is not None else (1 if args.every is None else None)
-    violated = False
-    done = 0
-    while times is None or done < times:
-        started = time.monotonic()
-        results = uc.evaluate(plots=not args.no_plots)
-        done += 1
-        violated = violated or any(r["violations"] for r in results)
-        if args.json:
-            print_json(results)
-        else:
-            print_measurements(results, f"evaluation {results[0]['run_id']} at {results[0]['time']}")
-            for result in results:
-                remote = (result.get("details") or {}).get("openscale")
-                if remote:
-                    metrics = ", ".join(f"{k} {v:.4f}" for k, v in remote.get("metrics", {}).items())
-                    print(f"Watson OpenScale {result['monitor']} run {remote['run_id']}: {remote['state']}"
-                          + (f"; {metrics}; {remote.get('issue_count', 0)} issue(s)" if metrics else f" — {remote.get('message', '')}"))
-            plots = results[0].get("plots") or []
-            if plots:
-                print("plots: " + ", ".join(plots))
-        if args.every is None or (times is not None and done >= times):
-            break
-        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
-    if violated and args.fail_on_violation:
+    from modelcycle.core.monitoring.errors import ThresholdViolationError
+
+    try:
+        use_case(args).evaluate(fail_on_violation=args.fail_on_violation, plots=not args.no_plots, every=args.every,
+                                times=args.times, on_result=print_json if args.json else _print_evaluation)
+    except ThresholdViolationError:
         if not args.json:
             print("threshold violated", flush=True)
         return 1
@@ -237,7 +229,7 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     evaluate.add_argument("--no-plots", action="store_true", help="do not write PNGs under .modelcycle/plots/")
     evaluate.add_argument("--every", type=parse_duration, default=None, metavar="DURATION",
                           help="evaluate on a schedule (30s, 5m, 1h, ...) while the endpoint serves")
-    evaluate.add_argument("--times", type=int, default=None, metavar="N", help="with --every: stop after N evaluations")
+    evaluate.add_argument("--times", type=int, default=None, metavar="N", help="stop after N evaluations (without --every: N in a row)")
     evaluate.set_defaults(func=bind(cmd_evaluate))
 
     history = commands.add_parser("evaluations", help="list the stored evaluations")

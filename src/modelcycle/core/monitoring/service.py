@@ -1,18 +1,20 @@
 """The monitoring stages and actions behind ``UseCase.monitor/log_payload/log_feedback/
-attach_feedback/evaluate/evaluations`` and the monitoring part of ``cleanup``.
+attach_feedback/evaluate/evaluations`` and the monitoring part of ``UseCase.cleanup``.
 
 The subscription is the seed's: one per deployed endpoint, with its payload schema (printed by
 ``modelcycle monitor``), its monitors and the drift baseline. Payload records reach the store
-through the endpoint's journal (see :mod:`.payload`); this module waits for them with the
-endpoint's ``/payload/flush`` and drains journals no live endpoint holds (a killed endpoint's
-records are not lost because nobody restarted it).
+through the serving platform: this module asks it for them with the platform hook
+``flush_payload`` before reading records, and for labelled records it cannot find among the
+logged ones with ``send_feedback``. It never knows an endpoint's internals.
+
+The monitoring backend (``monitoring.backend``, see :mod:`.backends`) mirrors the subscription,
+the records and the quality runs elsewhere; each command opens it once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,17 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelcycle.core.errors import StageError
+from modelcycle.core.errors import EndpointError, StageError
+from modelcycle.core.monitoring.backends import Mirror, open_mirror
 from modelcycle.core.monitoring.errors import MonitoringError, ThresholdViolationError
+from modelcycle.core.monitoring.records import PAYLOAD_SCHEMA
 from modelcycle.core.monitoring.store import MonitoringStore, resolve_database_url
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.lifecycle import UseCase
     from modelcycle.core.state import State
+    from modelcycle.core.view import UseCaseView
 
 __all__ = [
     "PAYLOAD_SCHEMA",
     "store_for",
+    "open_mirror",
     "subscribe",
     "subscription_valid",
     "log_payload",
@@ -40,38 +45,26 @@ __all__ = [
     "evaluations",
     "cleanup",
     "flush_payload",
-    "forward_to_openscale",
-]
-
-#: The payload data set's schema (what the seed's OpenScale subscription prints).
-PAYLOAD_SCHEMA: list[dict[str, Any]] = [
-    {"name": "scoring_id", "type": "string", "nullable": False},
-    {"name": "scoring_timestamp", "type": "timestamp", "nullable": False},
-    {"name": "deployment_id", "type": "string", "nullable": False},
-    {"name": "asset_revision", "type": "string", "nullable": True},
-    {"name": "scoring_input", "type": "binary", "nullable": True},
-    {"name": "prediction", "type": "integer", "nullable": True},
-    {"name": "probability", "type": {"containsNull": True, "elementType": "double", "type": "array"}, "nullable": True},
-    {"name": "prediction_probability", "type": "double", "nullable": True},
+    "forward",
 ]
 
 _REQUEST_IMAGES = 100  # images per scoring request of log_payload / log_feedback
 _PAGE = 5000
 
 
-def store_for(use_case: UseCase) -> MonitoringStore:
+def store_for(use_case: UseCaseView) -> MonitoringStore:
     """The use case's monitoring store (``monitoring.database_url``, ``MODELCYCLE_DATABASE_URL``,
     else SQLite under ``.modelcycle/``)."""
     return MonitoringStore(resolve_database_url(use_case.config.monitoring.database_url, use_case.work_dir))
 
 
-# -- the endpoint ------------------------------------------------------------------------------
-def _live_endpoint(use_case: UseCase) -> dict[str, Any] | None:
+# -- the endpoint and its platform -------------------------------------------------------------
+def _live_endpoint(use_case: UseCaseView) -> dict[str, Any] | None:
     endpoint = use_case.endpoint()
     return endpoint if endpoint and endpoint.get("status") == "InService" else None
 
 
-def _require_endpoint(use_case: UseCase, action: str) -> dict[str, Any]:
+def _require_endpoint(use_case: UseCaseView, action: str) -> dict[str, Any]:
     endpoint = use_case.endpoint()
     if endpoint is None or endpoint.get("status") != "InService":
         status = "not deployed" if endpoint is None else f"status {endpoint.get('status')}"
@@ -79,47 +72,33 @@ def _require_endpoint(use_case: UseCase, action: str) -> dict[str, Any]:
     return endpoint
 
 
-def _endpoint_post(use_case: UseCase, endpoint: dict[str, Any], path: str, document: Any) -> tuple[int, Any]:
-    """POST JSON to a local endpoint's monitoring route."""
-    import orjson
-
-    from modelcycle.platforms.local.endpoints import request
-
-    headers = {"Content-Type": "application/json"}
-    token = use_case.config.endpoint_token()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    status, payload, _ = request(endpoint["host"], endpoint["port"], "POST", path, body, headers, timeout=120)
-    try:
-        return status, orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return status, {"error": {"message": payload.decode(errors="replace")}}
+def _platform(use_case: UseCaseView, endpoint: Mapping[str, Any] | None, hook: str) -> str | None:
+    """The serving platform of ``endpoint`` (else of the recorded deployment, else the configured
+    one), loaded; ``None`` when it does not implement ``hook``."""
+    if endpoint is None:
+        endpoint = use_case.store.read().stage("deploy").outputs
+    name = endpoint.get("platform") or use_case.config.serving.platform
+    registry = use_case.registry
+    plugin = registry.load_platform(name, "serving")
+    implemented = any(impl.plugin is plugin for impl in getattr(registry.pm.hook, hook).get_hookimpls())
+    return name if implemented else None
 
 
-def _error_message(document: Any) -> str:
-    error = document.get("error", document) if isinstance(document, dict) else document
-    return error.get("message", str(error)) if isinstance(error, dict) else str(error)
-
-
-def flush_payload(use_case: UseCase, store: MonitoringStore | None = None) -> int:
-    """Bring every journaled record into the store: the live local endpoint drains its journal
-    (``/payload/flush``); journals no process holds are drained here. Returns records moved."""
-    from modelcycle.core.monitoring.journal import drain_orphaned_journals
-
-    moved = 0
+def flush_payload(use_case: UseCaseView, store: MonitoringStore | None = None) -> int:
+    """Bring every payload record the serving platform logged into the store (platform hook
+    ``flush_payload``): the live endpoint's, and whatever a stopped endpoint left behind.
+    Returns the records moved (0 for a platform that logs no payload)."""
     endpoint = _live_endpoint(use_case)
-    if endpoint is not None and endpoint.get("platform") == "local" and endpoint.get("payload_journal"):
-        status, document = _endpoint_post(use_case, endpoint, "/payload/flush", {})
-        if status != 200:
-            raise MonitoringError(f"endpoint {endpoint['name']} could not flush its payload log ({status}): {_error_message(document)}")
-        moved += int(document.get("drained", 0))
-    moved += drain_orphaned_journals(use_case.work_dir / "endpoints", store or store_for(use_case))
-    return moved
+    platform = _platform(use_case, endpoint, "flush_payload")
+    if platform is None:
+        return 0
+    return int(use_case.registry.call_platform(
+        platform, "flush_payload", endpoint=endpoint, store=store or store_for(use_case), work_dir=use_case.work_dir,
+        token=use_case.config.endpoint_token()))
 
 
 # -- subscription ------------------------------------------------------------------------------
-def _baseline(use_case: UseCase, model_dir: Path) -> dict[str, Any]:
+def _baseline(use_case: UseCaseView, model_dir: Path) -> dict[str, Any]:
     """Score a fixed-seed sample of held-out test images in-process: the drift reference."""
     from modelcycle.core.datasets import load_dataset
     from modelcycle.core.monitoring.drift import make_baseline
@@ -140,9 +119,12 @@ def _baseline(use_case: UseCase, model_dir: Path) -> dict[str, Any]:
     return make_baseline(probabilities, images, labels, source)
 
 
-def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
-    """The ``monitor`` stage: record the baseline and create the subscription (replacing any
-    earlier one of this use case)."""
+def subscribe(use_case: UseCaseView, state: State, mirror: Mirror) -> dict[str, Any]:
+    """The ``monitor`` stage: record the baseline and create the subscription, locally and in
+    ``mirror`` (replacing any earlier one of this use case, whichever backend made it).
+
+    The outputs keep ``backend`` (the mirror's name) and, when it made something, the ids its
+    ``subscribe`` returned under that name."""
     deploy, train = state.stage("deploy").outputs, state.stage("train").outputs
     monitoring = use_case.config.monitoring
     store = store_for(use_case)
@@ -152,22 +134,18 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
             f"monitoring store is {store.masked_url}: deploy again with the same monitoring.database_url "
             "(modelcycle deploy --force)")
     baseline = _baseline(use_case, Path(train["model_dir"]))
-    monitors = monitoring.model_dump(mode="json", exclude={"database_url", "backend", "openscale"})
+    monitors = monitoring.model_dump(mode="json", include={"payload", "quality", "drift"})
     from modelcycle.core.monitoring.thresholds import effective_thresholds
 
     for name in ("quality", "drift"):
         monitors[name]["thresholds"] = effective_thresholds(name, getattr(monitoring, name).thresholds)
-    previous = state.stage("monitor").outputs.get("openscale")
+    previous = state.stage("monitor").outputs
     row = store.create_subscription(
         use_case.config.name, deploy["name"], train.get("run_id"), deploy.get("url"), PAYLOAD_SCHEMA, monitors, baseline,
     )
-    remote = None
     try:
-        if previous:  # replaced, whichever backend is configured now
-            _delete_openscale_subscription(use_case, store, previous)
-        if monitoring.backend == "openscale":
-            remote = _openscale_backend(monitoring.openscale).subscribe(
-                use_case.config.name, deploy, train.get("run_id"), monitoring.quality)
+        _delete_remote(use_case, store, previous, mirror)
+        remote = mirror.backend.subscribe(use_case.config.name, deploy, train.get("run_id"), monitoring.quality)
     except BaseException:
         store.delete_subscription(row["id"])
         raise
@@ -176,30 +154,51 @@ def subscribe(use_case: UseCase, state: State) -> dict[str, Any]:
         "deployment_id": deploy["name"],
         "asset_revision": train.get("run_id"),
         "store": store.masked_url,
-        "payload_logging": bool(deploy.get("payload_journal")),
+        "payload_logging": bool(deploy.get("payload_logging")),
         "payload_schema": PAYLOAD_SCHEMA,
         "monitors": monitors,
         "baseline": {k: baseline[k] for k in ("records", "accuracy", "source") if k in baseline},
         "created_at": row["created_at"],
-        **({"openscale": remote} if remote else {}),
+        "backend": mirror.name,
+        "backend_title": mirror.title,
+        **({mirror.name: remote} if remote else {}),
     }
 
 
-# -- the Watson OpenScale mirror ---------------------------------------------------------------
-def _openscale_backend(config: Any) -> Any:
-    from modelcycle.platforms.ibm.openscale import OpenScaleBackend
+def subscription_valid(use_case: UseCaseView, outputs: dict[str, Any], backend: str) -> bool:
+    """The recorded subscription is still active, follows the current deployment and was made
+    with monitoring backend ``backend`` (the configured one)."""
+    deploy = use_case.store.read().stage("deploy").outputs
+    subscription_id = outputs.get("subscription_id")
+    if not subscription_id or outputs.get("deployment_id") != deploy.get("name"):
+        return False
+    if outputs.get("backend", "local") != backend:
+        return False  # mirrored elsewhere since: subscribe there
+    found = store_for(use_case).subscription(subscription_id)
+    return bool(found) and found["deleted_at"] is None
 
-    return OpenScaleBackend(config)
+
+# -- the backend's mirror ----------------------------------------------------------------------
+def _remote_ids(outputs: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """``(backend name, ids)`` of what a backend made for the recorded subscription, if anything."""
+    name = outputs.get("backend")
+    ids = outputs.get(name) if name else None
+    return (name, ids) if isinstance(ids, dict) and ids else None
 
 
-def _delete_openscale_subscription(use_case: UseCase, store: MonitoringStore, ids: dict[str, Any]) -> int:
-    """Delete an OpenScale subscription recorded in the monitor stage (1 when it existed) and
-    forget which records its data sets held."""
-    # the subscription lives where it was made, even if the configuration moved on since
-    located = {key: ids[key] for key in ("url", "service_instance_id") if ids.get(key)}
-    removed = int(_openscale_backend(use_case.config.monitoring.openscale.model_copy(update=located)).delete(ids))
-    store.forget_forwarded([ids[k] for k in ("payload_data_set_id", "feedback_data_set_id") if ids.get(k)])
-    return removed
+def _delete_remote(use_case: UseCaseView, store: MonitoringStore, outputs: Mapping[str, Any],
+                   mirror: Mirror | None = None) -> dict[str, int]:
+    """Delete what a backend made for the subscription recorded in ``outputs`` (with ``mirror``
+    when it is that backend, else with the backend that made it) and forget which records were
+    forwarded to it (a backend marks them under targets its ids name). Returns ``{name: count}``."""
+    remote = _remote_ids(outputs)
+    if remote is None:
+        return {}
+    name, ids = remote
+    backend = mirror if mirror is not None and mirror.name == name else open_mirror(use_case, name)
+    removed = int(backend.backend.delete(ids))
+    store.forget_forwarded([value for value in ids.values() if isinstance(value, str)])
+    return {name: removed}
 
 
 def _input_shape(model_dir: str | None) -> tuple[int, ...] | None:
@@ -211,37 +210,32 @@ def _input_shape(model_dir: str | None) -> tuple[int, ...] | None:
         return None
 
 
-def forward_to_openscale(use_case: UseCase, store: MonitoringStore | None = None,
-                         then: Callable[[Any, dict[str, Any]], Any] | None = None) -> dict[str, Any] | None:
-    """Send OpenScale the payload and feedback records it does not hold yet; ``then(backend,
-    ids)`` runs next on the same signed-in client. Returns ``{"sent": {payload, feedback},
-    "then": ...}``, or None when the use case does not mirror into OpenScale."""
-    if use_case.config.monitoring.backend != "openscale":
-        return None
+def forward(use_case: UseCaseView, store: MonitoringStore, mirror: Mirror,
+            then: Callable[[Any, dict[str, Any]], Any] | None = None) -> dict[str, Any] | None:
+    """Send ``mirror`` the payload and feedback records it does not hold yet; ``then(backend,
+    ids)`` runs next on the same backend object. Returns ``{"sent": {payload, feedback}, "then":
+    ...}``, or ``None`` when the subscription is not mirrored by that backend."""
     state = use_case.store.read()
     monitor = state.stage("monitor").outputs
-    ids = monitor.get("openscale")
-    if not ids:
+    remote = _remote_ids(monitor)
+    if remote is None or remote[0] != mirror.name:
         return None
-    backend = _openscale_backend(use_case.config.monitoring.openscale)
-    sent = backend.forward(store or store_for(use_case), monitor["deployment_id"], ids,
-                           _input_shape(state.stage("train").outputs.get("model_dir")))
-    return {"sent": sent, "then": then(backend, ids) if then else None}
+    ids = remote[1]
+    sent = mirror.backend.forward(store, monitor["deployment_id"], ids,
+                                  _input_shape(state.stage("train").outputs.get("model_dir")))
+    return {"sent": sent, "then": then(mirror.backend, ids) if then else None}
 
 
-def subscription_valid(use_case: UseCase, outputs: dict[str, Any]) -> bool:
-    """The recorded subscription is still active and follows the current deployment."""
-    deploy = use_case.store.read().stage("deploy").outputs
-    subscription_id = outputs.get("subscription_id")
-    if not subscription_id or outputs.get("deployment_id") != deploy.get("name"):
-        return False
-    if use_case.config.monitoring.backend == "openscale" and not outputs.get("openscale"):
-        return False  # mirrored into OpenScale since: subscribe there too
-    found = store_for(use_case).subscription(subscription_id)
-    return bool(found) and found["deleted_at"] is None
+def _forwarded(result: dict[str, Any], use_case: UseCaseView, store: MonitoringStore, mirror: Mirror) -> dict[str, Any]:
+    """``result`` with what ``mirror`` was sent: ``backend``, ``backend_title`` and the counts
+    under the backend's name (nothing added when the subscription is not mirrored)."""
+    forwarded = forward(use_case, store, mirror)
+    if forwarded is not None:
+        result.update({"backend": mirror.name, "backend_title": mirror.title, mirror.name: forwarded["sent"]})
+    return result
 
 
-def _subscription(use_case: UseCase, store: MonitoringStore) -> dict[str, Any]:
+def _subscription(use_case: UseCaseView, store: MonitoringStore) -> dict[str, Any]:
     outputs = use_case.store.read().stage("monitor").outputs
     subscription = store.subscription(outputs["subscription_id"]) if outputs.get("subscription_id") else None
     if subscription is None or subscription["deleted_at"] is not None:
@@ -249,7 +243,7 @@ def _subscription(use_case: UseCase, store: MonitoringStore) -> dict[str, Any]:
     return subscription
 
 
-def _deployment_id(use_case: UseCase) -> str:
+def _deployment_id(use_case: UseCaseView) -> str:
     state = use_case.store.read()
     name = state.stage("monitor").outputs.get("deployment_id") or state.stage("deploy").outputs.get("name")
     if not name:
@@ -264,7 +258,12 @@ def _npy(images: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def log_payload(use_case: UseCase, samples: int = 100, dataset: str | None = None, offset: int = 0,
+def _error_message(document: Any) -> str:
+    error = document.get("error", document) if isinstance(document, dict) else document
+    return error.get("message", str(error)) if isinstance(error, dict) else str(error)
+
+
+def log_payload(use_case: UseCaseView, samples: int = 100, dataset: str | None = None, offset: int = 0,
                 images: Any = None) -> dict[str, Any]:
     """Score ``samples`` test images of ``dataset`` (from ``offset``) — or the given raw
     ``images`` — on the endpoint in requests of 100, and wait until their records are stored."""
@@ -272,6 +271,7 @@ def log_payload(use_case: UseCase, samples: int = 100, dataset: str | None = Non
 
     if images is None and samples <= 0:
         raise MonitoringError(f"log-payload: --samples must be positive, got {samples}")
+    mirror = open_mirror(use_case)
     endpoint = _require_endpoint(use_case, "log-payload")
     name = (dataset or use_case.config.data.dataset) if images is None else None
     if images is None:
@@ -297,22 +297,18 @@ def log_payload(use_case: UseCase, samples: int = 100, dataset: str | None = Non
     store = store_for(use_case)
     flush_payload(use_case, store)
     stored = len(store.existing_scoring_ids(scoring_ids, endpoint["name"]))
-    result = {
+    return _forwarded({
         "deployment_id": endpoint["name"], "dataset": name,
         "records": len(scoring_ids), "stored": stored, "scoring_ids": scoring_ids,
-        "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_journal")),
-    }
-    forwarded = forward_to_openscale(use_case, store)
-    if forwarded is not None:
-        result["openscale"] = forwarded["sent"]
-    return result
+        "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_logging")),
+    }, use_case, store, mirror)
 
 
 def _image_key(pixels: bytes) -> bytes:
     return hashlib.blake2b(pixels, digest_size=16).digest()
 
 
-def _known_labels(use_case: UseCase) -> dict[bytes, int]:
+def _known_labels(use_case: UseCaseView) -> dict[bytes, int]:
     """Test images of the use case's dataset by content (C×H×W bytes) → label; an image that
     appears twice with different labels is left out."""
     from modelcycle.core.datasets import load_dataset
@@ -327,10 +323,11 @@ def _known_labels(use_case: UseCase) -> dict[bytes, int]:
     return table
 
 
-def log_feedback(use_case: UseCase, samples: int = 100) -> dict[str, Any]:
+def log_feedback(use_case: UseCaseView, samples: int = 100) -> dict[str, Any]:
     """Label ``samples`` payload records: the oldest unlabelled ones whose input is a test image
-    (its label is known); if there are not enough, score more labelled test images through the
-    endpoint's ``/feedback`` (inline records)."""
+    (its label is known); if there are not enough, have the serving platform score more labelled
+    test images (platform hook ``send_feedback``)."""
+    mirror = open_mirror(use_case)
     store = store_for(use_case)
     deployment_id = _deployment_id(use_case)
     flush_payload(use_case, store)
@@ -353,40 +350,39 @@ def log_feedback(use_case: UseCase, samples: int = 100) -> dict[str, Any]:
     scored = samples - len(matched)
     if scored > 0:
         _score_labelled(use_case, scored, len(matched))
-    result = {
+    return _forwarded({
         "deployment_id": deployment_id, "feedback_records": samples, "matched_payload": len(matched),
         "scored": scored, "total_feedback": store.feedback_count(deployment_id),
-    }
-    forwarded = forward_to_openscale(use_case, store)
-    if forwarded is not None:
-        result["openscale"] = forwarded["sent"]
-    return result
+    }, use_case, store, mirror)
 
 
-def _score_labelled(use_case: UseCase, count: int, matched: int) -> None:
+def _score_labelled(use_case: UseCaseView, count: int, matched: int) -> int:
+    """Send ``count`` labelled test images to the endpoint's platform (``send_feedback``)."""
     from modelcycle.core.datasets import load_dataset
 
     endpoint = _require_endpoint(use_case, "log-feedback")
-    if endpoint.get("platform") != "local" or not endpoint.get("payload_journal"):
-        raise MonitoringError(
-            f"log-feedback: only {matched} unlabelled payload records are known test images and endpoint "
-            f"{endpoint['name']} cannot score labelled records itself; run 'modelcycle log-payload' first")
+    platform = _platform(use_case, endpoint, "send_feedback")
+    short = f"log-feedback: only {matched} unlabelled payload records are known test images"
+    if platform is None:
+        raise MonitoringError(f"{short} and platform {endpoint.get('platform')} cannot score labelled records; "
+                              "run 'modelcycle log-payload' first")
     test = load_dataset(use_case.config.data.dataset, use_case.config.data.path).test.take(count)
-    for start in range(0, count, _REQUEST_IMAGES):
-        rows = [[image, int(label)] for image, label in
-                zip(test.images[start:start + _REQUEST_IMAGES], test.labels[start:start + _REQUEST_IMAGES])]
-        status, document = _endpoint_post(use_case, endpoint, "/feedback", {"fields": ["scoring_input", "label"], "values": rows})
-        if status != 200:
-            raise MonitoringError(f"log-feedback: endpoint answered {status}: {_error_message(document)}")
+    rows = [[image, int(label)] for image, label in zip(test.images, test.labels)]
+    try:
+        return int(use_case.registry.call_platform(
+            platform, "send_feedback", endpoint=endpoint, rows=rows, token=use_case.config.endpoint_token()))
+    except EndpointError as exc:
+        raise MonitoringError(f"{short}: {exc}") from None
 
 
-def attach_feedback(use_case: UseCase, labels: Mapping[str, int]) -> int:
+def attach_feedback(use_case: UseCaseView, labels: Mapping[str, int]) -> int:
     """Attach ground truth ``{scoring_id: label}`` to earlier scored records; returns the count.
 
     Raises:
         UnknownScoringIdError: some ids are not in the payload log (nothing is stored then).
         MonitoringError: a label is not a class index of the model.
     """
+    mirror = open_mirror(use_case)
     store = store_for(use_case)
     deployment_id = _deployment_id(use_case)
     subscription = store.subscription(use_case.store.read().stage("monitor").outputs.get("subscription_id") or "")
@@ -398,23 +394,21 @@ def attach_feedback(use_case: UseCase, labels: Mapping[str, int]) -> int:
         clean[str(scoring_id)] = int(label)
     flush_payload(use_case, store)
     stored = store.add_feedback(clean, deployment_id)
-    forward_to_openscale(use_case, store)
+    forward(use_case, store, mirror)
     return stored
 
 
 # -- evaluations -------------------------------------------------------------------------------
-def evaluate(use_case: UseCase, fail_on_violation: bool = False, plots: bool = True) -> list[dict[str, Any]]:
-    """Run every enabled monitor and store a measurement for each; optionally write plots."""
+def _evaluate_once(use_case: UseCaseView, store: MonitoringStore, mirror: Mirror, plots: bool) -> list[dict[str, Any]]:
     from modelcycle.core.monitoring.evaluation import present, run_evaluation
 
-    store = store_for(use_case)
     subscription = _subscription(use_case, store)
     flush_payload(use_case, store)
     remote: dict[str, Any] = {}
     if use_case.config.monitoring.quality.enabled:
-        mirrored = forward_to_openscale(use_case, store, then=lambda backend, ids: backend.run_quality(ids))
-        if mirrored is not None:
-            remote["quality"] = {"openscale": mirrored["then"]}
+        mirrored = forward(use_case, store, mirror, then=lambda backend, ids: backend.run_quality(ids))
+        if mirrored is not None and mirrored["then"] is not None:
+            remote["quality"] = {mirror.name: {**mirrored["then"], "backend_title": mirror.title}}
     results = run_evaluation(store, subscription, use_case.config.monitoring, remote)
     if plots:
         from modelcycle.core.monitoring.plots import write_plots
@@ -423,42 +417,80 @@ def evaluate(use_case: UseCase, fail_on_violation: bool = False, plots: bool = T
         paths = write_plots(results, history, use_case.work_dir / "plots")
         for result in results:
             result["plots"] = paths
-    if fail_on_violation and any(r["violations"] for r in results):
-        raise ThresholdViolationError(results)
     return results
 
 
-def evaluations(use_case: UseCase, limit: int | None = None) -> list[dict[str, Any]]:
+def evaluate(use_case: UseCaseView, fail_on_violation: bool = False, plots: bool = True, every: float | None = None,
+             times: int | None = None, on_result: Callable[[list[dict[str, Any]]], Any] | None = None,
+             ) -> list[dict[str, Any]]:
+    """Run every enabled monitor and store a measurement for each; optionally write plots.
+
+    Args:
+        fail_on_violation: once done, raise :class:`ThresholdViolationError` if any evaluation
+            violated a threshold.
+        plots: write PNGs under ``.modelcycle/plots/``.
+        every: evaluate again every this many seconds (a schedule), ``times`` times, or until
+            interrupted when ``times`` is ``None``.
+        times: how many evaluations (default 1 without ``every``); without ``every`` they run
+            back to back.
+        on_result: called with each evaluation's measurements as soon as they are stored.
+
+    Returns:
+        Every measurement stored, in order (one per enabled monitor and evaluation).
+    """
+    if every is not None and every <= 0:
+        raise MonitoringError(f"evaluate: every must be a positive number of seconds, got {every}")
+    if times is not None and times <= 0:
+        raise MonitoringError(f"evaluate: times must be positive, got {times}")
+    count = times if times is not None else (1 if every is None else None)
+    mirror = open_mirror(use_case)  # one backend (one signed-in client) for every evaluation
+    store = store_for(use_case)
+    measured: list[dict[str, Any]] = []
+    violating: list[dict[str, Any]] = []
+    done = 0
+    while True:
+        started = time.monotonic()
+        results = _evaluate_once(use_case, store, mirror, plots)
+        done += 1
+        measured += results
+        violating += [result for result in results if result["violations"]]
+        if on_result is not None:
+            on_result(results)
+        if count is not None and done >= count:
+            break
+        if every is not None:
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
+    if fail_on_violation and violating:
+        raise ThresholdViolationError(violating)
+    return measured
+
+
+def evaluations(use_case: UseCaseView, limit: int | None = None) -> list[dict[str, Any]]:
     """Stored measurements of the use case (every subscription it had), oldest first."""
     from modelcycle.core.monitoring.evaluation import present
 
     return [present(m) for m in store_for(use_case).measurements(use_case=use_case.config.name, limit=limit)]
 
 
-def cleanup(use_case: UseCase, records: bool = False) -> dict[str, int]:
-    """Delete the subscription (``{"monitoring": 1}``) after draining what the stopped endpoint
-    journaled; with ``records`` also its payload, feedback and measurements and the journal.
-    Called by ``UseCase.cleanup`` once the endpoint is stopped."""
+def cleanup(use_case: UseCaseView, records: bool = False) -> dict[str, int]:
+    """Delete the subscription (``{"monitoring": 1}``; what its backend made too, counted under
+    the backend's name) after the serving platform brought in what the stopped endpoint logged;
+    with ``records`` also its payload, feedback and measurements. Called by ``UseCase.cleanup``
+    once the endpoint is stopped."""
     state = use_case.store.read()
-    subscription_id = state.stage("monitor").outputs.get("subscription_id")
-    deployment_id = state.stage("monitor").outputs.get("deployment_id") or state.stage("deploy").outputs.get("name")
+    outputs = state.stage("monitor").outputs
+    subscription_id = outputs.get("subscription_id")
+    deployment_id = outputs.get("deployment_id") or state.stage("deploy").outputs.get("name")
     if not subscription_id and not records:
         return {}
     if not deployment_id:
         return {}
     store = store_for(use_case)
-    removed: dict[str, int] = {}
-    remote = state.stage("monitor").outputs.get("openscale")
-    if remote:  # first: a failure leaves the local subscription and the state as they were
-        removed["openscale"] = _delete_openscale_subscription(use_case, store, remote)
+    # first: a failure leaves the local subscription and the state as they were
+    removed: dict[str, int] = _delete_remote(use_case, store, outputs)
     if subscription_id and store.delete_subscription(subscription_id):
         removed["monitoring"] = 1
+    flush_payload(use_case, store)
     if records:
-        journal = use_case.work_dir / "endpoints" / f"{deployment_id}.journal"
-        shutil.rmtree(journal, ignore_errors=True)
         removed.update(store.delete_records(deployment_id, subscription_id))
-    else:
-        from modelcycle.core.monitoring.journal import drain_orphaned_journals
-
-        drain_orphaned_journals(use_case.work_dir / "endpoints", store)
     return removed

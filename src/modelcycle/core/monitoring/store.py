@@ -9,11 +9,9 @@ Payload records are keyed by ``scoring_id`` (a primary key): inserts use ``ON CO
 NOTHING``, so replaying a journal is idempotent. Each batch is one transaction that also moves
 the journal segment's drained offset, so the offset never runs ahead of the records.
 
-Record layout (per image): ``scoring_input`` is the raw pixels as uint8 bytes in ``C×H×W``
-order; ``probability`` is the class probabilities as little-endian float32 bytes;
-``scoring_timestamp`` is UTC seconds since the epoch. ``mean_intensity`` (mean pixel / 255) and
-``ink_fraction`` (share of pixels above 127) are computed at ingest, so drift never re-reads the
-inputs.
+Payload records are :class:`~modelcycle.core.monitoring.records.PayloadRecord` tuples (one per
+image: raw ``C×H×W`` uint8 pixels, float32 probabilities, and the ``mean_intensity`` and
+``ink_fraction`` computed when the record is built, so drift never re-reads the inputs).
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from modelcycle.core.sql import resolve_database_url as _resolve
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelcycle.core.monitoring.errors import MonitoringError
-from modelcycle.core.monitoring.journal import PAYLOAD_COLUMNS
+from modelcycle.core.monitoring.records import PAYLOAD_COLUMNS, PayloadRecord
 
 __all__ = ["MonitoringStore", "resolve_database_url", "mask_url", "DEFAULT_DB_NAME", "metadata"]
 
@@ -272,7 +270,7 @@ class MonitoringStore:
         return counts
 
     # -- payload -----------------------------------------------------------------------------
-    def _bulk_insert_payload(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _bulk_insert_payload(self, conn: sa.Connection, rows: Sequence[PayloadRecord]) -> None:
         """``INSERT ... VALUES (...), (...), ... ON CONFLICT (scoring_id) DO NOTHING``, up to
         ``_ROWS_PER_INSERT`` rows per statement, on the driver's cursor (PostgreSQL with psycopg 3:
         COPY into a staging table, then one insert). Multi-row statements,
@@ -280,7 +278,7 @@ class MonitoringStore:
         endpoint's event loop thread; the driver's cursor, because SQLAlchemy's per-row parameter
         processing would cost more than the insert itself."""
         if self.dialect not in ("sqlite", "postgresql"):
-            self._insert_ignore(conn, payload, "scoring_id", [dict(zip(PAYLOAD_COLUMNS, row)) for row in rows])
+            self._insert_ignore(conn, payload, "scoring_id", [row._asdict() for row in rows])
             return
         per_insert = _ROWS_PER_INSERT
         if self.dialect == "sqlite":
@@ -307,7 +305,7 @@ class MonitoringStore:
             cursor.close()
 
     @staticmethod
-    def _copy_payload(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _copy_payload(cursor: Any, rows: Sequence[PayloadRecord]) -> None:
         """COPY into a session-local staging table (emptied at commit), then ``INSERT ... SELECT
         ... ON CONFLICT DO NOTHING``: a quarter of the client CPU of multi-row INSERTs."""
         columns = ", ".join(PAYLOAD_COLUMNS)
@@ -328,14 +326,13 @@ class MonitoringStore:
             self._insert_statements[count] = sql
         return sql
 
-    def ingest(self, rows: list[Any], journal: tuple[str, str, int] | None = None) -> None:
-        """Insert payload ``rows`` — tuples in ``PAYLOAD_COLUMNS`` order or dicts — skipping
-        scoring ids already stored, and in the same transaction record ``journal =
-        (journal_id, deployment_id, drained offset)``."""
-        tuples = [tuple(row[c] for c in PAYLOAD_COLUMNS) for row in rows] if rows and isinstance(rows[0], Mapping) else rows
+    def ingest(self, rows: Sequence[PayloadRecord], journal: tuple[str, str, int] | None = None) -> None:
+        """Insert the payload records ``rows``, skipping scoring ids already stored, and in the
+        same transaction record how far their source log is stored: ``journal = (journal_id,
+        deployment_id, offset)`` (a payload logger resumes from :meth:`journal_offset`)."""
         with self.engine.begin() as conn:
-            if tuples:
-                self._bulk_insert_payload(conn, tuples)
+            if rows:
+                self._bulk_insert_payload(conn, rows)
             if journal is not None:
                 journal_id, deployment_id, offset = journal
                 self._upsert(

@@ -1,1 +1,2 @@
-"""Serving: request codecs, the inference pipeline and the ASGI endpoint app."""
+"""Serving: request codecs and the inference pipeline (the SageMaker handler contract). The local
+endpoint's ASGI app lives with the local platform (:mod:`modelcycle.platforms.local.app`)."""

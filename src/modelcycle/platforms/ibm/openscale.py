@@ -21,6 +21,11 @@ through ``ibm-watson-openscale``, the way the seed's ``configure_wos_subscriptio
 
 The API key comes from the variable named by ``openscale.api_key_env`` and is scrubbed from every
 error. The SDK's progress banners go to this module's debug log, not to stdout.
+
+This module is the ``openscale`` entry point of ``modelcycle.monitoring``: its hooks
+``monitoring_settings_class`` (:class:`~modelcycle.platforms.ibm.openscale_settings.OpenScaleConfig`,
+the ``monitoring.openscale:`` section) and ``monitoring_backend``. Its module level imports neither
+the SDK nor numpy nor pydantic (``modelcycle --help`` imports it).
 """
 
 from __future__ import annotations
@@ -34,22 +39,24 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-import numpy as np
-
+from modelcycle.core.markers import hookimpl
 from modelcycle.core.monitoring.errors import MonitoringError
 
-__all__ = ["OpenScaleBackend"]
+__all__ = ["OpenScaleBackend", "monitoring_settings_class", "monitoring_backend"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class OpenScaleBackend:
-    """One use case's mirror in a Watson OpenScale instance.
+    """One use case's mirror in a Watson OpenScale instance (a
+    :class:`~modelcycle.core.plugin_types.MonitoringBackend`); signs in on first use.
 
     Args:
         config: ``monitoring.openscale`` (an ``OpenScaleConfig``).
     """
+
+    name = "Watson OpenScale"
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -242,8 +249,13 @@ class OpenScaleBackend:
             raise
         return ids
 
-    def delete(self, ids: dict[str, Any]) -> bool:
-        """Delete the subscription (and with it its data sets); False when it was already gone."""
+    def delete(self, ids: dict[str, Any]) -> int:
+        """Delete the subscription (and with it its data sets) where it was made, even if the
+        configuration moved on since; 1 when it existed, 0 when it was already gone."""
+        located = {key: ids[key] for key in ("url", "service_instance_id")
+                   if ids.get(key) and ids[key] != getattr(self.config, key)}
+        if located:
+            return OpenScaleBackend(self.config.model_copy(update=located)).delete(ids)
         from ibm_cloud_sdk_core import ApiException
 
         def remove() -> bool:
@@ -255,7 +267,7 @@ class OpenScaleBackend:
                 raise
             return True
 
-        return self._call("deleting the subscription", remove)
+        return int(self._call("deleting the subscription", remove))
 
     # -- records -------------------------------------------------------------------------------
     def forward(self, store: Any, deployment_id: str, ids: dict[str, Any], input_shape: tuple[int, ...] | None) -> dict[str, int]:
@@ -352,6 +364,8 @@ def _iso(timestamp: float) -> str:
 
 
 def _pixels(raw: bytes | None, shape: tuple[int, ...] | None) -> Any:
+    import numpy as np
+
     if raw is None:
         return None
     pixels = np.frombuffer(raw, np.uint8)
@@ -361,4 +375,22 @@ def _pixels(raw: bytes | None, shape: tuple[int, ...] | None) -> Any:
 
 
 def _probabilities(raw: bytes | None) -> list[float]:
+    import numpy as np
+
     return [] if raw is None else [round(float(p), 6) for p in np.frombuffer(raw, "<f4")]
+
+
+# -- plugin hooks (entry point ``openscale`` in ``modelcycle.monitoring``) ------------------------
+@hookimpl
+def monitoring_settings_class() -> type:
+    """``monitoring.openscale:`` is validated by :class:`OpenScaleConfig` (it needs
+    ``service_instance_id``)."""
+    from modelcycle.platforms.ibm.openscale_settings import OpenScaleConfig
+
+    return OpenScaleConfig
+
+
+@hookimpl
+def monitoring_backend(settings: Any) -> OpenScaleBackend:
+    """One :class:`OpenScaleBackend` per command: it signs in once, on first use."""
+    return OpenScaleBackend(settings)

@@ -15,7 +15,7 @@ from typing import Any
 
 from modelcycle.core.errors import EndpointError
 
-__all__ = ["start_endpoint", "endpoint_status", "stop_endpoint", "request", "process_alive"]
+__all__ = ["start_endpoint", "endpoint_status", "stop_endpoint", "request", "post_json", "process_alive"]
 
 _SERVER_MODULE = "modelcycle.platforms.local.server"
 
@@ -51,6 +51,28 @@ def request(
         connection.close()
 
 
+def post_json(record: dict[str, Any], path: str, document: Any, token: str | None, timeout: float = 120.0) -> tuple[int, Any]:
+    """POST ``document`` as JSON to the endpoint ``record`` (its monitoring routes); returns
+    ``(status, decoded JSON answer)``, a non-JSON answer as ``{"error": {"message": text}}``."""
+    import orjson
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    status, payload, _ = request(record["host"], record["port"], "POST", path, body, headers, timeout=timeout)
+    try:
+        return status, orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return status, {"error": {"message": payload.decode(errors="replace")}}
+
+
+def error_message(document: Any) -> str:
+    """The ``message`` of an endpoint's JSON error answer (``{"error": {"message": ...}}``)."""
+    error = document.get("error", document) if isinstance(document, dict) else document
+    return error.get("message", str(error)) if isinstance(error, dict) else str(error)
+
+
 def _log_tail(log: Path, lines: int = 20) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -84,11 +106,13 @@ def start_endpoint(
 
     ``payload`` turns on payload logging: ``{"journal", "database_url", "sampling_percentage",
     "fsync", "flush_interval_ms", "batch_records", "drain"}`` (see
-    :func:`modelcycle.core.monitoring.payload.endpoint_payload_settings`). The store URL reaches
+    :func:`modelcycle.platforms.local.payload.endpoint_payload_settings`). The store URL reaches
     the process through its environment, never its command line.
 
     Returns:
-        The endpoint record: name, url, host, port, pid, status, model_dir, log, started_at.
+        The endpoint record: name, url, host, port, pid, status, model_dir, log, started_at,
+        ``payload_logging`` (whether scored records are journaled), ``payload_journal`` and
+        ``payload_store`` (the masked store URL).
 
     Raises:
         EndpointError: the process exited or did not become ready within ``timeout``; the
@@ -139,6 +163,7 @@ def start_endpoint(
         "log": str(log),
         "ready_file": str(ready),
         "auth": bool(token),
+        "payload_logging": bool(payload),
         "payload_journal": str(payload["journal"]) if payload else None,
         "payload_store": _masked(payload["database_url"]) if payload else None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

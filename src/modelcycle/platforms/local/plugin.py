@@ -1,4 +1,10 @@
-"""Hook implementations of the local platform (entry point ``local`` in ``modelcycle.platforms``)."""
+"""Hook implementations of the local platform (entry point ``local`` in ``modelcycle.platforms``).
+
+Endpoints are detached uvicorn processes (:mod:`.server`, :mod:`.app`); with payload logging
+on, each journals its scored records (:mod:`.payload`, :mod:`.journal`) and a child process
+drains them into the monitoring store (:mod:`.drainer`); :mod:`.routes` serves ``/feedback``
+and ``/payload/flush``, which ``flush_payload`` and ``send_feedback`` call.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from modelcycle.platforms.local import endpoints
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.config import ServingConfig
+    from modelcycle.core.monitoring.store import MonitoringStore
     from modelcycle.core.training import TrainingContext, TrainingResult
 
 
@@ -35,7 +42,7 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
     Payload logging follows ``monitoring.payload`` (the use case's, with its overrides): on by
     default, journaled under ``work_dir/endpoints``.
     """
-    from modelcycle.core.monitoring.payload import endpoint_payload_settings
+    from modelcycle.platforms.local.payload import endpoint_payload_settings
 
     return endpoints.start_endpoint(
         name,
@@ -67,3 +74,51 @@ def describe_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
 @hookimpl
 def delete_endpoint(endpoint: dict[str, Any]) -> int:
     return endpoints.stop_endpoint(endpoint)
+
+
+_FEEDBACK_ROWS = 100  # labelled records per /feedback request
+
+
+@hookimpl
+def flush_payload(endpoint: dict[str, Any] | None, store: MonitoringStore, work_dir: Path, token: str | None) -> int:
+    """Ask the live endpoint to drain its journal (``POST /payload/flush``: every record it
+    answered is stored when this returns), then drain the journals no endpoint process holds
+    under ``work_dir/endpoints`` (a stopped or killed endpoint's records are not lost)."""
+    from modelcycle.core.monitoring.errors import MonitoringError
+    from modelcycle.platforms.local.journal import drain_orphaned_journals
+
+    moved = 0
+    if endpoint is not None and endpoint.get("status") == "InService" and endpoint.get("payload_journal"):
+        status, document = endpoints.post_json(endpoint, "/payload/flush", {}, token)
+        if status != 200:
+            raise MonitoringError(
+                f"endpoint {endpoint['name']} could not flush its payload log ({status}): {endpoints.error_message(document)}")
+        moved += int(document.get("drained", 0))
+    return moved + drain_orphaned_journals(Path(work_dir) / "endpoints", store)
+
+
+@hookimpl
+def send_feedback(endpoint: dict[str, Any], rows: list[Any], token: str | None) -> int:
+    """Score the labelled ``rows`` (``[[raw pixels, label], ...]``) through the endpoint's
+    ``POST /feedback``, which logs each as payload and stores its label; returns the count stored.
+
+    Raises:
+        EndpointError: the endpoint does not log its payload (it was deployed with
+            ``monitoring.payload.enabled: false``).
+        MonitoringError: the endpoint refused the records.
+    """
+    from modelcycle.core.errors import EndpointError
+    from modelcycle.core.monitoring.errors import MonitoringError
+
+    if not endpoint.get("payload_journal"):
+        raise EndpointError(
+            f"endpoint {endpoint['name']} does not log its payload (deployed with monitoring.payload.enabled: "
+            "false), so it cannot store labelled records: deploy again with payload logging on")
+    stored = 0
+    for start in range(0, len(rows), _FEEDBACK_ROWS):
+        document = {"fields": ["scoring_input", "label"], "values": rows[start:start + _FEEDBACK_ROWS]}
+        status, answer = endpoints.post_json(endpoint, "/feedback", document, token)
+        if status != 200:
+            raise MonitoringError(f"endpoint {endpoint['name']} answered {status} to /feedback: {endpoints.error_message(answer)}")
+        stored += int(answer.get("stored", 0))
+    return stored

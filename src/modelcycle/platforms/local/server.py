@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from modelcycle.core.serving.app import create_app
+    from modelcycle.platforms.local.app import create_app
     from modelcycle.core.serving.pipeline import InferencePipeline
 
     pipeline = InferencePipeline(args.model_dir)
     payload_logger = None
     if args.payload_journal:
-        from modelcycle.core.monitoring.payload import PayloadLogger
+        from modelcycle.platforms.local.payload import PayloadLogger
 
         database_url = os.environ.get("MODELCYCLE_DATABASE_URL")
         if not database_url:

@@ -70,3 +70,19 @@ def delete_endpoint(endpoint: dict[str, Any]) -> int:
     from modelcycle.platforms.sagemaker import endpoints
 
     return endpoints.delete(endpoint)
+
+
+@hookimpl
+def flush_payload(endpoint: dict[str, Any] | None, store: Any, work_dir: Path, token: str | None) -> int:
+    """SageMaker endpoints log no payload into the monitoring store: nothing to bring in (0)."""
+    return 0
+
+
+@hookimpl
+def send_feedback(endpoint: dict[str, Any], rows: list[Any], token: str | None) -> int:
+    """A SageMaker endpoint cannot store labelled records itself."""
+    from modelcycle.core.errors import EndpointError
+
+    raise EndpointError(
+        f"SageMaker endpoint {endpoint.get('name')} cannot store labelled records itself: score test images "
+        "with 'modelcycle log-payload' first, then label them with 'modelcycle log-feedback'")

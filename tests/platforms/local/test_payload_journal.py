@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelcycle.core.monitoring.journal import (
+from modelcycle.platforms.local.journal import (
     JournalDrainer,
     JournalWriter,
     drain_orphaned_journals,

@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from modelcycle.core.monitoring.errors import MonitoringError
-from modelcycle.core.monitoring.journal import drain_orphaned_journals, sampled
-from modelcycle.core.monitoring.payload import PayloadLogger
+from modelcycle.platforms.local.journal import drain_orphaned_journals, sampled
+from modelcycle.platforms.local.payload import PayloadLogger
 from modelcycle.core.monitoring.store import MonitoringStore
 from modelcycle.platforms.local.endpoints import process_alive, start_endpoint, stop_endpoint
 
@@ -197,7 +197,7 @@ def _drainer_pid(endpoint_pid: int) -> int:
     while time.monotonic() < deadline:
         for children in Path(f"/proc/{endpoint_pid}/task").glob("*/children"):
             for pid in children.read_text().split():
-                if b"modelcycle.core.monitoring.drainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"modelcycle.platforms.local.drainer" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return int(pid)
         time.sleep(0.05)
     raise AssertionError(f"endpoint {endpoint_pid} has no drainer process")
@@ -232,6 +232,9 @@ def test_sigkill_under_load_loses_no_answered_request(trained_model_dir: Path, t
         os.killpg(records[0]["pid"], signal.SIGKILL)  # the endpoint and its drainer, mid-load
         load.join()
         _reap(records[0]["pid"])
+        deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously: on a busy machine the
+        while process_alive_pid(drainers[0]) and time.monotonic() < deadline:  # drainer may take a moment
+            time.sleep(0.01)
         assert not process_alive(records[0]["pid"]) and not process_alive_pid(drainers[0])
         store = MonitoringStore(url)
         first = list(load.answered)
@@ -286,9 +289,14 @@ def test_payload_logger_samples_and_survives_a_store_outage(tmp_path: Path, mnis
     images, _ = mnist_test_images
     database = tmp_path / "store.db"
     database.mkdir()  # a directory where the database file should be: the store cannot open
+    # no background drain while the test breaks and mends the store: one between the directory's
+    # removal and the broken file's creation would open a fresh database there
     logger = PayloadLogger(tmp_path / "ep.journal", f"sqlite:///{database}", "ep", "run", sampling_percentage=30,
-                           drain=drain).start()
+                           drain=drain, flush_interval=60.0).start()
     drainer_pid = logger.process.pid if logger.process is not None else None
+    deadline = time.monotonic() + 30  # the drainer process's start-up pass is over before the store changes
+    while drainer_pid is not None and not (tmp_path / "ep.journal" / "drainer.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         probabilities = np.full((1, 10), 0.1, np.float32)
         ids = [uuid.uuid4().hex for _ in range(300)]

@@ -1,6 +1,6 @@
 """The endpoint's payload drainer, a child process: journal → store, in batches.
 
-    MODELCYCLE_DATABASE_URL=... python -m modelcycle.core.monitoring.drainer --journal DIR --parent PID
+    MODELCYCLE_DATABASE_URL=... python -m modelcycle.platforms.local.drainer --journal DIR --parent PID
 
 Why a process and not a thread of the endpoint: parsing and inserting records holds the GIL and
 pollutes the caches of the thread that serves requests. On the seed ConvNet endpoint (one image
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     from modelcycle.core.monitoring.errors import MonitoringError
-    from modelcycle.core.monitoring.journal import JournalDrainer
+    from modelcycle.platforms.local.journal import JournalDrainer
     from modelcycle.core.monitoring.store import MonitoringStore, mask_url
 
     directory: Path = args.journal

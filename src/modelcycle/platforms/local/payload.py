@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modelcycle.core.monitoring.errors import MonitoringError
-from modelcycle.core.monitoring.journal import (
+from modelcycle.platforms.local.journal import (
     JournalDrainer,
     JournalWriter,
     encode_frame,
@@ -154,13 +154,14 @@ class PayloadLogger:
             log.error("payload store unavailable at start; records stay journaled until it is back: %s", exc)
         self._thread = threading.Thread(target=self._run, name="payload-drain", daemon=True)
         self._thread.start()
-        self._wake.set()  # replay what a previous process left, right away
+        if self.last_error is None:  # replay what a previous process left, right away (an
+            self._wake.set()  # unreachable store is tried again after flush_interval)
         return self
 
     def _spawn(self) -> None:
         env = {**os.environ, "MODELCYCLE_DATABASE_URL": self.database_url}
         command = [
-            sys.executable, "-m", "modelcycle.core.monitoring.drainer", "--journal", str(self.directory),
+            sys.executable, "-m", "modelcycle.platforms.local.drainer", "--journal", str(self.directory),
             "--parent", str(os.getpid()), "--interval-ms", str(max(1, int(self.flush_interval * 1000))),
         ]
         # The child inherits the journal lock (a new endpoint waits until this drainer is done) and
@@ -287,7 +288,7 @@ class PayloadLogger:
         return self._flush_process(timeout)
 
     def _drainer_status(self) -> dict[str, Any]:
-        from modelcycle.core.monitoring.drainer import STATUS_FILE
+        from modelcycle.platforms.local.drainer import STATUS_FILE
 
         try:
             return json.loads((self.directory / STATUS_FILE).read_text())

@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from modelcycle.core.errors import ServingError
-from modelcycle.core.monitoring.endpoint import with_record_ids
-from modelcycle.core.monitoring.journal import record_ids
+from modelcycle.core.monitoring.records import record_ids
 from modelcycle.core.serving.codecs import negotiate_accept
 from modelcycle.core.serving.pipeline import InferencePipeline
+from modelcycle.platforms.local.routes import with_record_ids
 
 __all__ = ["create_app"]
 
@@ -123,7 +123,7 @@ def create_app(
         max_body_bytes: larger requests get 413 (SageMaker's limit is 6 MB).
         batching: batch concurrent requests into one forward pass (see ``_Batcher``).
         max_batch_images: requests this large are predicted on their own.
-        payload_logger: a started :class:`~modelcycle.core.monitoring.payload.PayloadLogger`;
+        payload_logger: a started :class:`~modelcycle.platforms.local.payload.PayloadLogger`;
             every scored request is journaled by it before its 200 is sent (a failed journal
             write answers 503), and ``/feedback`` and ``/payload/flush`` are served.
     """
@@ -201,7 +201,7 @@ def create_app(
         return await score(request)
 
     if payload_logger is not None:
-        from modelcycle.core.monitoring.endpoint import add_monitoring_routes
+        from modelcycle.platforms.local.routes import add_monitoring_routes
 
         add_monitoring_routes(app, payload_logger, pipeline, authorized, _error, read_body)
 

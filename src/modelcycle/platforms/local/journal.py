@@ -33,14 +33,14 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelcycle.core.monitoring.errors import MonitoringError
+from modelcycle.core.monitoring.records import PayloadRecord, build_records, record_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.monitoring.store import MonitoringStore
@@ -52,6 +52,7 @@ __all__ = [
     "JournalDrainer",
     "encode_frame",
     "parse_frames",
+    "frames_to_rows",
     "record_ids",
     "sampled",
     "lock_journal",
@@ -68,11 +69,6 @@ _SEG_HEAD = struct.Struct("<4sH16s")
 _U16 = struct.Struct("<H")
 SEGMENT_SUFFIX = ".seg"
 MAX_FRAME = 256 << 20
-
-
-def record_ids(scoring_id: str, n: int) -> list[str]:
-    """Per-record ids of a request: the request's id for one image, ``{id}-{i}`` for image i of N > 1."""
-    return [scoring_id] if n == 1 else [f"{scoring_id}-{i}" for i in range(n)]
 
 
 def sampled(scoring_id: str, percentage: float) -> bool:
@@ -162,31 +158,16 @@ def parse_frames(buffer: bytes, limit: int | None = None) -> tuple[list[Frame], 
     return frames, pos, 0, False
 
 
-#: Column order of the tuples :func:`frames_to_rows` builds (and ``MonitoringStore.ingest`` takes).
-PAYLOAD_COLUMNS = (
-    "scoring_id", "request_id", "scoring_timestamp", "deployment_id", "asset_revision", "scoring_input",
-    "prediction", "probability", "prediction_probability", "latency_ms", "mean_intensity", "ink_fraction",
-)
-
-
-def frames_to_rows(frames: list[Frame], deployment_id: str, asset_revision: str | None) -> list[tuple[Any, ...]]:
-    """Store rows (one tuple per image, :data:`PAYLOAD_COLUMNS` order); the statistics are
-    computed vectorised over all frames of one shape."""
+def frames_to_rows(frames: list[Frame], deployment_id: str, asset_revision: str | None) -> list[PayloadRecord]:
+    """The frames' :class:`~modelcycle.core.monitoring.records.PayloadRecord` (one per image);
+    the statistics are computed vectorised over all frames of one shape."""
     groups: dict[tuple[int, int], list[Frame]] = defaultdict(list)
     for frame in frames:
         groups[(frame.chw, frame.k)].append(frame)
-    rows: list[tuple[Any, ...]] = []
+    rows: list[PayloadRecord] = []
     for (chw, k), group in groups.items():
         pixel_bytes = b"".join([f.buffer[f.pixel_offset:f.pixel_offset + f.n * chw] for f in group])
         probability_bytes = b"".join([f.buffer[f.probability_offset:f.probability_offset + 4 * f.n * k] for f in group])
-        m = len(pixel_bytes) // chw
-        pixels = np.frombuffer(pixel_bytes, np.uint8).reshape(m, chw)
-        probabilities = np.frombuffer(probability_bytes, "<f4").reshape(m, k)
-        mean = (pixels.sum(axis=1, dtype=np.int64) / (255.0 * chw)).tolist()
-        ink = (np.count_nonzero(pixels > 127, axis=1) / chw).tolist()
-        prediction = probabilities.argmax(axis=1).tolist()
-        confidence = probabilities.max(axis=1).astype(np.float64).tolist()
-        pk = 4 * k
         ids: list[str] = []
         requests: list[str] = []
         times: list[float] = []
@@ -202,11 +183,8 @@ def frames_to_rows(frames: list[Frame], deployment_id: str, asset_revision: str 
                 requests += [frame.scoring_id] * frame.n
                 times += [frame.timestamp] * frame.n
                 latencies += [frame.latency_ms] * frame.n
-        rows += zip(
-            ids, requests, times, repeat(deployment_id), repeat(asset_revision),
-            [pixel_bytes[i:i + chw] for i in range(0, m * chw, chw)], prediction,
-            [probability_bytes[i:i + pk] for i in range(0, m * pk, pk)], confidence, latencies, mean, ink,
-        )
+        rows += build_records(ids, requests, times, latencies, deployment_id, asset_revision,
+                              pixel_bytes, probability_bytes, chw, k)
     return rows
 
 
