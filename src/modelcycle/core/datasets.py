@@ -18,13 +18,12 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from modelcycle.core.config import DataConfig
+from modelcycle.core.dataset_types import Dataset, Split
 from modelcycle.core.errors import PluginContractError, PluginNotFoundError
 from modelcycle.core.registry import PluginRegistry, installed_plugins
 
@@ -39,78 +38,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """One split: ``images`` uint8 ``(N, H, W)`` or ``(N, H, W, C)``, ``labels`` int64 ``(N,)``."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.images.shape[:1] != self.labels.shape:
-            raise ValueError(f"{self.images.shape[0]} images but labels of shape {self.labels.shape}")
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def take(self, n: int) -> Split:
-        """Return the first ``min(n, len(self))`` records as views (no copy). ``n`` must be >= 0."""
-        if n < 0:
-            raise ValueError(f"take(n) needs n >= 0, got {n}")
-        return Split(self.images[:n], self.labels[:n])
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A loaded dataset with its lineage, as a dataset plugin's ``dataset_load`` returns it.
-
-    Attributes:
-        name: the dataset's name (its plugin's entry-point name).
-        train, test: the two splits.
-        classes: the class names, index = label.
-        source: the directory the files were read from.
-        checksums: md5 of every file read, keyed by its path relative to ``source``; recorded in
-            the model's manifest as lineage, and the files whose sizes and mtimes the in-process
-            cache checks.
-    """
-
-    name: str
-    train: Split
-    test: Split
-    classes: tuple[str, ...]
-    source: Path
-    checksums: dict[str, str]
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        """Shape of one image: ``(28, 28)`` or ``(32, 32, 3)``."""
-        return tuple(self.train.images.shape[1:])
-
-    @property
-    def channels(self) -> int:
-        """Number of colour channels (1 for 2-D images)."""
-        shape = self.image_shape
-        return 1 if len(shape) == 2 else int(shape[-1])
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel ``(mean, std)`` of the train images scaled to [0, 1]; computed once, exact sums."""
-        return self._normalization
-
-    @cached_property
-    def _normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        flat = self.train.images.reshape(-1, self.channels)
-        total = np.zeros(flat.shape[1], np.uint64)
-        squares = np.zeros(flat.shape[1], np.uint64)
-        for start in range(0, flat.shape[0], 1 << 16):  # cache-sized chunks; uint16 holds 255**2
-            chunk = np.ascontiguousarray(flat[start:start + (1 << 16)].T)  # (channels, pixels)
-            total += chunk.sum(axis=1, dtype=np.uint64)
-            squares += np.square(chunk, dtype=np.uint16).sum(axis=1, dtype=np.uint64)
-        n = max(flat.shape[0], 1)
-        mean = total.astype(np.float64) / n / 255.0
-        var = np.maximum(squares.astype(np.float64) / n / 255.0**2 - mean**2, 0.0)
-        return tuple(float(m) for m in mean), tuple(float(s) for s in np.sqrt(var))
 
 
 def md5sum(path: Path) -> str:

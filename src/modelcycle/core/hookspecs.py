@@ -18,10 +18,10 @@ from modelcycle.core.markers import hookspec
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
-    from modelcycle.core.datasets import Dataset, Split
-    from modelcycle.core.training import TrainingContext, TrainingResult
-    from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.dataset_types import Dataset, Split
     from modelcycle.core.plugin_types import FrameworkInfo, GovernanceBackend, MonitoringBackend
+    from modelcycle.core.serving.context import ServingContext
+    from modelcycle.core.training_types import TrainingContext, TrainingResult
 
 __all__ = [
     "FrameworkSpecs",

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from modelcycle.core.artifacts import (
     DatasetLineage,
@@ -27,153 +23,13 @@ from modelcycle.core.artifacts import (
     package_model,
     write_manifest,
 )
-from modelcycle.core.config import Hyperparameters, UseCaseConfig
+from modelcycle.core.config import UseCaseConfig
+from modelcycle.core.training_types import TrainingContext, TrainingReporter, TrainingResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.datasets import Dataset
-    from modelcycle.core.registry import PluginRegistry
+    from modelcycle.core.dataset_types import Dataset
 
 __all__ = ["TrainingReporter", "TrainingContext", "TrainingResult", "load_training_data", "train_in_process"]
-
-
-class TrainingReporter:
-    """Prints the seeds' log lines (rank 0 only), drives a progress bar on a terminal, and
-    broadcasts ``on_epoch_end``.
-
-    Args:
-        hook: the registry's hook relay.
-        stream: where log lines go (stdout by default).
-        quiet: print nothing (non-zero ranks, benchmarks).
-        progress: show a rich progress bar; default: when ``stream`` is a terminal.
-    """
-
-    def __init__(self, hook: Any, stream: IO[str] | None = None, quiet: bool = False, progress: bool | None = None) -> None:
-        self.hook = hook
-        self.stream = stream or sys.stdout
-        self.quiet = quiet
-        self.history: list[dict[str, float]] = []
-        use_bar = (not quiet) and (progress if progress is not None else self.stream.isatty())
-        self._bar: Any = None
-        self._task: Any = None
-        if use_bar:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TimeRemainingColumn(),
-                console=Console(file=self.stream),
-                transient=True,
-            )
-
-    @property
-    def has_progress_bar(self) -> bool:
-        """Whether this reporter draws its own progress bar (frameworks then hide theirs)."""
-        return self._bar is not None
-
-    def log(self, line: str) -> None:
-        """Print one line (not from quiet reporters), above the progress bar when there is one."""
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.console.print(line, highlight=False)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def start_epoch(self, epoch: int, num_batches: int) -> None:
-        """Called by ``fit`` at the start of each epoch (1-based)."""
-        if self._bar is not None:
-            if self._task is None:
-                self._bar.start()
-                self._task = self._bar.add_task("train", total=num_batches, epoch=epoch, loss=0.0)
-            else:
-                self._bar.reset(self._task, total=num_batches, epoch=epoch, loss=0.0)
-
-    def batch(self, epoch: int, batch_index: int, num_batches: int, batch_size: int, total: int, loss: float) -> None:
-        """Log ``Train Epoch: 1 [6400/60000 (11%)] Loss: 0.903774`` (call every log_interval)."""
-        self.log(
-            f"Train Epoch: {epoch} [{batch_index * batch_size}/{total} "
-            f"({100.0 * batch_index / num_batches:.0f}%)] Loss: {loss:.6f}"
-        )
-        if self._task is not None:
-            self._bar.update(self._task, completed=batch_index, loss=loss)
-
-    def test_result(self, loss: float, correct: int, total: int) -> None:
-        """Log ``Test set: Average loss: 0.1020, Accuracy: 9690/10000 (96.90%)``."""
-        self.log(
-            f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
-            f"({100.0 * correct / total:.2f}%)\n"
-        )
-
-    def end_epoch(self, epoch: int, metrics: dict[str, float], context: TrainingContext) -> None:
-        """Record the epoch's metrics and broadcast ``on_epoch_end``."""
-        self.history.append({"epoch": float(epoch), **metrics})
-        self.hook.on_epoch_end(epoch=epoch, metrics=metrics, context=context)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-@dataclass
-class TrainingResult:
-    """What a training run produced. ``model`` is the live object (in-process runs only)."""
-
-    run_id: str
-    metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    summary: str = ""
-    duration_s: float = 0.0
-    model_dir: Path | None = None
-    archive: Path | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    model: Any = field(default=None, repr=False)
-
-    def outputs(self) -> dict[str, Any]:
-        """The JSON-serialisable part, persisted as the ``train`` stage's outputs."""
-        return {
-            "run_id": self.run_id,
-            "metrics": self.metrics,
-            "history": self.history,
-            "duration_s": round(self.duration_s, 3),
-            "model_dir": str(self.model_dir) if self.model_dir else None,
-            "archive": str(self.archive) if self.archive else None,
-        }
-
-
-@dataclass
-class TrainingContext:
-    """Everything a framework hook needs during training.
-
-    ``state`` is scratch space a plugin owns for one run (optimizer, scheduler, ...).
-    """
-
-    config: UseCaseConfig
-    model_config: BaseModel
-    registry: PluginRegistry
-    reporter: TrainingReporter
-    run_id: str
-    output_dir: Path
-    preprocessing: Preprocessing | None = None
-    input_shape: tuple[int, int, int] = (1, 28, 28)
-    rank: int = 0
-    world_size: int = 1
-    state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def hyperparameters(self) -> Hyperparameters:
-        return self.config.hyperparameters
-
-    @property
-    def hook(self) -> Any:
-        return self.registry.hook
-
-    @property
-    def model_dir(self) -> Path:
-        return self.output_dir / "model"
 
 
 def load_training_data(config: UseCaseConfig) -> tuple[Dataset, Preprocessing]:
