@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import json  # noqa: E402
 
+import bench_cli  # noqa: E402
 import bench_distributed  # noqa: E402
 import bench_keras  # noqa: E402
 import bench_lightning  # noqa: E402
@@ -21,6 +22,7 @@ import bench_training  # noqa: E402
 
 #: the other benchmarks, recorded as their JSON results (name, module, title)
 MORE = (
+    ("cli", bench_cli, "Command-line start-up: modelcycle --help vs python -c pass (goal help < 0.5 s)"),
     ("lightning", bench_lightning, "One Lightning epoch: modelcycle fit vs plain Trainer.fit (goal ratio ≤ 1.05)"),
     ("keras", bench_keras, "One Keras epoch: modelcycle fit vs plain model.fit (goal ratio ≤ 1.05)"),
     ("tracking", bench_tracking, "Train stage with MLflow tracking on vs off (goal ≤ 3%)"),
