@@ -1,7 +1,10 @@
-"""The ``modelcycle`` command line.
+"""The ``modelcycle`` command line: thin commands over :class:`~modelcycle.core.lifecycle.UseCase`.
 
-Every command acts on the use case in the current directory or ``-C DIR``. Imports are lazy so
-``modelcycle --help`` answers without loading torch, pydantic or the web stack.
+Every command acts on the use case in the current directory or ``-C DIR`` (global options go
+before or after the subcommand). This module holds the lifecycle commands; ``monitoring`` and
+``governance`` beside it hold theirs; plugins add more through the ``add_commands`` hook.
+Imports are lazy so ``modelcycle --help`` answers without loading torch, pydantic or the web
+stack.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ __all__ = ["main", "build_parser"]
 #: The core's own command modules beside this one (``add_commands(subparsers, use_case,
 #: print_json)``); plugins add theirs through the ``add_commands`` hook. None may import anything
 #: heavy at module level (``modelcycle --help`` builds every parser).
-COMMAND_MODULES = ("modelcycle.core.monitoring.commands", "modelcycle.core.governance.commands")
+COMMAND_MODULES = ("modelcycle.cli.monitoring", "modelcycle.cli.governance")
 
 
 def _use_case(args: argparse.Namespace) -> Any:
@@ -364,7 +367,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
