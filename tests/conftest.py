@@ -1,4 +1,6 @@
-"""Shared fixtures: real MNIST, a small trained model, a live local endpoint (stopped by pid)."""
+"""Shared fixtures: real MNIST, a small trained model, a live local endpoint (stopped by pid), and
+the SQL databases the stores run on (SQLite always; PostgreSQL when ``MODELCYCLE_TEST_POSTGRES_URL``
+names one, as ``.ci/run`` arranges)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# read at import: the autouse fixture below removes MODELCYCLE_* variables inside tests
+POSTGRES_URL = os.environ.get("MODELCYCLE_TEST_POSTGRES_URL") or None
+NO_POSTGRES = (
+    "PostgreSQL case skipped: MODELCYCLE_TEST_POSTGRES_URL is not set. Install the PostgreSQL server "
+    "(Debian/Ubuntu: apt-get install postgresql) and run .ci/run, which starts a throwaway one on loopback, "
+    "or set MODELCYCLE_TEST_POSTGRES_URL to a database you own (postgresql+psycopg://user:password@host:port/db)"
+)
+DATABASES = ("sqlite", "postgresql")
 
 
 def _data_dir() -> Path | None:
@@ -170,3 +180,61 @@ def copy_model(model_dir: Path, destination: Path) -> Path:
     """A private copy of a model directory a test may modify."""
     shutil.copytree(model_dir, destination)
     return destination
+
+
+@contextmanager
+def scratch_database(kind: str, directory: Path) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database of ``kind`` (``sqlite``: a file under ``directory``;
+    ``postgresql``: a fresh schema of the ``MODELCYCLE_TEST_POSTGRES_URL`` database, selected by the
+    URL's ``search_path`` so every process given the URL sees only it). The schema is dropped with
+    everything in it afterwards, and this process's engines on it are closed.
+
+    Skips (saying what to install) when PostgreSQL is asked for and no server is configured; a
+    configured server that cannot be reached fails the test."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'test.db'}"
+        return
+    if kind != "postgresql":
+        raise ValueError(f"unknown test database {kind!r}: use one of {DATABASES}")
+    if not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from modelcycle.core import sql
+
+    schema = f"mc_test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        rendered = url.render_as_string(hide_password=False)
+        try:
+            yield rendered
+        finally:
+            for key, engine in list(sql._ENGINES.items()):  # pooled connections would outlive the schema
+                if key[0] == rendered:
+                    sql.forget_engine(engine)
+            with admin.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind in turn (see :func:`scratch_database`), for one test."""
+    with scratch_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty database of each kind in turn (see :func:`scratch_database`), for one module."""
+    with scratch_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
+        yield url

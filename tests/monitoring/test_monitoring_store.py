@@ -2,12 +2,11 @@
 idempotent payload replay, feedback upserts, the drift window, measurements, deletion.
 
 PostgreSQL runs when ``MODELCYCLE_TEST_POSTGRES_URL`` names a database (``.ci/run`` starts a
-server on loopback and sets it); otherwise those cases are skipped with the reason.
+server on loopback and sets it); otherwise those cases are skipped saying what to install.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,19 +21,10 @@ from modelcycle.core.monitoring.errors import UnknownScoringIdError
 from modelcycle.platforms.local.journal import encode_frame, frames_to_rows, parse_frames
 from modelcycle.core.monitoring.store import MonitoringStore, mask_url, resolve_database_url
 
-# read at import: the suite's autouse fixture removes MODELCYCLE_* variables inside tests
-POSTGRES_URL = os.environ.get("MODELCYCLE_TEST_POSTGRES_URL")
-NO_POSTGRES = "MODELCYCLE_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against (.ci/run starts one)"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MonitoringStore]:
-    if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip(NO_POSTGRES)
-        yield MonitoringStore(POSTGRES_URL)
-    else:
-        yield MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+@pytest.fixture
+def store(database_url: str) -> MonitoringStore:
+    """The store on an empty SQLite file, then on a fresh PostgreSQL schema (conftest)."""
+    return MonitoringStore(database_url)
 
 
 @pytest.fixture
@@ -135,6 +125,35 @@ def test_drift_window_is_the_most_recent_records(store: MonitoringStore, deploym
     assert np.allclose(window["mean_intensity"], mean) and np.allclose(window["ink_fraction"], ink)
     assert len(store.drift_window(deployment, 1000)["prediction"]) == 30
     assert len(store.drift_window(deployment + "-none", 10)["prediction"]) == 0
+
+
+def test_drift_window_since_a_cut_reaches_back_to_at_least(store: MonitoringStore, deployment: str, mnist_test_images) -> None:
+    images, _ = mnist_test_images
+    rows, probabilities = _records(images[:30], deployment, start=1_000_000.0)  # timestamps 1e6 + i
+    store.ingest(rows)
+    window = store.drift_window(deployment, 100, since=1_000_019.0, at_least=5)  # records 20..29 are newer
+    assert window["scoring_timestamp"].tolist() == [1_000_000.0 + i for i in range(29, 19, -1)]
+    assert np.array_equal(window["prediction"], probabilities[20:][::-1].argmax(axis=1))
+    capped = store.drift_window(deployment, 4, since=1_000_019.0, at_least=2)
+    assert capped["scoring_timestamp"].tolist() == [1_000_029.0, 1_000_028.0, 1_000_027.0, 1_000_026.0]
+    # too few after the cut: the most recent at_least of any time (never more than the limit)
+    reached = store.drift_window(deployment, 100, since=1_000_027.0, at_least=6)
+    assert reached["scoring_timestamp"].tolist() == [1_000_000.0 + i for i in range(29, 23, -1)]
+    assert len(store.drift_window(deployment, 3, since=1_000_029.0, at_least=6)["prediction"]) == 3
+    assert len(store.drift_window(deployment, 100, since=1_000_029.0)["prediction"]) == 0
+
+
+def test_latest_measurement_per_monitor_and_status(store: MonitoringStore, deployment: str) -> None:
+    subscription = store.create_subscription(f"uc-{deployment}", deployment, None, None, [], {}, None)["id"]
+    assert store.latest_measurement(subscription, "drift") is None
+    for i, (monitor, status) in enumerate([("drift", "finished"), ("drift", "insufficient_data"), ("quality", "finished")]):
+        store.add_measurement({"subscription_id": subscription, "monitor": monitor, "run_id": f"r{i}",
+                               "timestamp": 100.0 + i, "status": status, "details": {"window": {"last": 50.0 + i}}})
+    assert store.latest_measurement(subscription, "drift")["run_id"] == "r0"
+    assert store.latest_measurement(subscription, "drift", "insufficient_data")["details"]["window"]["last"] == 51.0
+    assert store.latest_measurement(subscription, "quality")["run_id"] == "r2"
+    assert store.latest_measurement(subscription + "x", "quality") is None
+    store.delete_records(deployment, subscription)
 
 
 def test_subscriptions_measurements_and_deletion(store: MonitoringStore, deployment: str, mnist_test_images) -> None:

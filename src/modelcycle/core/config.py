@@ -247,13 +247,21 @@ class QualityMonitorConfig(_Section):
 
 
 class DriftMonitorConfig(_Section):
-    """Drift of the most recent payload vs the baseline. ``thresholds`` override the defaults per
+    """Drift of a window of recent payload vs the baseline. ``thresholds`` override the defaults per
     (metric_id, type): upper_limit 0.15 on prediction drift (Jensen-Shannon), 0.1 on confidence drift
-    (total variation), 0.25 on the input statistics (KS)."""
+    (total variation), 0.25 on the input statistics (KS).
+
+    ``window`` picks the records judged: ``since_last`` (the default) those scored since the
+    previous drift evaluation, ``last_n`` the most recent ``last_n``, ``duration`` those scored in
+    the last ``duration_s`` seconds. ``since_last`` and ``duration`` reach back to the most recent
+    ``min_samples`` records when they hold fewer; every window holds at most ``max_samples``."""
 
     enabled: bool = True
     min_samples: int = Field(default=100, gt=0)
-    max_samples: int = Field(default=10_000, gt=0, description="size of the recent payload window")
+    max_samples: int = Field(default=10_000, gt=0, description="the most records any window holds")
+    window: Literal["since_last", "last_n", "duration"] = "since_last"
+    last_n: int = Field(default=1000, gt=0, description="records in a last_n window")
+    duration_s: float = Field(default=3600.0, gt=0, description="seconds of traffic in a duration window")
     baseline_samples: int = Field(default=2000, gt=0, description="held-out test images scored for the baseline")
     thresholds: list[DriftThreshold] = Field(default_factory=list)
 
@@ -261,6 +269,16 @@ class DriftMonitorConfig(_Section):
     @classmethod
     def _one_per_metric(cls, value: list[DriftThreshold]) -> list[DriftThreshold]:
         return _unique_thresholds(value)
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> DriftMonitorConfig:
+        if self.min_samples > self.max_samples:
+            raise ValueError(f"min_samples ({self.min_samples}) exceeds max_samples ({self.max_samples}): no window "
+                             "could ever be judged; lower min_samples or raise max_samples")
+        if self.window == "last_n" and not self.min_samples <= self.last_n <= self.max_samples:
+            raise ValueError(f"last_n ({self.last_n}) must lie between min_samples ({self.min_samples}) and "
+                             f"max_samples ({self.max_samples}) for window: last_n")
+        return self
 
 
 class PayloadLoggingConfig(_Section):

@@ -1,4 +1,8 @@
-"""The drift monitor: the most recent payload window against the baseline, four named statistics.
+"""The drift monitor: a window of payload against the baseline, four named statistics.
+
+Which records form the window (by default those scored since the previous drift evaluation, so
+new drift is not diluted by traffic already judged) is chosen by
+:func:`modelcycle.core.monitoring.evaluation.select_window`; this module only measures it.
 
 ============================  =================================================  ===========
 metric_id                     statistic                                          default

@@ -403,27 +403,37 @@ class MonitoringStore:
                 rows = [tuple(row) for row in conn.execute(query)]
         return rows
 
-    def drift_window(self, deployment_id: str, limit: int) -> dict[str, np.ndarray]:
-        """The most recent ``limit`` records' prediction, confidence and input statistics."""
-        query = (
-            sa.select(payload.c.prediction, payload.c.prediction_probability, payload.c.mean_intensity, payload.c.ink_fraction)
-            .where(payload.c.deployment_id == deployment_id)
-            .order_by(payload.c.scoring_timestamp.desc())
-            .limit(limit)
-        )
-        rows = self._rows(
-            query,
-            f"SELECT prediction, prediction_probability, mean_intensity, ink_fraction FROM {payload.name} "
-            "WHERE deployment_id = ? ORDER BY scoring_timestamp DESC LIMIT ?",
-            (deployment_id, int(limit)),
-        )
-        array = np.array(rows, dtype=np.float64).reshape(len(rows), 4)
+    def drift_window(self, deployment_id: str, limit: int, since: float | None = None,
+                     at_least: int = 0) -> dict[str, np.ndarray]:
+        """The prediction, confidence, input statistics and ``scoring_timestamp`` of the
+        deployment's most recent records, newest first: at most ``limit`` of them, only those
+        scored after ``since`` when given — unless fewer than ``at_least`` are, in which case the
+        most recent ``at_least`` (of any time) are returned."""
+        columns = (payload.c.prediction, payload.c.prediction_probability, payload.c.mean_intensity,
+                   payload.c.ink_fraction, payload.c.scoring_timestamp)
+        rows = self._recent(deployment_id, columns, limit, since)
+        if since is not None and len(rows) < at_least:
+            rows = self._recent(deployment_id, columns, min(at_least, limit), None)
+        array = np.array(rows, dtype=np.float64).reshape(len(rows), 5)
         return {
             "prediction": array[:, 0].astype(np.int64),
             "confidence": array[:, 1],
             "mean_intensity": array[:, 2],
             "ink_fraction": array[:, 3],
+            "scoring_timestamp": array[:, 4],
         }
+
+    def _recent(self, deployment_id: str, columns: Sequence[Any], limit: int, since: float | None) -> list[tuple[Any, ...]]:
+        """``columns`` of the newest ``limit`` records of ``deployment_id`` (scored after ``since``)."""
+        query = sa.select(*columns).where(payload.c.deployment_id == deployment_id)
+        sql = f"SELECT {', '.join(c.name for c in columns)} FROM {payload.name} WHERE deployment_id = ?"
+        params: tuple[Any, ...] = (deployment_id,)
+        if since is not None:
+            query = query.where(payload.c.scoring_timestamp > since)
+            sql += " AND scoring_timestamp > ?"
+            params += (float(since),)
+        query = query.order_by(payload.c.scoring_timestamp.desc()).limit(limit)
+        return self._rows(query, sql + " ORDER BY scoring_timestamp DESC LIMIT ?", params + (int(limit),))
 
     # -- feedback ----------------------------------------------------------------------------
     def add_feedback(self, labels: Mapping[str, int], deployment_id: str) -> int:
@@ -536,6 +546,16 @@ class MonitoringStore:
         with self.engine.begin() as conn:
             conn.execute(measurements.insert(), [row])
         return row
+
+    def latest_measurement(self, subscription_id: str, monitor: str, status: str = "finished") -> dict[str, Any] | None:
+        """The subscription's most recent measurement of ``monitor`` with ``status``, if any."""
+        query = (sa.select(measurements)
+                 .where(measurements.c.subscription_id == subscription_id, measurements.c.monitor == monitor,
+                        measurements.c.status == status)
+                 .order_by(measurements.c.timestamp.desc(), measurements.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            found = conn.execute(query).mappings().first()
+        return dict(found) if found else None
 
     def measurements(self, subscription_id: str | None = None, limit: int | None = None, monitor: str | None = None,
                      use_case: str | None = None) -> list[dict[str, Any]]:
