@@ -205,7 +205,8 @@ def evaluation(url: str, records: int = RECORDS) -> dict[str, Any]:
         drift_metrics(baseline, window)
         compute.append(time.perf_counter() - started)
 
-    config = MonitoringConfig.model_validate({"drift": {"max_samples": records}, "quality": {"max_records": records}})
+    config = MonitoringConfig.model_validate({"drift": {"max_samples": records, "window": "last_n", "last_n": records},
+                                          "quality": {"max_records": records}})
     full = []
     for _ in range(3):
         started = time.perf_counter()

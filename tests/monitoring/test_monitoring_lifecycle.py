@@ -1,6 +1,7 @@
 """The monitoring lifecycle on real MNIST through a live endpoint, with the Python API and the CLI:
 deploy → monitor → log 2,000 payload and 500 feedback records → evaluate (accuracy equal to
-scikit-learn on the same records, thresholds, drift on Fashion-MNIST) → evaluations → cleanup.
+scikit-learn on the same records, thresholds, drift on Fashion-MNIST) → evaluations → cleanup;
+with the monitoring store (and so the endpoint's drainer) on SQLite and on PostgreSQL.
 
 One use case is deployed per module (its train stage points at the session's trained model);
 the endpoint is stopped by pid at the end whatever happened.
@@ -31,11 +32,13 @@ SEED_SCHEMA = ["scoring_id", "scoring_timestamp", "deployment_id", "asset_revisi
 
 
 @pytest.fixture(scope="module")
-def use_case_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Path]:
-    """A use case trained (state → the session's model), deployed and monitored."""
+def use_case_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path,
+                 module_database_url: str) -> Iterator[Path]:
+    """A use case trained (state → the session's model), deployed and monitored, its monitoring
+    store in ``module_database_url``."""
     with isolated_module_env(tmp_path_factory, data_dir):
         directory = write_use_case(tmp_path_factory.mktemp("monitoring") / "uc", name="monitored",
-                                   tracking={"enabled": False}, **SMALL)
+                                   tracking={"enabled": False}, monitoring={"database_url": module_database_url}, **SMALL)
         mark_trained(directory, trained_model_dir)
         try:
             use_case = UseCase(directory)
@@ -46,15 +49,15 @@ def use_case_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
             stop_deployed(directory)
 
 
-def _store(directory: Path) -> MonitoringStore:
-    return MonitoringStore(f"sqlite:///{directory / '.modelcycle' / 'monitoring.db'}")
+def _store(database_url: str) -> MonitoringStore:
+    return MonitoringStore(database_url)
 
 
 def _accuracy_threshold(value: float) -> dict:
     return {"monitoring.quality.thresholds": [{"metric_id": "accuracy", "type": "lower_limit", "value": value}]}
 
 
-def test_monitoring_lifecycle_on_real_mnist(use_case_dir: Path) -> None:
+def test_monitoring_lifecycle_on_real_mnist(use_case_dir: Path, module_database_url: str) -> None:
     from modelcycle.core.datasets import load_dataset
 
     use_case = UseCase(use_case_dir)
@@ -72,7 +75,7 @@ def test_monitoring_lifecycle_on_real_mnist(use_case_dir: Path) -> None:
                         "total_feedback": 500}
 
     # the same 500 records, independently: payload predictions and the MNIST labels of their inputs
-    store = _store(use_case_dir)
+    store = _store(module_database_url)
     test = load_dataset("mnist").test
     by_input = {image.tobytes(): int(label) for image, label in zip(test.images[:2000], test.labels[:2000])}
     data = store.quality_data(deployment, with_ids=True)
@@ -124,7 +127,7 @@ def _cli(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_monitoring_commands(use_case_dir: Path) -> None:
+def test_monitoring_commands(use_case_dir: Path, module_database_url: str) -> None:
     monitor = _cli(use_case_dir, "monitor")
     assert monitor.returncode == 0, monitor.stderr
     assert "Successfully finished adding subscription" in monitor.stdout
@@ -167,7 +170,7 @@ def test_monitoring_commands(use_case_dir: Path) -> None:
     removed = eval(cleanup.stdout.strip(), {})  # the printed dict, as the seed prints it
     assert removed["serving"] == 1 and removed["monitoring"] == 1
     assert removed["payload_records"] == 2000 + 1000 + 200 and removed["feedback_records"] == 601
-    assert _store(use_case_dir).payload_count(deployment) == 0
+    assert _store(module_database_url).payload_count(deployment) == 0
     after = UseCase(use_case_dir).status()
     assert after["monitored"] is False and after["deployed"] is False
     assert _cli(use_case_dir, "cleanup").stdout.strip() == "{'serving': 0}"

@@ -74,7 +74,7 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
     )
     console.print(
         f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
-        f"{drift['max_samples']}; thresholds {_thresholds(drift)}"
+        f"{drift.get('window', 'last_n')} (at most {drift['max_samples']}); thresholds {_thresholds(drift)}"
     )
     remote = outputs.get(outputs.get("backend", ""))
     if remote:
