@@ -302,14 +302,20 @@ class GovernanceStore:
             query = sa.select(assets.c.stage, assets.c.use_case_id).where(assets.c.id == asset_id)
             if self.engine.dialect.name != "sqlite":
                 query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                raise AssetNotFoundError(f"no model asset with id {asset_id}")
-            current, use_case_id = row.stage, row.use_case_id
-            check_transition(current, target, force=force, reason=reason)
-            if target == current:
-                return {"asset_id": asset_id, "from": current, "to": target, "moved": False}
-            conn.execute(assets.update().where(assets.c.id == asset_id).values(stage=target))
+            while True:
+                row = conn.execute(query).first()
+                if row is None:
+                    raise AssetNotFoundError(f"no model asset with id {asset_id}")
+                current, use_case_id = row.stage, row.use_case_id
+                check_transition(current, target, force=force, reason=reason)
+                if target == current:
+                    return {"asset_id": asset_id, "from": current, "to": target, "moved": False}
+                # only from the stage just read: SQLite reads without a lock, so a concurrent move
+                # that committed since leaves nothing to update here, and the loop reads again
+                moved = conn.execute(assets.update().where(assets.c.id == asset_id, assets.c.stage == current)
+                                     .values(stage=target))
+                if moved.rowcount == 1:
+                    break
             self._audit(conn, use_case_id, "stage", who, asset_id=asset_id, from_stage=current, to_stage=target,
                         reason=reason, forced=force and target not in _forward(current), details={"source": source})
         return {"asset_id": asset_id, "from": current, "to": target, "moved": True}
