@@ -150,7 +150,8 @@ def test_failed_and_stuck_creations_leave_nothing_behind(use_case_dir: Path, fak
     assert fake.rejected == []
 
 
-def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenScale, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenScale, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     from modelcycle.core.datasets import load_dataset
 
     monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
@@ -263,11 +264,13 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     # is a clear error and stores no measurement
     fake.run_outcome = "error"
     try:
-        cli = subprocess.run([sys.executable, "-m", "modelcycle.cli", "-C", str(use_case_dir), "evaluate", "--no-plots"],
-                             capture_output=True, text=True, timeout=300)
-        assert cli.returncode == 0, cli.stdout + cli.stderr  # the local evaluation stands; the remote run is reported
+        from modelcycle.cli import main
+
+        capsys.readouterr()
+        assert main(["-C", str(use_case_dir), "evaluate", "--no-plots"]) == 0  # the local evaluation stands
+        out = capsys.readouterr().out
         assert re.search(r"Watson OpenScale quality run \S+: error — the service could not finish the operation \(injected\)",
-                         cli.stdout), cli.stdout
+                         out), out
         failed = UseCase(use_case_dir).evaluations()[-1]["details"]["openscale"]
         assert failed["state"] == "error" and "metrics" not in failed and failed["run_id"] in fake.resources["runs"]
         fake.run_outcome = "running"
