@@ -8,6 +8,14 @@ assets, fact definitions and attributes, AI use case approaches, tracking and en
 records every request (method, path, query, JSON body, whether it carried the bearer token), so
 tests assert on what the client library actually sent. Unknown routes answer 404 and are kept in
 ``unhandled``.
+
+Like the service it says no: a request without a bearer token this stand-in issued (at
+``/icp4d-api/v1/authorize`` or the IAM ``/identity/token``) gets 401, and a body missing what the
+API requires (model stub, notebook experiment, tracking, environment, custom facts of the types
+the catalog defines) gets 400 naming the property; both in the platform's error shape
+(``{"trace", "errors": [{"code", "message"}]}``) and listed in ``rejected``. ``fail_next[suffix]
+= status`` fails the next request whose path ends with ``suffix``; ``stall`` holds every request
+whose path contains one of its fragments until the service stops (a service that does not answer).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import pytest
 from loopback_service import LoopbackJSONService
 
 API_KEY = "test-api-key-5f3a9c"  # what the fake accepts; tests check it never leaks
-TOKEN = "fake-cp4d-bearer-token"
+ENVIRONMENTS = ("Develop", "Test", "Validate", "Operate")
+FACT_TYPES = {"string": str, "integer": int, "boolean": bool, "number": (int, float), "date": str}
 
 
 class FakeFactsheets(LoopbackJSONService):
@@ -60,7 +69,16 @@ class FakeFactsheets(LoopbackJSONService):
         jwt = pytest.importorskip("jwt")  # PyJWT comes with the ibm extra
         self.jwt = jwt.encode({"iam_id": "IBMid-tester", "sub": "tester@example.com", "account": {"bss": "bss-0001"},
                                "iat": now, "exp": now + 3600}, "not-a-secret-only-a-test-fixture-key", algorithm="HS256")
+        self.tokens: set[str] = set()  # bearer tokens issued
+        self.rejected: list[dict[str, Any]] = []  # requests answered 400 / 401, with the reason
+        self.fail_next: dict[str, int] = {}  # path suffix -> HTTP status to answer once
+        self.stall: set[str] = set()  # path fragments never answered (until stop)
+        self.released = threading.Event()
         self.lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.released.set()  # stalled requests get their answer now
+        super().stop()
 
     # -- the transport -----------------------------------------------------------------------
     def answer(self, method: str, raw_path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
@@ -68,12 +86,21 @@ class FakeFactsheets(LoopbackJSONService):
         record = {
             "method": method, "path": parts.path,
             "query": {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()},
-            "body": body, "authorized": headers.get("Authorization") in (f"Bearer {TOKEN}", f"Bearer {self.jwt}"),
-            "original_url": headers.get("X-Original-URL"),
+            "body": body, "original_url": headers.get("X-Original-URL"),
         }
+        authorization = headers.get("Authorization", "")
+        if any(fragment in parts.path for fragment in self.stall):
+            self.released.wait(120)
         with self.lock:
+            record["authorized"] = authorization.startswith("Bearer ") and authorization[len("Bearer "):] in self.tokens
             self.requests.append(record)
+            for suffix, status in list(self.fail_next.items()):
+                if parts.path.endswith(suffix):
+                    del self.fail_next[suffix]
+                    return status, self._error(status, "injected failure")[1], {}
             status, payload = self.route(record)
+            if status in (400, 401):
+                self.rejected.append({**record, "status": status, "reason": payload["errors"][0]["message"]})
         return status, payload, {}
 
     # -- queries for tests -------------------------------------------------------------------
@@ -86,25 +113,91 @@ class FakeFactsheets(LoopbackJSONService):
     # -- the API -----------------------------------------------------------------------------
     @staticmethod
     def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
-        return status, {"errors": [{"code": str(status), "message": message}], "trace": uuid.uuid4().hex}
+        codes = {400: "bad_request", 401: "authentication_failed", 404: "not_found", 500: "internal_error"}
+        return status, {"errors": [{"code": codes.get(status, str(status)), "message": message}], "trace": uuid.uuid4().hex}
+
+    def _invalid(self, method: str, path: str, parts: list[str], body: Any) -> str | None:
+        """What is wrong with the body of a write the API documents (the first problem), else None."""
+        if method == "POST" and path == "/v1/aigov/factsheet/notebook_experiments":
+            experiment = body.get("notebook_experiment") if isinstance(body, dict) else None
+            problem = _missing(experiment, "name", "runs", where="notebook_experiment")
+            if problem:
+                return problem
+            for index, run in enumerate(experiment["runs"]):
+                for kind in ("metrics", "params", "tags"):
+                    items = run.get(kind, [])
+                    if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
+                        return f"notebook_experiment.runs[{index}].{kind}: a list of {{key, value}} items is required"
+                if any(not isinstance(m["value"], (int, float)) for m in run.get("metrics", [])):
+                    return f"notebook_experiment.runs[{index}].metrics: every value must be a number"
+            return None
+        if method == "PUT" and path == "/v1/aigov/model_inventory/model_stub":
+            problem = _missing(body, "model_id", "name", "external_model_identifier", "external_model_provider", "catalog_id")
+            if problem:
+                return problem
+            if body["catalog_id"] != self.catalog_id:
+                return f"catalog_id: catalog {body['catalog_id']} does not exist"
+            details = body.get("deployment_details")
+            if details is not None:
+                problem = _missing(details, "id", "name", "type", "scoring_endpoint", where="deployment_details")
+                if problem or details["type"] in ("online", "batch"):
+                    return problem
+                return f"deployment_details.type: {details['type']!r} is not one of online, batch"
+            return None
+        if parts[:3] == ["v1", "aigov", "model_inventory"] and len(parts) == 6 and parts[5] == "model_entry" and method == "POST":
+            return (_missing(body, "model_entry_catalog_id", "model_entry_asset_id", "version_details")
+                    or _missing(body["version_details"], "approach_id", "number", where="version_details"))
+        if parts[:3] == ["v1", "aigov", "model_inventory"] and len(parts) == 6 and parts[5] == "environment" and method == "PUT":
+            environment = (body or {}).get("target_environment")
+            return None if environment in ENVIRONMENTS else f"target_environment: {environment!r} is not one of {', '.join(ENVIRONMENTS)}"
+        if len(parts) == 5 and parts[:2] == ["v2", "assets"] and parts[3] == "attributes" and method == "PATCH":
+            return self._invalid_facts(parts[4], body)
+        return None
+
+    def _invalid_facts(self, asset_type: str, body: Any) -> str | None:
+        """A JSON Patch of custom facts: each one defined by the catalog, with a value of its type."""
+        if not isinstance(body, list) or not body:
+            return "request body: a non-empty JSON Patch list is required"
+        properties = (self.definitions.get(asset_type) or {}).get("properties", {})
+        for index, operation in enumerate(body):
+            problem = _missing(operation, "op", "path", where=f"[{index}]")
+            if problem:
+                return problem
+            if operation["op"] not in ("add", "replace", "remove"):
+                return f"[{index}].op: {operation['op']!r} is not one of add, replace, remove"
+            name = operation["path"].strip("/").split("/")[0]
+            if asset_type.endswith("_user") and name not in properties:
+                return f"[{index}].path: {name} is not a fact defined for {asset_type}"
+            if operation["op"] != "remove" and name in properties:
+                expected = FACT_TYPES.get(properties[name].get("type"), object)
+                value = operation.get("value")
+                if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+                    return f"[{index}].value: {name} is of type {properties[name]['type']}, got {value!r}"
+        return None
 
     def route(self, r: dict[str, Any]) -> tuple[int, Any]:
         method, path, query, body = r["method"], r["path"], r["query"], r["body"]
         parts = [p for p in path.split("/") if p]
         if method == "POST" and path == "/icp4d-api/v1/authorize":
-            if not isinstance(body, dict) or body.get("api_key") != API_KEY:
+            if not isinstance(body, dict) or not body.get("username") or body.get("api_key") != API_KEY:
                 return self._error(401, "invalid credentials")
-            return 200, {"_messageCode_": "200", "message": "Success", "token": TOKEN}
+            token = f"cp4d-{uuid.uuid4().hex}"
+            self.tokens.add(token)
+            return 200, {"_messageCode_": "200", "message": "Success", "token": token}
         if method == "POST" and path == "/identity/introspect":  # IBM Cloud IAM: is the API key active?
             return 200, {"active": query.get("apikey") == API_KEY}
         if method == "POST" and path == "/identity/token":  # IBM Cloud IAM: API key -> access token
             form = {k: v[0] for k, v in parse_qs(body if isinstance(body, str) else "").items()}
             if form.get("apikey") != API_KEY or "apikey" not in form.get("grant_type", ""):
                 return self._error(400, "invalid API key")
+            self.tokens.add(self.jwt)
             return 200, {"access_token": self.jwt, "refresh_token": "not-used", "token_type": "Bearer",
                          "expires_in": 3600, "expiration": int(time.time()) + 3600}
         if not r["authorized"]:
             return self._error(401, "missing or invalid bearer token")
+        problem = self._invalid(method, path, parts, body)
+        if problem is not None:
+            return self._error(400, problem)
         if method == "GET" and path == "/v1/aigov/factsheet/instances":
             return 200, {"resources": [{"guid": self.instance_id, "isDefaultInstance": True}]}
         if method == "GET" and path == "/v2/resource_instances":
@@ -199,6 +292,16 @@ class FakeFactsheets(LoopbackJSONService):
                 return 200, {"asset_id": parts[4], "environment": body["target_environment"]}
         self.unhandled.append(r)
         return self._error(404, f"no route for {method} {path}")
+
+
+def _missing(document: Any, *keys: str, where: str = "") -> str | None:
+    prefix = f"{where}." if where else ""
+    if not isinstance(document, dict):
+        return f"{where or 'request body'}: an object is required"
+    for key in keys:
+        if document.get(key) in (None, "", [], {}):
+            return f"{prefix}{key}: missing required property"
+    return None
 
 
 _TRAINED: dict[str, Path] = {}

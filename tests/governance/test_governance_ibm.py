@@ -4,12 +4,18 @@
 ``FakeFactsheets`` through its supported Cloud Pak for Data ``service_url``; the tests assert on
 the requests the fake received: authentication, the notebook experiment with the run's facts, the
 external model asset with its deployment details, tracking into the AI use case, the environment
-(stage), custom facts, and deletion on cleanup. No request leaves 127.0.0.1.
+(stage), custom facts, and deletion on cleanup. The fake checks bearer tokens and request bodies
+(``rejected`` lists what it refused), and can fail or never answer a call: a publish that fails
+half-way leaves nothing in the catalog, one that gets no answer is a clear time-out. No request
+leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,8 +133,72 @@ def test_govern_stage_facts_and_cleanup_reach_ibm(served: Path, tmp_path: Path, 
     assert fake.calls("DELETE", f"/v1/aigov/model_inventory/models/{remote['asset_id']}/model_entry")
     assert fake.calls("DELETE", f"/v2/assets/{remote['asset_id']}")
     assert fake.stubs() == [] and fake.model_entry_id in fake.assets  # the AI use case itself is kept
-    assert fake.unhandled == []
+    assert fake.unhandled == [] and fake.rejected == []  # every token and body was accepted
     assert not (served / ".modelcycle" / "governance").exists()
+
+
+def test_the_factsheets_stand_in_says_no(fake_factsheets: Any) -> None:
+    """A token it never issued gets 401; a model stub without its identifier, a fact the catalog
+    does not define or of the wrong type get 400 naming the property."""
+    fake = fake_factsheets
+
+    def call(method: str, path: str, body: Any, token: str) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{fake.url}{path}", data=json.dumps(body).encode(), method=method,
+                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, document = call("POST", "/icp4d-api/v1/authorize", {"username": "admin", "api_key": "wrong"}, "")
+    assert status == 401 and document["errors"][0]["code"] == "authentication_failed" and document["trace"]
+    _, document = call("POST", "/icp4d-api/v1/authorize", {"username": "admin", "api_key": API_KEY}, "")
+    token = document["token"]
+    stub = {"model_id": "m", "name": "n", "external_model_provider": "Custom Environment", "catalog_id": fake.catalog_id}
+    assert call("PUT", "/v1/aigov/model_inventory/model_stub", stub, token + "x")[0] == 401
+    status, document = call("PUT", "/v1/aigov/model_inventory/model_stub", stub, token)
+    assert (status, document["errors"][0]["message"]) == (400, "external_model_identifier: missing required property")
+    patch = [{"op": "add", "path": "/risk_tier", "value": "high"}]
+    status, document = call("PATCH", f"/v2/assets/{fake.model_entry_id}/attributes/modelfacts_user", patch, token)
+    assert (status, document["errors"][0]["message"]) == (400, "[0].value: risk_tier is of type integer, got 'high'")
+    status, document = call("PATCH", f"/v2/assets/{fake.model_entry_id}/attributes/modelfacts_user",
+                            [{"op": "add", "path": "/ticket", "value": "x"}], token)
+    assert (status, document["errors"][0]["message"]) == (400, "[0].path: ticket is not a fact defined for modelfacts_user")
+    assert [r["status"] for r in fake.rejected] == [401, 401, 400, 400, 400] and fake.stubs() == []
+
+
+def test_a_publish_that_fails_half_way_leaves_nothing_in_the_catalog(served: Path, tmp_path: Path, fake_factsheets: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracking into the AI use case fails after the experiment and the model asset were made:
+    modelcycle reports the service's refusal and removes both, so nothing is orphaned; the next
+    govern publishes once."""
+    fake = fake_factsheets
+    monkeypatch.setenv("TEST_IBM_API_KEY", API_KEY)
+    use_case = open_use_case(served, tmp_path / "gov.db", **_overrides(fake))
+    use_case.deploy()
+    fake.fail_next["/model_entry"] = 500
+    with pytest.raises(BackendError, match=r"IBM AI Factsheets refused 'publish': .*injected failure"):
+        use_case.govern()
+    assert fake.calls("POST", "/model_entry") and fake.calls("DELETE", "/v2/assets/")
+    assert fake.stubs() == [] and [a for a in fake.assets.values() if a["metadata"]["asset_type"] == "notebook_experiment"] == []
+    assert all((a.get("remote") or {}).get("asset_id") is None for a in Governance(use_case).assets())
+    remote = use_case.govern()["remote"]
+    assert [s["metadata"]["asset_id"] for s in fake.stubs()] == [remote["asset_id"]] and remote["tracked"] is True
+    assert fake.rejected == [] and fake.unhandled == []
+
+
+def test_a_service_that_does_not_answer_is_a_clear_time_out(served: Path, tmp_path: Path, fake_factsheets: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_factsheets
+    monkeypatch.setenv("TEST_IBM_API_KEY", API_KEY)
+    use_case = open_use_case(served, tmp_path / "gov.db", **{**_overrides(fake), "governance.timeout_s": 5})
+    use_case.deploy()
+    fake.stall.add("/v1/aigov/model_inventory/model_stub")
+    with pytest.raises(BackendError, match=r"IBM AI Factsheets did not answer within 5 s \(governance.timeout_s\); log: "):
+        use_case.govern()
+    assert fake.stubs() == []
+    assert all((a.get("remote") or {}).get("asset_id") is None for a in Governance(use_case).assets())
 
 
 def test_missing_api_key_fails_before_anything_changes(served: Path, tmp_path: Path, fake_factsheets: Any,

@@ -2,18 +2,26 @@
 stand-in of the service that answers its REST calls and records them (tests/monitoring/openscale_fake.py).
 
 One use case on real MNIST, deployed to a live local endpoint: monitor → payload → an outage of
-the service → feedback → evaluate (OpenScale's quality run beside the local one) → cleanup.
+the service → feedback → evaluate (OpenScale's quality run beside the local one, both checked
+against a quality result this test computes itself from MNIST's labels and the endpoint's own
+answers) → runs that fail or never finish → cleanup. The stand-in checks tokens and request bodies
+(``fake.rejected`` lists what it refused) and can fail or stall what modelcycle creates.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,7 +75,83 @@ def _payload_ids(fake: FakeOpenScale, data_set_id: str) -> list[str]:
     return [record["scoring_id"] for record in fake.records.get(data_set_id, [])]
 
 
-def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenScale, monkeypatch: pytest.MonkeyPatch) -> None:
+def _independent_quality(fake: FakeOpenScale, ids: dict[str, Any], endpoint: dict[str, Any], token: str | None,
+                         test: Any) -> dict[str, float]:
+    """The quality of the rows OpenScale holds as feedback, computed without trusting what
+    modelcycle sent as label or prediction: each row's image (the pixels of its payload record) is
+    found among the MNIST test images, labelled from the dataset and scored again at the endpoint;
+    scikit-learn computes the metrics. (This adds one request's payload records to the store.)"""
+    import io
+
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    position = {image.tobytes(): i for i, image in enumerate(test.images)}
+    pixels = {r["scoring_id"]: np.asarray(r["request"]["values"][0][0], np.uint8).tobytes()
+              for r in fake.records[ids["payload_data_set_id"]]}
+    rows = [dict(zip(r["fields"], v)) for r in fake.records[ids["feedback_data_set_id"]] for v in r["values"]]
+    positions = np.array([position[pixels[row["scoring_id"]]] for row in rows])
+    buffer = io.BytesIO()
+    np.save(buffer, test.images[positions][:, None], allow_pickle=False)
+    request = urllib.request.Request(f"{endpoint['url']}/invocations", data=buffer.getvalue(), method="POST", headers={
+        "Content-Type": "application/x-npy", "Accept": "application/x-npy",
+        **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        predicted = np.load(io.BytesIO(response.read()), allow_pickle=False).argmax(axis=1)
+    truth = test.labels[positions]
+    precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="weighted", zero_division=0)
+    return {"records": len(rows), "accuracy": accuracy_score(truth, predicted), "weighted_precision": precision,
+            "weighted_recall": recall, "weighted_f_measure": f1}
+
+
+def test_the_stand_in_says_no(fake: FakeOpenScale) -> None:
+    """Tokens it never issued get 401 and bad bodies 400, both in the service's error shape."""
+    def call(path: str, body: Any, token: str) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(f"{fake.url}/openscale/{fake.instance_id}/v2/{path}", data=json.dumps(body).encode(),
+                                         method="POST", headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    form = urllib.parse.urlencode({"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": API_KEY}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{fake.url}/identity/token", data=form), timeout=10) as response:
+        token = json.loads(response.read())["access_token"]
+    status, document = call("subscriptions", {}, token[:-1] + "x")
+    assert status == 401 and document["errors"][0]["code"] == "AIQHS0401E" and document["trace"]
+    status, document = call("subscriptions", {"data_mart_id": "nope"}, token)
+    assert status == 400 and document["errors"][0]["message"] == "service_provider_id: missing required property"
+    status, document = call("service_providers", {"name": "x", "service_type": "nope", "credentials": {"url": "u"}}, token)
+    assert status == 400 and "service_type: 'nope' is not one of" in document["errors"][0]["message"]
+    assert [entry[2] for entry in fake.rejected] == [401, 400, 400]
+    fake.rejected.clear()
+
+
+def test_failed_and_stuck_creations_leave_nothing_behind(use_case_dir: Path, fake: FakeOpenScale,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subscription that ends in error or stays preparing, and a quality monitor that never gets
+    active: a clear error each time, and neither OpenScale nor the local store keeps a subscription."""
+    monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
+    quick = {"monitoring.openscale.timeout_s": 1}
+    cases = [("subscriptions", "error", r"adding the subscription ended 'error': the service could not finish"),
+             ("subscriptions", "preparing", r"adding the subscription did not finish within 1 s \(state 'preparing'"),
+             ("monitor_instances", "preparing", r"creating the quality monitor did not finish within 1 s")]
+    try:
+        for collection, outcome, message in cases:
+            fake.create_outcome = {collection: outcome}
+            with pytest.raises(MonitoringError, match=rf"Watson OpenScale at {fake.url}: {message}"):
+                UseCase(use_case_dir, overrides=quick).monitor()
+            assert fake.resources["subscriptions"] == {} and fake.resources["monitor_instances"] == {}, outcome
+            assert fake.resources["data_sets"] == {}
+            assert _store(use_case_dir).active_subscription("wos-mnist") is None
+            assert UseCase(use_case_dir).status()["monitored"] is False
+    finally:
+        fake.create_outcome = {}
+    assert fake.rejected == []
+
+
+def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenScale, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     from modelcycle.core.datasets import load_dataset
 
     monkeypatch.setenv("OPENSCALE_KEY", API_KEY)
@@ -92,13 +176,13 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     assert set(fake.resources["subscriptions"]) == {ids["subscription_id"]}
 
     # the subscription: what the service needs to know about an image classifier and its endpoint
-    (added,) = fake.calls("POST", "/v2/subscriptions")
+    added = fake.calls("POST", "/v2/subscriptions")[-1]
     assert added["asset"]["problem_type"] == "multiclass" and added["asset"]["input_data_type"] == "unstructured_image"
     assert added["deployment"]["deployment_id"] == deployment and added["deployment"]["url"] == use_case.endpoint()["url"]
     assert added["asset_properties"]["prediction_field"] == "prediction"
     assert added["asset_properties"]["probability_fields"] == ["probability"]
     # the quality monitor: its threshold under the key `value` (mlmonitor's `lower_limit` key is ignored)
-    (quality,) = [body for body in fake.calls("POST", "/v2/monitor_instances") if body["monitor_definition_id"] == "quality"]
+    quality = [body for body in fake.calls("POST", "/v2/monitor_instances") if body["monitor_definition_id"] == "quality"][-1]
     assert quality["parameters"] == {"min_feedback_data_size": 50}
     assert quality["thresholds"] == [{"metric_id": "accuracy", "type": "lower_limit", "value": 0.7}]
     assert quality["target"] == {"target_type": "subscription", "target_id": ids["subscription_id"]}
@@ -148,6 +232,15 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert re.search(r"Watson OpenScale quality run \S+: finished; accuracy 0\.\d{4}", cli.stdout), cli.stdout
     assert len(fake.calls("POST", "/records")) == posts  # nothing is sent twice
+    assert fake.rejected == []  # every token and body modelcycle sent was accepted
+
+    # both agree with a quality result computed here from MNIST's labels and the endpoint's answers
+    truth = _independent_quality(fake, ids, use_case.endpoint(), use_case.config.endpoint_token(), test)
+    assert truth["records"] == 120
+    for metric in ("accuracy", "weighted_precision", "weighted_recall", "weighted_f_measure"):
+        assert remote["metrics"][metric] == pytest.approx(truth[metric], abs=1e-9), metric
+        assert quality_result["metrics"][metric] == pytest.approx(truth[metric], abs=1e-9), metric
+    rescored = 120  # the payload records of that request
 
     # a wrong key: a clear error that never shows it, and nothing stored is lost
     monkeypatch.setenv("OPENSCALE_KEY", "not-the-key")
@@ -164,8 +257,30 @@ def test_openscale_lifecycle_on_real_mnist(use_case_dir: Path, fake: FakeOpenSca
     renewed = UseCase(use_case_dir).monitor(force=True)["openscale"]
     assert set(fake.resources["subscriptions"]) == {renewed["subscription_id"]} != {ids["subscription_id"]}
     assert _store(use_case_dir).forwarded_count(ids["payload_data_set_id"]) == 0
-    assert UseCase(use_case_dir).log_feedback(samples=10)["openscale"] == {"payload": 500, "feedback": 140}
+    assert UseCase(use_case_dir).log_feedback(samples=10)["openscale"] == {"payload": 500 + rescored, "feedback": 140}
     ids = renewed
+
+    # a quality run that ends in error is reported with the service's reason; one that never ends
+    # is a clear error and stores no measurement
+    fake.run_outcome = "error"
+    try:
+        from modelcycle.cli import main
+
+        capsys.readouterr()
+        assert main(["-C", str(use_case_dir), "evaluate", "--no-plots"]) == 0  # the local evaluation stands
+        out = capsys.readouterr().out
+        assert re.search(r"Watson OpenScale quality run \S+: error — the service could not finish the operation \(injected\)",
+                         out), out
+        failed = UseCase(use_case_dir).evaluations()[-1]["details"]["openscale"]
+        assert failed["state"] == "error" and "metrics" not in failed and failed["run_id"] in fake.resources["runs"]
+        fake.run_outcome = "running"
+        evaluations = len(UseCase(use_case_dir).evaluations())
+        with pytest.raises(MonitoringError, match=r"running the quality monitor did not finish within 1 s \(state 'running'"):
+            UseCase(use_case_dir, overrides={"monitoring.openscale.timeout_s": 1}).evaluate(plots=False)
+        assert len(UseCase(use_case_dir).evaluations()) == evaluations
+    finally:
+        fake.run_outcome = None
+    assert fake.rejected == []
 
     # cleanup deletes the OpenScale subscription (its data sets go with it) and the local one
     removed = UseCase(use_case_dir).cleanup()

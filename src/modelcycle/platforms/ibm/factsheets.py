@@ -234,6 +234,7 @@ class IBMFactsheetsBackend:
             "experiment_name": asset["name"],
             "autolog": autolog,
             "export": not remote.get("notebook_experiment_asset_id"),
+            "asset_id": remote.get("asset_id"),  # published before: kept even if this exchange fails
             "run": self.run_facts(asset, deployment),
             "model": {
                 "identifier": f"modelcycle:{governance.use_case.config.name}:{asset['run_id']}",

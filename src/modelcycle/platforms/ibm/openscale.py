@@ -116,11 +116,19 @@ class OpenScaleBackend:
             time.sleep(delay)
             delay = min(2.0, delay * 2)
 
-    def _create(self, action: str, collection: Any, create: Callable[[], Any]) -> str:
+    def _create(self, action: str, collection: Any, create: Callable[[], Any], force_delete: bool = False) -> str:
         """Create a resource in ``collection`` (``create`` answers at once, background mode) and
-        wait until it is active; returns its id."""
+        wait until it is active; returns its id. A resource that ends in a failed state or is
+        not active within ``timeout_s`` is deleted again (nothing half-made stays behind) before
+        the :class:`MonitoringError` propagates (``force_delete``: a hard delete, for subscriptions)."""
         resource_id = str(self._call(action, create).result.metadata.id)
-        self._wait(action, lambda: collection.get(resource_id).result, lambda r: r.entity.status.state, ("active",))
+        try:
+            self._wait(action, lambda: collection.get(resource_id).result, lambda r: r.entity.status.state, ("active",))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._call(f"{action}: removing the unfinished resource",
+                           lambda: collection.delete(resource_id, background_mode=True, **({"force": True} if force_delete else {})))
+            raise
         return resource_id
 
     @property
@@ -227,7 +235,7 @@ class OpenScaleBackend:
                                               deployment_type=DeploymentTypes.ONLINE, url=url),
             asset_properties=AssetPropertiesRequest(label_column="label", prediction_field="prediction",
                                                     probability_fields=["probability"]),
-            background_mode=True))
+            background_mode=True), force_delete=True)
         ids: dict[str, Any] = {
             "url": self.config.url, "service_instance_id": self.config.service_instance_id,
             "data_mart_id": data_mart_id, "service_provider_id": provider_id, "subscription_id": subscription_id,

@@ -113,18 +113,49 @@ def _set_facts(client: Any, model: Any, catalog_id: str, facts: dict[str, Any]) 
 
 
 def publish(request: dict[str, Any], api_key: str) -> dict[str, Any]:
+    """The ``publish`` operation (see the module docstring); what it created is removed again
+    when a step fails, so the caller (which records nothing then) leaves no orphan behind."""
+    run, model_spec = request["run"], request["model"]
+    catalog_id = request["catalog_id"]
+    client = _client(request["connection"], api_key, experiment=request["experiment_name"], autolog=request["autolog"])
+    result: dict[str, Any] = {}
+    created: list[str] = []  # assets this exchange made: removed again if a later step fails
+    try:
+        _publish(client, request, run, model_spec, catalog_id, result, created)
+    except BaseException:
+        _discard(client, created, catalog_id)
+        raise
+    return result
+
+
+def _discard(client: Any, asset_ids: list[str], catalog_id: str) -> None:
+    """Remove ``asset_ids`` (a model untracked first), so a failed publish leaves nothing in the
+    catalog that modelcycle does not know about; failures are logged, the original error wins."""
+    for asset_id in asset_ids:
+        try:
+            try:
+                model = client.assets.get_model(model_id=asset_id, container_type="catalog", container_id=catalog_id)
+                if model._is_model_tracked()[0]:
+                    model.untrack()
+            except Exception:  # noqa: BLE001 - not a model (the notebook experiment)
+                pass
+            client.assets.remove_asset(asset_id=asset_id, container_type="catalog", container_id=catalog_id)
+            log.warning("publish failed: removed asset %s it had created", asset_id)
+        except Exception as exc:  # noqa: BLE001 - reported, the publish error is what the user sees
+            log.warning("publish failed and asset %s it created could not be removed: %s", asset_id, exc)
+
+
+def _publish(client: Any, request: dict[str, Any], run: dict[str, Any], model_spec: dict[str, Any], catalog_id: str,
+             result: dict[str, Any], created: list[str]) -> None:
     from ibm_aigov_facts_client.supporting_classes.factsheet_utils import (
         DeploymentDetails,
         ExternalModelSchemas,
         ModelDetails,
     )
 
-    run, model_spec = request["run"], request["model"]
-    catalog_id = request["catalog_id"]
-    client = _client(request["connection"], api_key, experiment=request["experiment_name"], autolog=request["autolog"])
-    result: dict[str, Any] = {}
     if request.get("export", True):
         result.update(_export_facts(client, run, request["autolog"]))
+        created.append(result["notebook_experiment_asset_id"])
     deployment = request.get("deployment")
     details = None
     if deployment:
@@ -144,6 +175,8 @@ def publish(request: dict[str, Any], api_key: str) -> dict[str, Any]:
     info = model.to_dict()
     asset_id, asset_catalog = info.get("asset_id"), info.get("container_id") or catalog_id
     result.update(asset_id=asset_id, catalog_id=asset_catalog)
+    if asset_id and asset_id != request.get("asset_id"):  # a new asset, not the one published before
+        created.insert(0, asset_id)
     if request.get("model_entry_id"):
         tracked, usecase_info = model._is_model_tracked()
         if tracked:
@@ -164,7 +197,6 @@ def publish(request: dict[str, Any], api_key: str) -> dict[str, Any]:
         model.set_environment_type(from_container=previous, to_container=stage)
     result["environment"] = stage
     result.update(_set_facts(client, model, asset_catalog, request.get("custom_facts") or {}))
-    return result
 
 
 def facts(request: dict[str, Any], api_key: str) -> dict[str, Any]:
