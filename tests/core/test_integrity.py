@@ -91,8 +91,14 @@ def _kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    def running(pid: int) -> bool:
+        try:
+            return bool(Path(f"/proc/{pid}/cmdline").read_bytes())  # empty: a zombie
+        except OSError:
+            return False
+
     deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids):
+    while any(running(pid) for pid in pids):
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
