@@ -215,3 +215,40 @@ def test_only_running_records_can_be_interrupted(status: str) -> None:
 
 def test_running_record_without_pid_is_not_interrupted() -> None:
     assert StageRecord(status="running").interrupted() is False
+
+
+# -- a damaged state.json ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "it is empty"),
+        (b"  \n", "it is empty"),
+        (b'{"version": 1, "stages": {"train": {"sta', "it is not valid JSON"),
+        (b"\x00\x9f\x92\x96 binary", "it is not UTF-8 text (byte 0x9f at offset 1"),
+        (b"[1, 2]", "it is not a modelcycle state"),
+        (b'{"stages": {"train": {"status": "finished"}}}', "stages.train.status"),
+    ],
+)
+def test_a_damaged_state_file_is_one_error_naming_it_and_the_repair(tmp_path: Path, content: bytes, problem: str) -> None:
+    from modelcycle.core.state import StateDamagedError
+
+    store = StateStore(tmp_path / "uc" / ".modelcycle")
+    store.work_dir.mkdir(parents=True)
+    store.path.write_bytes(content)
+    with pytest.raises(StateDamagedError) as info:
+        store.read()
+    message = str(info.value)
+    assert message.startswith(f"{store.path} is damaged: ") and problem in message
+    assert f"modelcycle -C {tmp_path / 'uc'} status --repair" in message
+    assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+
+
+def test_backup_moves_the_damaged_file_aside(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    assert store.backup() is None
+    store.path.write_bytes(b"\xff")
+    backup = store.backup()
+    assert backup is not None and backup.read_bytes() == b"\xff" and backup.name.startswith("state.json.damaged-")
+    assert not store.exists() and store.read() == State()

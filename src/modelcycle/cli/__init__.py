@@ -208,11 +208,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_repair(result: dict[str, Any]) -> None:
+    if result["repaired"]:
+        print(f"repaired: {result['problem']}")
+        if result["backup"]:
+            print(f"damaged file kept as {result['backup']}")
+        print(f"recovered trained run {result['train'] or '(none)'}, endpoint {result['deploy'] or '(none)'}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _use_case(args).status()
+    use_case = _use_case(args)
+    repair = use_case.repair() if args.repair else None
+    status = use_case.status()
     if args.json:
-        _print_json(status)
+        _print_json({**status, "repair": repair} if repair else status)
         return 0
+    if repair:
+        _print_repair(repair)
     print(f"use case {status['use_case']} ({status['framework']}) in {status['directory']}\n")
     for flag in ("trained", "deployed", "governed", "monitored"):
         print(f"              - {flag + ':':<10} [{status[flag]}]")
@@ -227,6 +242,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"endpoint        {endpoint.get('name')}  {endpoint.get('url')}  {endpoint.get('status')}")
         if endpoint.get("run_id"):
             print(f"serving run     {endpoint['run_id']}")
+    if status.get("recovery"):
+        print(f"\nnote: {status['recovery']}")
     return 0
 
 
@@ -311,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show the lifecycle state")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--repair", action="store_true",
+                        help="rebuild a damaged or missing state.json from the runs and live endpoint on disk "
+                             "(the damaged file is kept as a backup)")
     status.set_defaults(func=cmd_status)
 
     endpoints = commands.add_parser("endpoints", help="list the use case's endpoints")

@@ -6,13 +6,26 @@ names the framework plugin that loads the artifact, the versions it was made wit
 schema, the preprocessing applied on the serving side, the data lineage, and the distributions
 that provide its framework and dataset plugins (``providers``), so an archive says what to
 install wherever it goes.
+
+Integrity: ``files`` in the manifest maps every file of the model directory (weights, ``code/``,
+everything but the manifest itself and ``__pycache__``) to its SHA-256, and
+``model.tar.gz.sha256`` beside the archive holds the archive's own SHA-256 (``sha256sum``
+format). :func:`verify_model` checks both before a model is deployed, served or described, and
+refuses a mismatch with an :class:`ArtifactError` naming the file. Manifests written before
+``format_version`` 2 record no hashes: they are served with a warning that says so (retrain to
+get a verifiable model); an archive without a sidecar is verified member by member against the
+manifest it holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
+import sys
 import tarfile
+import zlib
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
@@ -22,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelcycle.core.errors import ArtifactError
+from modelcycle.core.textfiles import decode_utf8, read_utf8
 
 __all__ = [
     "MANIFEST_NAME",
@@ -37,6 +51,10 @@ __all__ = [
     "package_directory",
     "extract_archive",
     "modelcycle_version",
+    "hash_files",
+    "verify_files",
+    "verify_archive",
+    "verify_model",
 ]
 
 MANIFEST_NAME = "modelcycle.json"
@@ -120,10 +138,12 @@ class Manifest(_Frozen):
     """The ``modelcycle.json`` that travels with every model artifact.
 
     ``providers`` maps a plugin kind (``framework``, ``dataset``) to the :class:`Provider` that
-    made the artifact; manifests written before it existed have none.
+    made the artifact; manifests written before it existed have none. ``files`` maps every file
+    of the model directory but the manifest (POSIX paths relative to it) to its SHA-256;
+    manifests before ``format_version`` 2 have none.
     """
 
-    format_version: int = 1
+    format_version: int = 2
     use_case: str
     framework: str
     framework_version: str = Field(description="version of the framework plugin's distribution")
@@ -140,6 +160,7 @@ class Manifest(_Frozen):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     providers: dict[str, Provider] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> SHA-256 of every model file")
 
     @staticmethod
     def now() -> str:
@@ -179,10 +200,11 @@ def read_manifest(model_dir: Path, expected_framework: str | None = None) -> Man
             f"{model_dir} is not a modelcycle model: {MANIFEST_NAME} is missing. Train the use "
             "case (modelcycle train) or point at the directory that holds the manifest."
         )
+    fix = f"the manifest is damaged; retrain (modelcycle train --force) or restore {MANIFEST_NAME} from {ARCHIVE_NAME}"
     try:
-        manifest = Manifest.model_validate_json(path.read_text())
+        manifest = Manifest.model_validate_json(read_utf8(path, ArtifactError, fix))
     except ValidationError as exc:
-        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+        raise ArtifactError(f"{path} is not a valid manifest ({fix}): {exc}") from None
     if expected_framework is not None and manifest.framework != expected_framework:
         raise ArtifactError(
             f"model in {model_dir} was made by framework plugin '{manifest.framework}', not "
@@ -202,6 +224,8 @@ def package_model(model_dir: Path, requirements: list[str]) -> Path:
     code.mkdir(exist_ok=True)
     (code / "inference.py").write_text(_INFERENCE_ENTRY_POINT)
     (code / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    manifest = read_manifest(model_dir)
+    write_manifest(model_dir, manifest.model_copy(update={"files": hash_files(model_dir)}))
     archive = model_dir.parent / ARCHIVE_NAME
     tmp = archive.with_suffix(".tmp")
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
@@ -209,6 +233,7 @@ def package_model(model_dir: Path, requirements: list[str]) -> Path:
             if path.is_file():
                 tar.add(path, arcname=path.relative_to(model_dir).as_posix())
     os.replace(tmp, archive)
+    _write_sidecar(archive)
     return archive
 
 
@@ -254,3 +279,149 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     except tarfile.TarError as exc:
         raise ArtifactError(f"{archive} is not a readable tar.gz archive ({exc})") from exc
     return destination
+
+
+# -- integrity ---------------------------------------------------------------------------------
+_CHUNK = 1 << 20
+_RETRAIN = "retrain (modelcycle train --force)"
+
+
+def _sidecar(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _write_sidecar(archive: Path) -> Path:
+    """Write ``<archive>.sha256`` (``sha256sum`` format) atomically beside ``archive``."""
+    sidecar = _sidecar(archive)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(f"{_digest(archive)}  {archive.name}\n")
+    os.replace(tmp, sidecar)
+    return sidecar
+
+
+def _hashed(path: PurePosixPath) -> bool:
+    """Whether a file at ``path`` (relative to the model directory) is recorded in ``files``."""
+    return path != PurePosixPath(MANIFEST_NAME) and "__pycache__" not in path.parts
+
+
+def hash_files(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``model_dir`` but the manifest and ``__pycache__``, by
+    POSIX path relative to ``model_dir``, sorted."""
+    model_dir = Path(model_dir)
+    found = {}
+    for path in sorted(model_dir.rglob("*")):
+        relative = PurePosixPath(path.relative_to(model_dir).as_posix())
+        if path.is_file() and _hashed(relative):
+            found[str(relative)] = _digest(path)
+    return found
+
+
+def _warn_unhashed(model_dir: Path) -> None:
+    print(
+        f"warning: {Path(model_dir) / MANIFEST_NAME} records no file hashes (written before modelcycle "
+        f"verified its artifacts): the model's files cannot be checked for corruption; {_RETRAIN} to "
+        "get a verifiable model",
+        file=sys.stderr,
+    )
+
+
+def verify_files(model_dir: Path, manifest: Manifest) -> None:
+    """Check every file ``manifest.files`` records against its SHA-256 (files it does not record,
+    such as a ``__pycache__`` made while serving, are ignored). A manifest without hashes (before
+    ``format_version`` 2) passes with a warning on stderr.
+
+    Raises:
+        ArtifactError: a recorded file is missing or its content changed; names each one and the fix.
+    """
+    model_dir = Path(model_dir)
+    if not manifest.files:
+        _warn_unhashed(model_dir)
+        return
+    problems = []
+    for name, expected in manifest.files.items():
+        path = model_dir / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif _digest(path) != expected:
+            problems.append(f"{path} does not match its SHA-256 recorded at training")
+    if problems:
+        archive = model_dir.parent / ARCHIVE_NAME
+        restore = f"restore the file (e.g. from {archive} if it is intact)" if archive.is_file() else "restore the file"
+        raise ArtifactError(
+            f"model {model_dir} is corrupt or was changed after training: {'; '.join(problems)}. "
+            f"Refusing to use it: {_RETRAIN} or {restore}"
+        )
+
+
+def verify_archive(archive: Path) -> None:
+    """Check ``model.tar.gz``: against its ``.sha256`` sidecar when there is one, else by reading
+    every member (a truncated or corrupt stream fails) and comparing the files its manifest
+    records with their SHA-256.
+
+    Raises:
+        ArtifactError: the archive is truncated, corrupt or differs from what was packaged (names
+            the archive and the fix), or the sidecar is unreadable.
+    """
+    archive = Path(archive)
+    fix = f"{_RETRAIN} to package it again, or restore the file"
+    sidecar = _sidecar(archive)
+    if sidecar.is_file():
+        recorded = read_utf8(sidecar, ArtifactError, f"the checksum file is damaged; {fix}").split()
+        if not recorded or not re.fullmatch(r"[0-9a-f]{64}", recorded[0]):
+            raise ArtifactError(f"{sidecar} holds no SHA-256: the checksum file is damaged; {fix}")
+        if _digest(archive) != recorded[0]:
+            raise ArtifactError(f"{archive} does not match its SHA-256 in {sidecar}: it is truncated or corrupt; {fix}")
+        return
+    digests: dict[str, str] = {}
+    manifest_bytes = None
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = str(PurePosixPath(member.name.removeprefix("./")))
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file always has a stream
+                digest = hashlib.sha256()
+                data = b""
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+                    if name == MANIFEST_NAME:
+                        data += chunk
+                digests[name] = digest.hexdigest()
+                if name == MANIFEST_NAME:
+                    manifest_bytes = data
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise ArtifactError(f"{archive} is truncated or corrupt ({exc}); {fix}") from None
+    if manifest_bytes is None:
+        raise ArtifactError(f"{archive} holds no {MANIFEST_NAME}: it is not a modelcycle model archive; {fix}")
+    where = Path(f"{archive}!{MANIFEST_NAME}")
+    try:
+        manifest = Manifest.model_validate_json(decode_utf8(manifest_bytes, where, ArtifactError, fix))
+    except ValidationError as exc:
+        raise ArtifactError(f"{where} is not a valid manifest ({fix}): {exc}") from None
+    bad = [name for name, expected in manifest.files.items() if digests.get(name) != expected]
+    if bad:
+        raise ArtifactError(f"{archive} does not match the SHA-256 its manifest records for {', '.join(bad)}; {fix}")
+
+
+def verify_model(model_dir: Path) -> Manifest:
+    """Verify a model before it is deployed, served or described: the manifest, every file it
+    records (:func:`verify_files`) and ``model.tar.gz`` beside the directory when there is one
+    (:func:`verify_archive`). Returns the manifest.
+
+    Raises:
+        ArtifactError: naming the missing, changed or truncated file and the fix.
+    """
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    verify_files(model_dir, manifest)
+    archive = model_dir.parent / ARCHIVE_NAME
+    if archive.is_file():
+        verify_archive(archive)
+    return manifest

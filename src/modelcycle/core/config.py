@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelcycle.core.errors import ConfigError
+from modelcycle.core.textfiles import read_utf8
 
 __all__ = [
     "CONFIG_FILE",
@@ -450,7 +451,7 @@ def load_config(
     """Load ``directory/modelcycle.yaml`` with environment and explicit overrides applied.
 
     Raises:
-        ConfigError: the file is missing or not YAML, or a key or value is invalid (every
+        ConfigError: the file is missing, not UTF-8 or not YAML, or a key or value is invalid (every
             problem is listed with its key path).
     """
     path = Path(directory) / CONFIG_FILE
@@ -460,7 +461,7 @@ def load_config(
             "'modelcycle init DIR --framework pytorch --example mnist' or pass -C DIR"
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_utf8(path, ConfigError, f"save {CONFIG_FILE} as UTF-8 text")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcycle.core.artifacts import verify_model
 from modelcycle.core.config import UseCaseConfig, load_config, validate_section
 from modelcycle.core.errors import ModelcycleError, StageError
 from modelcycle.core.library_logs import route_library_logs
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
-from modelcycle.core.state import State, StateStore, utcnow
+from modelcycle.core.state import State, StateDamagedError, StateStore, utcnow
 from modelcycle.core.tracking import RunTracker, record_training, start_tracker
 
 __all__ = ["UseCase", "Stage", "PIPELINE", "DEFAULT_UNTIL", "ScoreResult"]
@@ -247,6 +248,7 @@ class UseCase:
 
         def action(state: State) -> dict[str, Any]:
             target_run, model_dir = target(state)
+            verify_model(model_dir)  # a corrupt or changed model is refused before any endpoint changes
             previous = state.stage("deploy").outputs
             platform = self._platform("serving")
             if previous.get("name"):
@@ -387,9 +389,20 @@ class UseCase:
     def cleanup(self, records: bool = False, governance: bool = False) -> dict[str, int]:
         """Stop the endpoint, delete the monitoring subscription (``"monitoring": 1``; with
         ``records`` also its payload/feedback records) and reset the stages that depended on
-        them; returns removal counts."""
+        them; returns removal counts. With a damaged ``state.json`` it stops the endpoints it finds on
+        disk and leaves the rest (and the damaged file) to ``repair``."""
         with self.store.lock(f"pid {os.getpid()} running 'cleanup'", self.lock_timeout):
-            removed = {"serving": self._stop_endpoint()}
+            from modelcycle.core.recovery import stop_endpoints_on_disk
+
+            try:
+                self.store.read()
+            except StateDamagedError as exc:
+                print(f"warning: {exc.path} is damaged ({exc.problem}): stopped the endpoints found on disk only; "
+                      f"run 'modelcycle -C {self.directory} status --repair', then 'modelcycle cleanup' again to "
+                      "remove the monitoring subscription and records", file=sys.stderr)
+                return {"serving": stop_endpoints_on_disk(self)}
+            known = self.store.exists()  # state deleted: the endpoints on disk are all it knows
+            removed = {"serving": self._stop_endpoint() if known else stop_endpoints_on_disk(self)}
             from modelcycle.core.monitoring import service as monitoring
 
             removed.update(monitoring.cleanup(self, records=records))
@@ -405,8 +418,24 @@ class UseCase:
             self.store.write(state)
         return removed
 
+    def repair(self) -> dict[str, Any]:
+        """Rebuild a missing or damaged ``state.json`` from disk (the newest run whose model
+        verifies, a live endpoint serving one), keeping the damaged file as a backup; a readable
+        state is left alone. See :func:`modelcycle.core.recovery.rebuild_state` for the result."""
+        from modelcycle.core.recovery import rebuild_state
+
+        with self.store.lock(f"pid {os.getpid()} running 'status --repair'", self.lock_timeout):
+            return rebuild_state(self)
+
     def status(self) -> dict[str, Any]:
-        """The seeds' state table (trained/deployed/governed/monitored) plus ids and metrics."""
+        """The seeds' state table (trained/deployed/governed/monitored) plus ids and metrics;
+        ``recovery`` says how to get back a trained model when ``state.json`` was deleted.
+
+        Raises:
+            StateDamagedError: ``state.json`` is damaged (names it and ``status --repair``).
+        """
+        from modelcycle.core.recovery import recovery_hint
+
         state = self.store.read()
         train = state.stages.get("train")
         endpoint = None
@@ -426,6 +455,7 @@ class UseCase:
             "metrics": train.outputs.get("metrics", {}) if train else {},
             "model_archive": train.outputs.get("archive") if train else None,
             "endpoint": endpoint,
+            "recovery": recovery_hint(self),
         }
 
     # -- monitoring (modelcycle.core.monitoring) ---------------------------------------------

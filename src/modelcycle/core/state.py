@@ -4,6 +4,10 @@ Each stage has a status (``pending``, ``running``, ``done``, ``failed``), its ou
 event history. A stage left ``running`` by a process that died (its pid is gone) counts as
 interrupted, so the next run redoes it. Two processes on one use case are serialised by an
 exclusive ``flock`` on ``.modelcycle/lock``.
+
+A damaged ``state.json`` (empty, truncated, not UTF-8, not JSON, not the state's schema) is
+reported as one :class:`StateDamagedError` naming the file and the repair command
+(``modelcycle status --repair``, which rebuilds it from the runs and endpoints on disk).
 """
 
 from __future__ import annotations
@@ -18,17 +22,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from modelcycle.core.errors import StateLockedError
+from modelcycle.core.errors import ModelcycleError, StateLockedError
+from modelcycle.core.textfiles import decode_utf8
 
-__all__ = ["StageRecord", "State", "StateStore", "utcnow"]
+__all__ = ["StageRecord", "State", "StateStore", "StateDamagedError", "utcnow"]
 
 Status = Literal["pending", "running", "done", "failed"]
 
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StateDamagedError(ModelcycleError):
+    """``state.json`` cannot be read as a lifecycle state; the message names the file, what is
+    wrong and the repair command. ``path`` is the damaged file."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        use_case = Path(path).parent.parent
+        super().__init__(
+            f"{path} is damaged: {problem}. modelcycle cannot tell what is trained or deployed; run "
+            f"'modelcycle -C {use_case} status --repair' to rebuild it from the runs and the live endpoint "
+            "on disk (the damaged file is kept as a backup beside it)"
+        )
+        self.path = Path(path)
+        self.problem = problem
+
+
+class _Undecodable(Exception):
+    pass
 
 
 class StageRecord(BaseModel):
@@ -76,9 +100,53 @@ class StateStore:
         self.lock_path = self.work_dir / "lock"
 
     def read(self) -> State:
-        if not self.path.exists():
+        """The persisted state; an empty :class:`State` when there is no ``state.json``.
+
+        Raises:
+            StateDamagedError: the file exists but is unreadable, empty, not UTF-8, not JSON or
+                not a state (names the file and ``modelcycle status --repair``).
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
             return State()
-        return State.model_validate_json(self.path.read_text())
+        except OSError as exc:
+            raise StateDamagedError(self.path, f"it cannot be read ({exc.strerror or exc})") from None
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> State:
+        if not data.strip():
+            raise StateDamagedError(self.path, "it is empty")
+        try:
+            text = decode_utf8(data, self.path, _Undecodable, "")
+        except _Undecodable as exc:
+            raise StateDamagedError(self.path, "it is " + str(exc).removeprefix(f"{self.path} is ").rstrip(": ")) from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StateDamagedError(
+                self.path, f"it is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; truncated?)"
+            ) from None
+        try:
+            return State.model_validate(document)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the document"
+            raise StateDamagedError(self.path, f"it is not a modelcycle state ({where}: {first['msg']})") from None
+
+    def exists(self) -> bool:
+        """Whether ``state.json`` is there (readable or not)."""
+        return self.path.exists()
+
+    def backup(self) -> Path | None:
+        """Move ``state.json`` aside as ``state.json.damaged-<UTC time>``; returns the backup's
+        path (``None`` when there is no file). Call it under :meth:`lock`."""
+        if not self.path.exists():
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        os.replace(self.path, target)
+        return target
 
     def write(self, state: State) -> None:
         """Write atomically: a temp file, fsync, then rename over the old state."""
@@ -102,7 +170,7 @@ class StateStore:
             StateLockedError: the lock stayed held for ``timeout`` seconds; names the holder.
         """
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a+")
+        handle = open(self.lock_path, "a+", errors="replace")  # a damaged holder note still reads
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:

@@ -19,7 +19,7 @@ import orjson
 import pytest
 import torch
 
-from modelcycle.core.artifacts import ARCHIVE_NAME, MANIFEST_NAME, extract_archive, read_manifest
+from modelcycle.core.artifacts import ARCHIVE_NAME, MANIFEST_NAME, extract_archive, hash_files, read_manifest
 from modelcycle.core.errors import ArtifactError, PluginNotFoundError, ServingError
 from modelcycle.core.serving.codecs import JSON, NPY
 from modelcycle.core.serving.pipeline import InferencePipeline, sagemaker_handlers
@@ -247,6 +247,7 @@ def test_pickled_code_in_weights_is_not_executed(
         torch.save(_Payload(marker), weights)
     else:
         weights.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    _edit_manifest(model, files=hash_files(model))  # the manifest rewritten too: the loader must refuse
 
     with pytest.raises(Exception) as info:
         InferencePipeline(model)

@@ -134,9 +134,16 @@ def confusion_matrix_png(matrix: list[list[int]], classes: list[str], title: str
 
 
 def build_factsheet(governance: Governance, asset: dict[str, Any], evaluate: bool = True) -> dict[str, Any]:
-    """Every fact of ``asset`` as one JSON-ready document."""
-    from modelcycle.core.artifacts import modelcycle_version
+    """Every fact of ``asset`` as one JSON-ready document.
 
+    Raises:
+        ArtifactError: the asset's model (its files or ``model.tar.gz``) fails verification; a
+            factsheet never describes a model that changed after training.
+    """
+    from modelcycle.core.artifacts import modelcycle_version, verify_model
+
+    if asset.get("model_dir") and Path(asset["model_dir"]).is_dir():
+        verify_model(Path(asset["model_dir"]))
     store = governance.store
     facts = asset["facts"]
     described = governance.describe(asset)

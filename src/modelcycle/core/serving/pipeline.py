@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from modelcycle.core.artifacts import read_manifest
+from modelcycle.core.artifacts import read_manifest, verify_files
 from modelcycle.core.errors import PluginContractError
 from modelcycle.core.providers import load_artifact_framework
 from modelcycle.core.registry import PluginRegistry
@@ -19,11 +19,16 @@ __all__ = ["InferencePipeline", "sagemaker_handlers"]
 class InferencePipeline:
     """Loads the model in ``model_dir`` with the plugin its manifest names, then decodes,
     predicts and encodes requests through the ``input_fn``/``predict_fn``/``output_fn`` hooks.
+
+    Every file the manifest records is checked against its SHA-256 before the model loads (an
+    ArtifactError names a corrupt or missing file), so the endpoint and SageMaker's ``model_fn``
+    never serve a model that changed after training.
     """
 
     def __init__(self, model_dir: str | Path, registry: PluginRegistry | None = None) -> None:
         self.model_dir = Path(model_dir)
         manifest = read_manifest(self.model_dir)
+        verify_files(self.model_dir, manifest)
         self.registry = registry or PluginRegistry()
         load_artifact_framework(self.registry, manifest)  # not installed: names what to pip install
         self.context = ServingContext(manifest=manifest, model_dir=self.model_dir)
