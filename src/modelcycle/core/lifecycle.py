@@ -232,8 +232,8 @@ class UseCase:
     def deploy(self, force: bool = False, run_id: str | None = None, best: str | None = None) -> dict[str, Any]:
         """Serve a trained model on the serving platform; returns the endpoint record.
 
-        The swap has no downtime: the new endpoint is started and answering before the state
-        record switches to it and the previous one is stopped (on the local platform both serve
+        The swap has no downtime: the new endpoint is started and answering, then the state
+        record switches to it, then the previous one is stopped (on the local platform both serve
         the same URL meanwhile). If the new endpoint fails, the previous one keeps serving and
         the state keeps pointing at it.
 
@@ -248,6 +248,7 @@ class UseCase:
         """
         began = utcnow()
         kept: dict[str, Any] = {}  # the previous endpoint while its successor starts
+        replaced: dict[str, Any] = {}  # the previous endpoint once its successor is recorded
         chosen: dict[str, Any] | None = None
         if run_id or best:
             from modelcycle.core.experiments import find_run
@@ -277,7 +278,7 @@ class UseCase:
             ) | {"run_id": target_run, "deployed_at": utcnow()}
             kept.clear()
             if previous.get("name") and not _same_endpoint(previous, endpoint):
-                self._retire_endpoint(previous, platform)
+                replaced.update(previous, platform=previous.get("platform", platform))
             return endpoint
 
         def still_valid(outputs: dict[str, Any]) -> bool:
@@ -287,16 +288,19 @@ class UseCase:
             return outputs.get("run_id") == wanted and self.describe_endpoint(outputs)["status"] == "InService"
 
         try:
-            return self._run_stage("deploy", action, False, still_valid=still_valid)
+            outputs = self._run_stage("deploy", action, False, still_valid=still_valid)
         except BaseException:
             if kept:
                 self._keep_serving(kept)
             raise
+        if replaced:  # the state no longer names it: stopped now, without holding the lock
+            self._retire_endpoint(replaced)
+        return outputs
 
-    def _retire_endpoint(self, previous: dict[str, Any], platform: str) -> None:
+    def _retire_endpoint(self, previous: dict[str, Any]) -> None:
         """Stop the endpoint a deploy replaced; a failure only warns (the new one serves)."""
         try:
-            self.registry.call_platform(previous.get("platform", platform), "delete_endpoint", endpoint=previous)
+            self.registry.call_platform(previous["platform"], "delete_endpoint", endpoint=previous)
         except ModelcycleError as exc:
             print(f"warning: the replaced endpoint {previous.get('name')} (pid {previous.get('pid')}) could not "
                   f"be stopped: {exc}; stop it by hand", file=sys.stderr)

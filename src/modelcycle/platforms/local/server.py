@@ -11,6 +11,7 @@ from ``MODELCYCLE_ENDPOINT_TOKEN`` (never from argv, which other users can read)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import os
@@ -21,6 +22,10 @@ from pathlib import Path
 from modelcycle.platforms.local import handoff
 
 __all__ = ["is_loopback", "main"]
+
+#: Seconds a stopping endpoint that handed its socket over keeps its accepted connections before
+#: uvicorn's shutdown closes the idle ones (a request on a fresh connection arrives well within).
+_HANDOVER_GRACE_S = 0.5
 
 
 def is_loopback(host: str) -> bool:
@@ -130,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 
         async def shutdown(sockets: list[socket.socket] | None = None) -> None:
             if offer is not None:
+                # A successor may share the listener: stop accepting, then give the connections
+                # just accepted time to send their request (uvicorn's shutdown would close them
+                # as idle, resetting the client).
                 offer.close()
+                for listener in server.servers:
+                    listener.close()
+                await asyncio.sleep(_HANDOVER_GRACE_S)
             await original_shutdown(sockets=sockets)
             if payload_logger is not None:
                 payload_logger.close()
