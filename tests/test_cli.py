@@ -324,3 +324,71 @@ def test_small_lifecycle_through_the_cli(small_use_case: Path) -> None:
             if process_alive(record["pid"]):
                 stop_endpoint(record)
             assert not process_alive(record["pid"])
+
+
+# -- exit codes ---------------------------------------------------------------------------------
+
+#: Runs the real command line with one command replaced by a faulty one (a stand-in for a bug):
+#: ``python -c FAULTY <command to break> <what it does: raise|wait> <argv...>``.
+FAULTY = """
+import sys, time
+import modelcycle.cli as cli
+name, fault, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+def faulty(args):
+    if fault == "wait":
+        print("waiting", flush=True)
+        time.sleep(120)
+    raise RuntimeError("boom in " + name)
+setattr(cli, "cmd_" + name, faulty)
+sys.exit(cli.main(argv))
+"""
+
+
+def _faulty(name: str, fault: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", FAULTY, name, fault, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def test_help_documents_the_exit_codes() -> None:
+    result = _cli("--help", timeout=120)
+    assert result.returncode == 0, result.stderr
+    epilog = result.stdout[result.stdout.index("exit codes"):]
+    for code, meaning in (("0", "success"), ("1", "--fail-on-violation"), ("2", "user error"),
+                          ("3", "internal error"), ("130", "interrupted")):
+        assert re.search(rf"^\s+{code}\s+.*{re.escape(meaning)}", epilog, re.MULTILINE), code
+
+
+def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp_path: Path) -> None:
+    directory = write_use_case(tmp_path / "uc", name="buggy")
+    process = _faulty("status", "raise", "-C", str(directory), "status")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 3 and out == ""
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("internal error: RuntimeError: boom in status (full traceback in ")
+    where = re.search(r"full traceback in (\S+?);", err)
+    assert where is not None
+    log = Path(where.group(1))
+    assert log.parent == directory / ".modelcycle" / "logs"
+    text = log.read_text()
+    assert text.startswith("Traceback") and "RuntimeError: boom in status" in text and "faulty" in text
+
+
+def test_modelcycle_debug_prints_the_traceback_of_an_internal_error(tmp_path: Path) -> None:
+    directory = write_use_case(tmp_path / "uc", name="buggy")
+    process = _faulty("status", "raise", "-C", str(directory), "status", env={"MODELCYCLE_DEBUG": "1"})
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 3
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("internal error: RuntimeError: boom")
+
+
+def test_a_user_error_exits_2_and_an_interrupt_130(tmp_path: Path) -> None:
+    assert _cli("-C", str(tmp_path), "deploy", timeout=120).returncode == 2  # no use case here
+    assert _cli("no-such-command", timeout=120).returncode == 2  # argparse: a usage error
+    process = _faulty("status", "wait", "-C", str(tmp_path), "status")
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "waiting\n"
+        process.send_signal(2)  # SIGINT, as Ctrl-C sends
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err.strip() == "interrupted"

@@ -305,3 +305,32 @@ def test_deploy_status_cleanup(trained: Trained, trained_copy: Path) -> None:
         if record.get("pid") and process_alive(record["pid"]):
             stop_endpoint(record)
         assert not process_alive(record.get("pid"))
+
+
+def test_failed_redeploy_keeps_the_old_endpoint_serving_and_the_state(trained: Trained, trained_copy: Path) -> None:
+    from modelcycle.core.errors import EndpointError
+    from modelcycle.core.state import StateStore
+
+    use_case = UseCase(trained_copy)
+    before: dict[str, Any] = {}
+    try:
+        before = use_case.deploy()
+        broken = Path(shutil.copytree(before["model_dir"], trained_copy / "broken-model"))
+        (broken / "model.pth").write_bytes(b"not a torch file")
+        store = StateStore(trained_copy / ".modelcycle")
+        state = store.read()
+        state.stages["train"].outputs["model_dir"] = str(broken)  # the next deploy serves a broken model
+        store.write(state)
+
+        with pytest.raises(EndpointError, match="exited with code"):
+            use_case.deploy(force=True)
+
+        after = use_case.state()
+        assert after.stages["deploy"].status == "done" and after.stages["deploy"].outputs == before
+        assert _events(after, "deploy")[-2:] == ["failed", "kept"]
+        assert process_alive(before["pid"])
+        assert use_case.endpoint()["status"] == "InService"  # type: ignore[index]
+        assert len(use_case.score(samples=3).predictions) == 3
+    finally:
+        if before.get("pid") and process_alive(before["pid"]):
+            stop_endpoint(before)

@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelcycle",
         description="One lifecycle for every model: train → deploy → score → govern → monitor → evaluate → cleanup.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_global_options(parser, after=False)
@@ -372,18 +374,68 @@ def _version() -> str:
         return "unknown"
 
 
+#: What every command exits with (shown by ``modelcycle --help``; README "Exit codes").
+EXIT_OK, EXIT_VIOLATION, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = """exit codes (every command):
+  0    success
+  1    a monitor violated its thresholds (evaluate --fail-on-violation)
+  2    user error: bad arguments, configuration, state or input; the message says how to fix it
+  3    internal error: one line names it and the file holding the full traceback
+       (.modelcycle/logs/; MODELCYCLE_DEBUG=1 also prints it)
+  130  interrupted (Ctrl-C)"""
+
+
+def _crash_log(directory: str, text: str) -> Path | None:
+    """Write ``text`` (a traceback) under the use case's ``.modelcycle/logs/`` (the temp
+    directory when ``directory`` holds no use case); returns the file, or None if unwritable."""
+    import os
+    import tempfile
+    import time
+
+    base = Path(directory)
+    logs = base / ".modelcycle" / "logs"
+    if not ((base / "modelcycle.yaml").is_file() or (base / ".modelcycle").is_dir()):
+        logs = Path(tempfile.gettempdir()) / f"modelcycle-{os.getuid()}" / "logs"
+    path = logs / f"internal-error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError:
+        return None
+    return path
+
+
+def _internal_error(exc: BaseException, directory: str) -> int:
+    """Report an unexpected exception in one line (the traceback goes to a file) and return 3."""
+    import os
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    where = _crash_log(directory, text)
+    if os.environ.get("MODELCYCLE_DEBUG") == "1" or where is None:
+        print(text, end="", file=sys.stderr)
+    hint = f"full traceback in {where}" if where else "the traceback is above"
+    print(f"internal error: {type(exc).__name__}: {exc} ({hint}; please report it)", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _merge_global_options(build_parser().parse_args(argv))
+    """Run one command; returns its exit code (see :data:`EXIT_CODES_HELP`)."""
     from modelcycle.core.errors import ModelcycleError
 
+    directory = "."
     try:
+        args = _merge_global_options(build_parser().parse_args(argv))
+        directory = args.directory
         return int(args.func(args))
     except ModelcycleError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", EXIT_USER_ERROR))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
-        return 0
+        return EXIT_OK
+    except Exception as exc:  # a bug: one line here, the traceback in a file
+        return _internal_error(exc, directory)

@@ -22,7 +22,13 @@ __all__ = [
 
 
 class ModelcycleError(Exception):
-    """Base class of every error modelcycle raises on purpose."""
+    """Base class of every error modelcycle raises on purpose: something the user can fix.
+
+    The command line prints its message (no traceback) and exits with ``exit_code``.
+    """
+
+    #: The command line's exit code for this error (2: user error).
+    exit_code: int = 2
 
 
 class ConfigError(ModelcycleError):

@@ -77,6 +77,12 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
             os.environ["MLFLOW_EXPERIMENT_ID"] = previous[2]
 
 
+def _same_endpoint(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The platform replaced ``previous`` in place (same name and process, e.g. a SageMaker
+    endpoint recreated under its name), so there is nothing left to stop."""
+    return all(previous.get(key) == new.get(key) for key in ("platform", "name", "pid"))
+
+
 class UseCase:
     """One use case directory (``modelcycle.yaml`` plus ``.modelcycle/`` state and artifacts).
 
@@ -209,9 +215,7 @@ class UseCase:
 
         self.model_config  # a bad framework or model: section fails before any state changes
         self._warn_ignored_hyperparameters()
-        if force:
-            self._stop_endpoint()
-        return self._run_stage("train", action, force)
+        return self._run_stage("train", action, force)  # serving is left alone: only deploy/cleanup change it
 
     def _warn_ignored_hyperparameters(self) -> None:
         """Tell the user which hyperparameters they set that the framework does not use."""
@@ -229,11 +233,23 @@ class UseCase:
     def deploy(self, force: bool = False, run_id: str | None = None, best: str | None = None) -> dict[str, Any]:
         """Serve a trained model on the serving platform; returns the endpoint record.
 
+        The swap has no downtime: the new endpoint is started and answering, then the state
+        record switches to it, then the previous one is stopped (on the local platform both serve
+        the same URL meanwhile). If the new endpoint fails, the previous one keeps serving and
+        the state keeps pointing at it.
+
+        Concurrent deploys agree on one endpoint: a ``force`` deploy that, once it holds the
+        use case's lock, finds the same run deployed and in service by a deploy that finished
+        after this call began, reports that endpoint instead of replacing it.
+
         Args:
             force: redeploy even when the endpoint is in service.
             run_id: deploy this tracked run's model (a prefix is enough) instead of the latest.
             best: deploy the finished run with the best value of this metric (e.g. test_accuracy).
         """
+        began = utcnow()
+        kept: dict[str, Any] = {}  # the previous endpoint while its successor starts
+        replaced: dict[str, Any] = {}  # the previous endpoint once its successor is recorded
         chosen: dict[str, Any] | None = None
         if run_id or best:
             from modelcycle.core.experiments import find_run
@@ -249,11 +265,10 @@ class UseCase:
         def action(state: State) -> dict[str, Any]:
             target_run, model_dir = target(state)
             verify_model(model_dir)  # a corrupt or changed model is refused before any endpoint changes
-            previous = state.stage("deploy").outputs
+            previous = dict(state.stage("deploy").outputs)
             platform = self._platform("serving")
-            if previous.get("name"):
-                self.registry.call_platform(previous.get("platform", platform), "delete_endpoint", endpoint=previous)
-            return self.registry.call_platform(
+            kept.update(previous)
+            endpoint = self.registry.call_platform(
                 platform,
                 "deploy_endpoint",
                 name=self._endpoint_name(target_run),
@@ -262,13 +277,49 @@ class UseCase:
                 token=self.config.endpoint_token(),
                 work_dir=self.work_dir,
                 monitoring=self.config.monitoring,
-            ) | {"run_id": target_run}
+            ) | {"run_id": target_run, "deployed_at": utcnow()}
+            kept.clear()
+            if previous.get("name") and not _same_endpoint(previous, endpoint):
+                replaced.update(previous, platform=previous.get("platform", platform))
+            return endpoint
 
         def still_valid(outputs: dict[str, Any]) -> bool:
+            if force and outputs.get("deployed_at", "") <= began:  # not deployed while this call waited
+                return False
             wanted = chosen["run_id"] if chosen else self.store.read().stage("train").outputs.get("run_id")
             return outputs.get("run_id") == wanted and self.describe_endpoint(outputs)["status"] == "InService"
 
-        return self._run_stage("deploy", action, force, still_valid=still_valid)
+        try:
+            outputs = self._run_stage("deploy", action, False, still_valid=still_valid)
+        except BaseException:
+            if kept:
+                self._keep_serving(kept)
+            raise
+        if replaced:  # the state no longer names it: stopped now, without holding the lock
+            self._retire_endpoint(replaced)
+        return outputs
+
+    def _retire_endpoint(self, previous: dict[str, Any]) -> None:
+        """Stop the endpoint a deploy replaced; a failure only warns (the new one serves)."""
+        try:
+            self.registry.call_platform(previous["platform"], "delete_endpoint", endpoint=previous)
+        except ModelcycleError as exc:
+            print(f"warning: the replaced endpoint {previous.get('name')} (pid {previous.get('pid')}) could not "
+                  f"be stopped: {exc}; stop it by hand", file=sys.stderr)
+
+    def _keep_serving(self, previous: dict[str, Any]) -> None:
+        """After a failed redeploy whose predecessor still serves, record that one as deployed again
+        (the state reads as before the attempt; the failure stays in the history)."""
+        if self.describe_endpoint(previous).get("status") != "InService":
+            return
+        with self.store.lock(f"pid {os.getpid()} restoring 'deploy'", self.lock_timeout):
+            state = self.store.read()
+            record = state.stage("deploy")
+            if record.status != "failed" or record.pid != os.getpid() or record.outputs != previous:
+                return  # another process moved on meanwhile
+            record.status, record.error = "done", None
+            state.record("deploy", "kept", endpoint=previous.get("name"))
+            self.store.write(state)
 
     def govern(self, stage: str | None = None, force: bool = False, reason: str | None = None) -> dict[str, Any]:
         """Record the deployed endpoint's facts on its model asset in the inventory and move the
@@ -337,11 +388,13 @@ class UseCase:
         return self.registry.call_platform(platform, "describe_endpoint", endpoint=endpoint)
 
     def endpoint(self) -> dict[str, Any] | None:
-        """The deployed endpoint's record with its live status, or ``None``."""
+        """The deployed endpoint's record with its live status, or ``None``. While a redeploy
+        runs, that is the previous endpoint: it serves until the new one has replaced it."""
         state = self.store.read()
-        if not state.done("deploy"):
+        record = state.stages.get("deploy")
+        if record is None or not record.outputs.get("name") or record.status not in ("done", "running"):
             return None
-        return self.describe_endpoint(state.stage("deploy").outputs)
+        return self.describe_endpoint(record.outputs)
 
     def score(self, samples: int = 10, images: Any = None, labels: Any = None) -> ScoreResult:
         """Score ``samples`` test images (or the given raw ``images``) on the endpoint."""

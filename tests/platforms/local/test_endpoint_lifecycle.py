@@ -173,3 +173,70 @@ def test_start_with_corrupt_weights_fails_and_leaves_no_process(trained_model_di
         assert _processes_mentioning(str(model_dir)) == []
     finally:
         _kill(_processes_mentioning(str(model_dir)))
+
+
+# -- handing the listening socket to a successor (zero-downtime redeploys) ----------------------
+
+
+def test_a_successor_in_the_same_slot_takes_the_socket_and_serves_alone_after_the_old_stops(
+        trained_model_dir: Path, tmp_path: Path) -> None:
+    slot = tmp_path / "slot"
+    records: list[dict[str, Any]] = []
+    try:
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.1"))
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.2"))
+        old, new = records
+        assert old["inherited_from"] is None and new["inherited_from"] == old["pid"]
+        assert new["port"] == old["port"] and new["url"] == old["url"] and new["pid"] != old["pid"]
+        assert old["ready_file"] != new["ready_file"] and old["log"] != new["log"]
+        stop_endpoint(old)
+        assert _gone(old["pid"]) and Path(new["ready_file"]).exists()
+        assert endpoint_status(new) == "InService"
+        with httpx.Client(base_url=new["url"], timeout=30, trust_env=False) as client:
+            assert client.post("/invocations", json=[[0] * 784]).status_code == 200
+        third = start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.3")
+        records.append(third)
+        assert third["inherited_from"] == new["pid"] and third["port"] == new["port"]  # the slot moved on
+    finally:
+        for record in records:
+            stop_endpoint(record)
+    assert all(_gone(record["pid"]) for record in records)
+    assert _refuses_connections("127.0.0.1", records[0]["port"])
+
+
+def test_a_failed_successor_leaves_the_old_endpoint_serving_and_offering(trained_model_dir: Path, tmp_path: Path) -> None:
+    slot = tmp_path / "slot"
+    broken = tmp_path / "broken-model"
+    shutil.copytree(trained_model_dir, broken)
+    (broken / "model.pth").write_bytes(b"not a torch file")
+    records: list[dict[str, Any]] = []
+    try:
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.1"))
+        old = records[0]
+        with pytest.raises(EndpointError, match="exited with code"):
+            start_endpoint("ep", broken, tmp_path / "run", slot=slot, instance="ep.2", timeout=60)
+        assert endpoint_status(old) == "InService"
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.3"))
+        assert records[1]["inherited_from"] == old["pid"] and records[1]["port"] == old["port"]
+    finally:
+        for record in records:
+            stop_endpoint(record)
+        _kill(_processes_mentioning(str(broken)))
+
+
+def test_a_successor_on_another_port_binds_its_own(trained_model_dir: Path, tmp_path: Path) -> None:
+    slot = tmp_path / "slot"
+    with socket.socket() as probe:  # a free port, released before the endpoint binds it
+        probe.bind(("127.0.0.1", 0))
+        fixed = probe.getsockname()[1]
+    records: list[dict[str, Any]] = []
+    try:
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", slot=slot, instance="ep.1"))
+        records.append(start_endpoint("ep", trained_model_dir, tmp_path / "run", port=fixed, slot=slot,
+                                      instance="ep.2"))
+        old, new = records
+        assert new["port"] == fixed != old["port"] and new["inherited_from"] is None
+        assert endpoint_status(old) == "InService" and endpoint_status(new) == "InService"
+    finally:
+        for record in records:
+            stop_endpoint(record)

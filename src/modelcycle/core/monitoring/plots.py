@@ -7,6 +7,8 @@ stored measurements, with its limits).
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,15 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(figure: Any, path: Path) -> str:
+    """Save atomically through a temp file of this call's own (concurrent evaluations do not
+    collide; the last rename wins)."""
     figure.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        figure.savefig(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return str(path)
 
 

@@ -100,9 +100,15 @@ def _wait_ready(name: str, process: subprocess.Popen[bytes], ready: Path, log: P
 def start_endpoint(
     name: str, model_dir: Path, run_dir: Path, host: str = "127.0.0.1", port: int = 0,
     token: str | None = None, threads: int = 1, max_body_mb: float = 6.0, timeout: float = 120.0,
-    payload: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None, slot: Path | None = None, instance: str | None = None,
 ) -> dict[str, Any]:
     """Start a detached server process for ``model_dir`` and wait until ``/ping`` answers.
+
+    ``slot`` (a directory, one per use case) makes a redeploy seamless: the new process takes the
+    listening socket of the endpoint serving the slot, if any, so old and new serve the same
+    URL side by side until the caller stops the old one (:mod:`.handoff`); ``inherited_from`` in
+    the record names the old process. ``instance`` names this process's ready and log files
+    (default: ``name``), so two processes of one endpoint name do not share them.
 
     ``payload`` turns on payload logging: ``{"journal", "database_url", "sampling_percentage",
     "fsync", "flush_interval_ms", "batch_records", "drain"}`` (see
@@ -119,8 +125,8 @@ def start_endpoint(
             message carries the tail of its log. The process is stopped then.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    ready = run_dir / f"{name}.ready.json"
-    log = run_dir / f"{name}.log"
+    ready = run_dir / f"{instance or name}.ready.json"
+    log = run_dir / f"{instance or name}.log"
     ready.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MODELCYCLE_SERVING_THREADS": str(threads)}
     env.pop("MODELCYCLE_ENDPOINT_TOKEN", None)
@@ -129,7 +135,7 @@ def start_endpoint(
     command = [
         sys.executable, "-m", _SERVER_MODULE, "--model-dir", str(model_dir), "--name", name,
         "--host", host, "--port", str(port), "--ready-file", str(ready), "--max-body-mb", str(max_body_mb),
-    ]
+    ] + (["--slot", str(slot)] if slot else [])
     env.pop("MODELCYCLE_DATABASE_URL", None)
     if payload:
         env["MODELCYCLE_DATABASE_URL"] = payload["database_url"]
@@ -167,6 +173,7 @@ def start_endpoint(
         "payload_journal": str(payload["journal"]) if payload else None,
         "payload_store": _masked(payload["database_url"]) if payload else None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inherited_from": info.get("inherited_from"),
     }
 
 

@@ -39,11 +39,17 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
                     monitoring: Any) -> dict[str, Any]:
     """Start a detached uvicorn process serving ``model_dir``; wait for ``/ping``.
 
-    Payload logging follows ``monitoring.payload`` (the use case's, with its overrides): on by
-    default, journaled under ``work_dir/endpoints``.
+    The use case's live endpoint, if any, keeps serving: the new process takes over its listening
+    socket (same URL, no connection dropped) and the caller stops the old one with
+    ``delete_endpoint``. Each process has its own ready file, log and payload journal (the
+    endpoint ``name`` may be the same). Payload logging follows ``monitoring.payload`` (the use
+    case's, with its overrides): on by default, journaled under ``work_dir/endpoints``.
     """
+    import secrets
+
     from modelcycle.platforms.local.payload import endpoint_payload_settings
 
+    instance = f"{name}.{secrets.token_hex(4)}"
     return endpoints.start_endpoint(
         name,
         Path(model_dir),
@@ -54,7 +60,9 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
         threads=settings.threads,
         max_body_mb=settings.max_body_mb,
         timeout=settings.startup_timeout_s,
-        payload=endpoint_payload_settings(Path(work_dir), name, monitoring),
+        payload=endpoint_payload_settings(Path(work_dir), instance, monitoring),
+        slot=Path(work_dir) / "endpoints",
+        instance=instance,
     )
 
 

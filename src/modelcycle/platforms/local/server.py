@@ -1,13 +1,17 @@
 """The endpoint process: ``python -m modelcycle.platforms.local.server --model-dir DIR ...``.
 
 It binds its socket first (port 0 picks a free one), loads the model, then writes a ready file
-``{"pid", "host", "port"}`` so the deployer learns the port without races. The bearer token comes
+``{"pid", "host", "port", "inherited_from"}`` so the deployer learns the port without races. With
+``--slot DIR`` it first takes the listening socket of the endpoint serving that slot, if one does
+(:mod:`.handoff`: a redeploy keeps the URL and drops no connection), and offers its own once it
+answers. The bearer token comes
 from ``MODELCYCLE_ENDPOINT_TOKEN`` (never from argv, which other users can read).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import os
@@ -15,7 +19,13 @@ import socket
 import sys
 from pathlib import Path
 
+from modelcycle.platforms.local import handoff
+
 __all__ = ["is_loopback", "main"]
+
+#: Seconds a stopping endpoint that handed its socket over keeps its accepted connections before
+#: uvicorn's shutdown closes the idle ones (a request on a fresh connection arrives well within).
+_HANDOVER_GRACE_S = 0.5
 
 
 def is_loopback(host: str) -> bool:
@@ -34,7 +44,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -46,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--max-body-mb", type=float, default=6.0)
+    parser.add_argument("--slot", type=Path, help="take over (and later offer) the listening socket of this slot")
     payload = parser.add_argument_group("payload logging (store URL from MODELCYCLE_DATABASE_URL)")
     payload.add_argument("--payload-journal", type=Path, help="journal directory; logging is off without it")
     payload.add_argument("--payload-sampling", type=float, default=100.0, metavar="PCT")
@@ -64,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    sock = _bind(args.host, args.port)
+    inherited = handoff.take(args.slot, args.host, args.port) if args.slot else None
+    sock, inherited_from = inherited if inherited else (_bind(args.host, args.port), None)
+    sock.set_inheritable(True)
     port = sock.getsockname()[1]
 
     import uvicorn
@@ -102,23 +114,37 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+    offer = handoff.SocketOffer(args.slot, sock) if args.slot else None
 
     if args.ready_file:
         original_startup = server.startup
 
         async def startup(sockets: list[socket.socket] | None = None) -> None:
             await original_startup(sockets=sockets)
+            if offer is not None:
+                offer.publish()
             tmp = args.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": port}))
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": port,
+                                       "inherited_from": inherited_from}))
             os.replace(tmp, args.ready_file)
 
         server.startup = startup  # type: ignore[method-assign]
-    if payload_logger is not None:  # a graceful stop drains the journal into the store (uvicorn
-        original_shutdown = server.shutdown  # re-raises SIGTERM after serve(), so not in a finally)
+    if payload_logger is not None or offer is not None:  # a graceful stop drains the journal into
+        original_shutdown = server.shutdown  # the store (uvicorn re-raises SIGTERM after serve(),
+                                             # so not in a finally)
 
         async def shutdown(sockets: list[socket.socket] | None = None) -> None:
+            if offer is not None:
+                # A successor may share the listener: stop accepting, then give the connections
+                # just accepted time to send their request (uvicorn's shutdown would close them
+                # as idle, resetting the client).
+                offer.close()
+                for listener in server.servers:
+                    listener.close()
+                await asyncio.sleep(_HANDOVER_GRACE_S)
             await original_shutdown(sockets=sockets)
-            payload_logger.close()
+            if payload_logger is not None:
+                payload_logger.close()
 
         server.shutdown = shutdown  # type: ignore[method-assign]
     server.run(sockets=[sock])
