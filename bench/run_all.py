@@ -16,6 +16,7 @@ import bench_distributed  # noqa: E402
 import bench_keras  # noqa: E402
 import bench_lightning  # noqa: E402
 import bench_monitoring  # noqa: E402
+import bench_resume  # noqa: E402
 import bench_serving  # noqa: E402
 import bench_tracking  # noqa: E402
 import bench_training  # noqa: E402
@@ -27,6 +28,7 @@ MORE = (
     ("keras", bench_keras, "One Keras epoch: modelcycle fit vs plain model.fit (goal ratio ≤ 1.05)"),
     ("tracking", bench_tracking, "Train stage with MLflow tracking on vs off (goal ≤ 3%)"),
     ("monitoring", bench_monitoring, "Payload logging on vs off at concurrency 8 (goal ≤ 10% drop), ingest, evaluation over 100k records (goal ≤ 1 s)"),
+    ("resume", bench_resume, "One full-MNIST epoch with vs without a per-epoch checkpoint (goal ≤ 2%)"),
     ("distributed", bench_distributed, "1 vs 2 local processes per epoch; container-contract runner vs in-process (goal ≤ 5%)"),
 )
 

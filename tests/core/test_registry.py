@@ -521,6 +521,8 @@ FROZEN_SPECS = [
     ("FrameworkSpecs", "fit", ("model", "dataset", "context"), _FR),
     ("FrameworkSpecs", "evaluate", ("model", "split", "context"), _FR),
     ("FrameworkSpecs", "save_model", ("model", "model_dir", "context"), _FR),
+    ("FrameworkSpecs", "save_checkpoint", ("model", "directory", "context"), _FR),
+    ("FrameworkSpecs", "load_checkpoint", ("model", "directory", "context"), _FR),
     ("FrameworkSpecs", "summarize_model", ("model", "context"), _FR),
     ("ServingSpecs", "model_fn", ("model_dir", "context"), _FR),
     ("ServingSpecs", "input_fn", ("body", "content_type", "context"), _FR),

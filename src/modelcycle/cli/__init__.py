@@ -121,7 +121,9 @@ def _print_training(outputs: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     use_case = _use_case(args)
     before = use_case.state().stages.get("train")
-    outputs = use_case.train(force=args.force)
+    outputs = use_case.train(force=args.force, restart=args.restart)
+    if outputs.get("resumed_from_epoch"):
+        print(f"resumed run {outputs['run_id']} after epoch {outputs['resumed_from_epoch']} (attempt {outputs['attempt']})")
     if before and before.status == "done" and not args.force and before.outputs.get("run_id") == outputs.get("run_id"):
         print(f"already trained (run {outputs['run_id']}); pass --force to train again")
     _print_training(outputs)
@@ -232,6 +234,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for flag in ("trained", "deployed", "governed", "monitored"):
         print(f"              - {flag + ':':<10} [{status[flag]}]")
     print()
+    for stage, stage_status in status["stages"].items():
+        if stage_status == "interrupted":
+            print(f"{stage + ':':<15} interrupted (its process died): 'modelcycle {stage}' resumes it")
+    if status.get("training"):
+        t = status["training"]
+        print(f"training run    {t['run_id']} {t['status']} after epoch {t['last_complete_epoch']} of {t['epochs']}"
+              " ('modelcycle train' resumes it, '--restart' starts over)")
     if status["run_id"]:
         print(f"run id          {status['run_id']}")
     accuracy = status["metrics"].get("test_accuracy")
@@ -302,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train and package the model")
     train.add_argument("--force", action="store_true", help="train again even if already trained")
+    train.add_argument("--restart", action="store_true",
+                       help="start a new run from epoch 1 instead of resuming an interrupted one")
     train.set_defaults(func=cmd_train)
 
     deploy = commands.add_parser("deploy", help="serve the trained model on an endpoint")

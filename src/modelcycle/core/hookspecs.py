@@ -105,6 +105,12 @@ class FrameworkSpecs:
         (``Test set: …``); last ``end_epoch(epoch, metrics, context)``, which records the epoch
         in ``reporter.history`` and broadcasts ``on_epoch_end``. Epochs are 1-based.
 
+        Resumable runs: train from ``context.start_epoch(model)`` (1, or the epoch after the
+        run's last checkpoint, restored through ``load_checkpoint`` — call it once the optimizer
+        and schedule exist) and call ``context.save_checkpoint(model, epoch)`` after each
+        ``end_epoch``. When every epoch was already done, return the last history entry's metrics
+        (``reporter.last_metrics()``).
+
         Return ``TrainingResult(run_id=context.run_id, metrics=..., history=reporter.history)``
         where ``metrics`` (the last epoch's) holds at least ``train_loss``, ``test_loss`` and
         ``test_accuracy`` (0..1); ``train_accuracy`` is optional. Those keys drive ``runs``,
@@ -129,6 +135,36 @@ class FrameworkSpecs:
         dataset checksums, metrics), ``code/inference.py`` + ``requirements.txt`` and
         ``model.tar.gz`` afterwards, and checks every listed file's SHA-256 when loading.
         Prefer formats that load without pickle. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def save_checkpoint(self, model: Any, directory: Path, context: TrainingContext) -> list[str]:
+        """Write what resuming after the epoch that just ended needs into ``directory``; return
+        the names of the files written (relative to ``directory``).
+
+        Called through ``context.save_checkpoint(model, epoch)``, which ``fit`` calls after each
+        completed epoch (after ``reporter.end_epoch``). Write the model's weights, the optimizer's
+        and scheduler's states (kept in ``context.state``), the framework's RNG states (torch's
+        global and data-order generators, TensorFlow's) and any loop state. ``directory`` is a
+        fresh staging directory: the core adds the epoch, the reporter's history and Python's and
+        NumPy's RNG states, fsyncs, and commits it atomically (rename, then the "last complete
+        epoch" marker) once the hook returns. Prefer formats that load without pickle.
+
+        Optional, with ``load_checkpoint``: a framework implementing neither still trains, but an
+        interrupted run of it restarts from epoch 1 (the user is told so). firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def load_checkpoint(self, model: Any, directory: Path, context: TrainingContext) -> bool:
+        """Restore what ``save_checkpoint`` wrote into ``directory`` and return ``True``.
+
+        Called through ``context.start_epoch(model)`` at the start of ``fit``, after ``fit`` built
+        the optimizer and schedule, when the run resumes from a checkpoint: load the weights into
+        ``model``, the optimizer's and scheduler's states, and the RNG states, so the remaining
+        epochs train exactly as they would have without the interruption (load tensors with
+        ``weights_only=True``). A framework whose own loop restores (Lightning's ``ckpt_path``) may
+        record the path in ``context.state`` and restore when its loop starts. Raise on a file it
+        cannot read; the core names the checkpoint and the fix. firstresult.
         """
 
     @hookspec(firstresult=True)

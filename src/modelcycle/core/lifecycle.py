@@ -176,46 +176,69 @@ class UseCase:
             return outputs
 
     # -- stages ----------------------------------------------------------------------------
-    def train(self, force: bool = False) -> dict[str, Any]:
-        """Train and package the model on the training platform; returns the run's outputs."""
+    def train(self, force: bool = False, restart: bool = False) -> dict[str, Any]:
+        """Train and package the model on the training platform; returns the run's outputs.
+
+        A run whose process died (or failed) is resumed from its last complete epoch, as the same
+        run and MLflow run, when the training configuration is unchanged; ``restart`` starts a new
+        run from epoch 1 instead (and trains even when already trained).
+        """
 
         def action(state: State) -> dict[str, Any]:
+            from contextlib import nullcontext
+
+            from modelcycle.core import attempts
+            from modelcycle.core.checkpoints import CHECKPOINT_DIR, supports_checkpoints
             from modelcycle.core.training import TrainingContext, TrainingReporter
 
-            run_id = uuid.uuid4().hex
             model_config = self.model_config
             registry = self.registry
+            plan = attempts.plan(self.work_dir / "runs", self.config, restart=restart)
+            if not supports_checkpoints(registry.hook):
+                print(f"note: framework '{self.config.framework}' writes no checkpoints (no save_checkpoint/"
+                      "load_checkpoint hooks): an interrupted run restarts from epoch 1", file=sys.stderr)
             context = TrainingContext(
                 config=self.config,
                 model_config=model_config,
                 registry=registry,
                 reporter=TrainingReporter(registry.hook),
-                run_id=run_id,
-                output_dir=self.work_dir / "runs" / run_id,
+                run_id=plan.run_id,
+                output_dir=plan.run_dir,
+                checkpoint_dir=plan.run_dir / CHECKPOINT_DIR,
             )
             platform = self._platform("training")
-            tracker = start_tracker(self.config, self.work_dir, self.directory, run_id, platform)
-            if tracker is None:
-                result = registry.call_platform(platform, "run_training_job", context=context)
-                return {**result.outputs(), "platform": platform, "framework": self.config.framework}
-            registry.register(tracker, name=f"modelcycle.tracking.{run_id}")
+            attempt = plan.begin()
+            tracker = start_tracker(self.config, self.work_dir, self.directory, plan.run_id, platform,
+                                    resume=plan.resumed is not None, abandoned=tuple(plan.abandoned),
+                                    attempt=attempt.attempt)
+            if tracker is not None:
+                registry.register(tracker, name=f"modelcycle.tracking.{plan.run_id}")
             status = "FAILED"
             try:
-                with _autolog_run(tracker, self.config.capture):
+                with _autolog_run(tracker, self.config.capture) if tracker is not None else nullcontext():
                     result = registry.call_platform(platform, "run_training_job", context=context)
-                record_training(tracker, result)
+                if tracker is not None:
+                    record_training(tracker, result)
                 status = "FINISHED"
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
             finally:
-                registry.pm.unregister(tracker)
-                mlflow_run_id = tracker.finish(status)
-            return {
+                plan.end(status)
+                if tracker is not None:
+                    registry.pm.unregister(tracker)
+                    mlflow_run_id = tracker.finish(status)
+            outputs = {
                 **result.outputs(), "platform": platform, "framework": self.config.framework,
-                "mlflow_run_id": mlflow_run_id, "tracking_uri": tracker.uri,
+                "attempt": attempt.attempt, "resumed_from_epoch": context.resumed_epoch,
             }
+            if tracker is not None:
+                outputs |= {"mlflow_run_id": mlflow_run_id, "tracking_uri": tracker.uri}
+            return outputs
 
         self.model_config  # a bad framework or model: section fails before any state changes
         self._warn_ignored_hyperparameters()
-        return self._run_stage("train", action, force)  # serving is left alone: only deploy/cleanup change it
+        return self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
 
     def _warn_ignored_hyperparameters(self) -> None:
         """Tell the user which hyperparameters they set that the framework does not use."""
@@ -482,11 +505,15 @@ class UseCase:
 
     def status(self) -> dict[str, Any]:
         """The seeds' state table (trained/deployed/governed/monitored) plus ids and metrics;
-        ``recovery`` says how to get back a trained model when ``state.json`` was deleted.
+        ``stages`` maps each stage to its status, ``interrupted`` for one left running by a
+        process that died, ``training`` describes an interrupted training run ``train`` would
+        resume (``None`` when there is none), and ``recovery`` says how to get back a trained
+        model when ``state.json`` was deleted.
 
         Raises:
             StateDamagedError: ``state.json`` is damaged (names it and ``status --repair``).
         """
+        from modelcycle.core import attempts
         from modelcycle.core.recovery import recovery_hint
 
         state = self.store.read()
@@ -497,17 +524,25 @@ class UseCase:
         except ModelcycleError as exc:
             endpoint = {"status": f"unknown ({exc})"}
         flags = {stage.flag: state.done(name) for name, stage in STAGES.items()}
+        training, newest = None, attempts.latest(self.work_dir / "runs")
+        if newest is not None and newest.unfinished():
+            training = {"run_id": newest.run_id, "status": "interrupted" if newest.killed() else newest.status,
+                        "attempt": newest.attempt, "epochs": newest.epochs,
+                        "last_complete_epoch": attempts.last_complete_epoch(self.work_dir / "runs" / newest.run_id)}
         flags["deployed"] = bool(endpoint and endpoint.get("status") == "InService")
         return {
             "use_case": self.config.name,
             "framework": self.config.framework,
             "directory": str(self.directory),
             **flags,
-            "stages": {name: record.status for name, record in state.stages.items()},
+            # a 'running' stage whose process died shows as 'interrupted' ('train' resumes it)
+            "stages": {name: "interrupted" if record.interrupted() else record.status
+                       for name, record in state.stages.items()},
             "run_id": train.outputs.get("run_id") if train else None,
             "metrics": train.outputs.get("metrics", {}) if train else {},
             "model_archive": train.outputs.get("archive") if train else None,
             "endpoint": endpoint,
+            "training": training,
             "recovery": recovery_hint(self),
         }
 

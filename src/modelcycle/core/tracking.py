@@ -1,12 +1,15 @@
 """Experiment tracking on MLflow: every ``train`` is an MLflow run.
 
 The store is embedded (``sqlite:///<use case>/.modelcycle/mlflow.db``) unless the config names
-any tracking URI. Tracking must not slow training down: importing MLflow and opening its store
-costs seconds of CPU, which on a small machine would be taken from the training threads. So
-:class:`RunTracker` queues every record while training runs and writes them from a background
-thread once training is done (:meth:`RunTracker.finish`). With ``capture: autolog`` the run must
-exist before training (the framework's autolog writes into it), so the thread starts at once.
-``mlflow ui --backend-store-uri <uri>`` shows the runs.
+any tracking URI. The run is created when training starts (status ``RUNNING``) and ends
+``FINISHED``, ``FAILED`` or ``KILLED`` (interrupted), so durations are real and a killed attempt is
+visible; a resumed run continues the same MLflow run (found by its ``modelcycle.run_id`` tag),
+and an interrupted run that is abandoned (``train --restart``) is ended ``KILLED``.
+
+Tracking must not slow training down: importing MLflow and opening its store costs seconds of
+CPU. :class:`RunTracker` creates the run and writes from a background thread started with the
+stage (the run's start time is the stage's, however late the store answers); training only
+queues records. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
 """
 
 from __future__ import annotations
@@ -73,9 +76,16 @@ class RunTracker:
     """
 
     def __init__(
-        self, uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: str | None = None
+        self, uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: str | None = None,
+        resume: bool = False, abandoned: tuple[str, ...] = (),
     ) -> None:
         self.uri = uri
+        #: continue the MLflow run tagged with this run's ``modelcycle.run_id`` when one exists
+        self.resume = resume
+        #: modelcycle run ids whose MLflow runs, if still ``RUNNING``, end ``KILLED``
+        self.abandoned = tuple(abandoned)
+        #: when training started: the run's start time even if the store answers late
+        self.started_ms = int(time.time() * 1000)
         self.artifact_location = artifact_location
         self.experiment = experiment
         self.run_name = run_name
@@ -95,6 +105,30 @@ class RunTracker:
             self._thread.start()
         return self
 
+    def _find_run(self, client: Any, experiment_id: str, run_id: str) -> Any:
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.`modelcycle.run_id` = '{run_id}'", max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return found[0] if found else None
+
+    def _open_run(self, client: Any, experiment_id: str) -> str:
+        """Create the run, or continue the interrupted one when resuming; end abandoned ones."""
+        for abandoned in self.abandoned:
+            old = self._find_run(client, experiment_id, abandoned)
+            if old is not None and old.info.status == "RUNNING":
+                client.set_terminated(old.info.run_id, "KILLED")
+        run_id = self.tags.get("modelcycle.run_id", "")
+        previous = self._find_run(client, experiment_id, run_id) if self.resume and run_id else None
+        if previous is None:
+            run = client.create_run(experiment_id, start_time=self.started_ms, run_name=self.run_name, tags=self.tags)
+            return str(run.info.run_id)
+        from mlflow.entities import RunTag
+
+        client.log_batch(previous.info.run_id, tags=[RunTag(k, v) for k, v in self.tags.items()])
+        client.update_run(previous.info.run_id, status="RUNNING")
+        return str(previous.info.run_id)
+
     def _work(self) -> None:
         try:
             client = mlflow_client(self.uri)
@@ -105,8 +139,7 @@ class RunTracker:
                 else client.create_experiment(self.experiment, artifact_location=self.artifact_location)
             )
             self.experiment_id = experiment_id
-            run = client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
-            self.mlflow_run_id = run.info.run_id
+            self.mlflow_run_id = self._open_run(client, experiment_id)
         except BaseException as exc:  # noqa: BLE001 - reported by finish(), never kills training
             self.error = exc
             self._ready.set()
@@ -185,6 +218,26 @@ class RunTracker:
 
         self._submit(action)
 
+    def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
+        """Log the per-epoch metrics of ``history`` whose step the run does not hold yet (a
+        resumed run: epochs the killed attempt trained but had not written)."""
+        epochs = [dict(entry) for entry in history]
+
+        def action(client: Any, run_id: str) -> None:
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            metrics = []
+            for entry in epochs:
+                step = int(entry.pop("epoch"))
+                for key, value in entry.items():
+                    if step not in {m.step for m in client.get_metric_history(run_id, key)}:
+                        metrics.append(Metric(key, float(value), stamp, step))
+            for start in range(0, len(metrics), 500):
+                client.log_batch(run_id, metrics=metrics[start : start + 500])
+
+        self._submit(action)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self._submit(lambda client, run_id: client.log_text(run_id, text, artifact_file))
 
@@ -211,8 +264,13 @@ class RunTracker:
 
 
 
-def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, platform: str) -> RunTracker | None:
-    """Start tracking a training run (``None`` when ``tracking.enabled`` is false)."""
+def start_tracker(
+    config: Any, work_dir: Path, directory: Path, run_id: str, platform: str,
+    resume: bool = False, abandoned: tuple[str, ...] = (), attempt: int = 1,
+) -> RunTracker | None:
+    """Start tracking a training run now (``None`` when ``tracking.enabled`` is false): the MLflow
+    run exists, ``RUNNING``, from the start. ``resume`` continues the run's MLflow run (tagged
+    ``modelcycle.attempts``); ``abandoned`` run ids end ``KILLED`` if still ``RUNNING``."""
     if not config.tracking.enabled:
         return None
     tags = {
@@ -223,6 +281,7 @@ def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, pla
         "modelcycle.capture": config.capture,
         "mlflow.source.name": "modelcycle train",
         "job_name": f"{config.name}-{run_id[:8]}",
+        "modelcycle.attempts": str(attempt),
     }
     commit = git_commit(directory)
     if commit:
@@ -234,6 +293,8 @@ def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, pla
         tags=tags,
         # artifacts beside the embedded store, never in whatever directory the process runs in
         artifact_location=None if config.tracking.uri else (Path(work_dir).resolve() / "mlartifacts").as_uri(),
+        resume=resume,
+        abandoned=abandoned,
     )
     tracker.log_params(
         {
@@ -243,14 +304,17 @@ def start_tracker(config: Any, work_dir: Path, directory: Path, run_id: str, pla
             "framework": config.framework,
         }
     )
-    return tracker.start() if config.capture == "autolog" else tracker
+    return tracker.start()
 
 
 def record_training(tracker: RunTracker, result: Any) -> None:
     """Queue what a finished run produced: final metrics, facts, dataset input, summary, artifacts."""
     from modelcycle.core.artifacts import read_manifest
 
-    if tracker.epochs_logged:  # per-epoch metrics were logged as training went
+    if tracker.resume:  # the interrupted attempt may not have written its epochs
+        tracker.log_metrics({"duration_s": result.duration_s})
+        tracker.log_missing_epochs(result.history)
+    elif tracker.epochs_logged:  # per-epoch metrics were logged as training went
         tracker.log_metrics({"duration_s": result.duration_s})
     else:  # trained elsewhere (a remote job): log the final metrics once
         tracker.log_metrics({**result.metrics, "duration_s": result.duration_s}, step=len(result.history))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from modelcycle.core import checkpoints
+
 if TYPE_CHECKING:  # pragma: no cover
     from pydantic import BaseModel
 
@@ -111,6 +113,11 @@ class TrainingReporter:
         self.history.append({"epoch": float(epoch), **metrics})
         self.hook.on_epoch_end(epoch=epoch, metrics=metrics, context=context)
 
+    def last_metrics(self) -> dict[str, float]:
+        """The last recorded epoch's metrics without ``epoch`` (``{}`` before the first epoch):
+        what ``fit`` returns when a resumed run had no epoch left to train."""
+        return {k: v for k, v in self.history[-1].items() if k != "epoch"} if self.history else {}
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
@@ -147,6 +154,11 @@ class TrainingContext:
     """Everything a framework hook needs during training.
 
     ``state`` is scratch space a plugin owns for one run (optimizer, scheduler, ...).
+
+    ``checkpoint_dir`` is where the run's per-epoch checkpoints go (``<run dir>/checkpoint``;
+    ``None``: no checkpoints). ``fit`` trains from :meth:`start_epoch` and calls
+    :meth:`save_checkpoint` after each epoch; ``resumed_epoch`` is the epoch the run resumed
+    after (0: it started at epoch 1).
     """
 
     config: UseCaseConfig
@@ -160,6 +172,26 @@ class TrainingContext:
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: Path | None = None
+    resumed_epoch: int = 0
+
+    def start_epoch(self, model: Any) -> int:
+        """The first epoch ``fit`` trains: 1, or the epoch after the run's last complete
+        checkpoint, whose state is restored into ``model`` and ``state`` (the framework's
+        ``load_checkpoint`` hook), the Python and NumPy RNGs and ``reporter.history``. Call it
+        once, after creating the optimizer and schedule. Always 1 without ``checkpoint_dir``,
+        on several processes, or for a framework without checkpoint hooks.
+
+        Raises:
+            CheckpointError: the checkpoint is damaged or cannot be restored (names it).
+        """
+        return checkpoints.resume(self, model)
+
+    def save_checkpoint(self, model: Any, epoch: int) -> None:
+        """Commit the checkpoint of the completed ``epoch`` (1-based) atomically: the
+        framework's ``save_checkpoint`` files plus the epoch, history and RNG states. Call it
+        after ``reporter.end_epoch``. A no-op where :meth:`start_epoch` always returns 1."""
+        checkpoints.save(self, model, epoch)
 
     @property
     def hyperparameters(self) -> Hyperparameters:

@@ -170,6 +170,7 @@ class ReporterCallback(keras.callbacks.Callback):
             "test_accuracy": correct / self._test_total,
         }
         self._reporter.end_epoch(self._epoch, dict(self.last_metrics), self._context)
+        self._context.save_checkpoint(self.model, self._epoch)
 
 
 @contextmanager
@@ -215,19 +216,60 @@ def fit(model: keras.Model, dataset: Dataset, context: TrainingContext) -> Train
     y_test = to_labels(dataset.test.labels)
     total = len(x_train)
     callback = ReporterCallback(context, total, steps_per_epoch(total, hp.batch_size), len(x_test))
+    start = context.start_epoch(model)  # a resumed run: weights, optimizer (and its schedule step), dropout seeds
     with autolog(context):
-        model.fit(
-            x_train,
-            y_train,
-            batch_size=hp.batch_size,
-            epochs=hp.epochs,
-            shuffle=True,
-            verbose=0,
-            validation_data=(x_test, y_test),
-            validation_batch_size=hp.test_batch_size,
-            callbacks=[callback],
-        )
-    return TrainingResult(run_id=context.run_id, metrics=dict(callback.last_metrics), history=list(reporter.history))
+        if start <= hp.epochs:
+            model.fit(
+                x_train,
+                y_train,
+                batch_size=hp.batch_size,
+                epochs=hp.epochs,
+                initial_epoch=start - 1,
+                shuffle=True,
+                verbose=0,
+                validation_data=(x_test, y_test),
+                validation_batch_size=hp.test_batch_size,
+                callbacks=[callback],
+            )
+    metrics = dict(callback.last_metrics) or reporter.last_metrics()
+    return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(reporter.history))
+
+
+CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
+CHECKPOINT_SEEDS = "seed_states.npz"
+
+
+def _seed_generators(model: keras.Model) -> dict[str, Any]:
+    return {layer.name: layer.seed_generator for layer in model.layers if getattr(layer, "seed_generator", None) is not None}
+
+
+def save_checkpoint(model: keras.Model, directory: Any) -> list[str]:
+    """The weights with the optimizer's variables (its step drives the schedule) as
+    ``.weights.h5``, and the dropout layers' seed-generator states (``.npz``, no pickle).
+
+    The data order is not restored: Keras reshuffles with TensorFlow's stateful op seeds, so a
+    resumed run sees other (equally random) batches than an uninterrupted one would."""
+    from pathlib import Path
+
+    model.save_weights(Path(directory) / CHECKPOINT_WEIGHTS)
+    seeds = {name: np.asarray(generator.state.numpy()) for name, generator in _seed_generators(model).items()}
+    np.savez(Path(directory) / CHECKPOINT_SEEDS, **seeds)
+    return [CHECKPOINT_WEIGHTS, CHECKPOINT_SEEDS]
+
+
+def load_checkpoint(model: keras.Model, directory: Any) -> bool:
+    """Restore what :func:`save_checkpoint` wrote (the optimizer is built first, so its
+    variables load too)."""
+    from pathlib import Path
+
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(Path(directory) / CHECKPOINT_WEIGHTS)
+    with np.load(Path(directory) / CHECKPOINT_SEEDS, allow_pickle=False) as seeds:
+        for name, generator in _seed_generators(model).items():
+            if name in seeds.files:
+                generator.state.assign(seeds[name])
+    return True
 
 
 def evaluate(model: keras.Model, split: Split, context: TrainingContext) -> dict[str, float]:

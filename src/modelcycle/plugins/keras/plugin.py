@@ -95,6 +95,16 @@ def save_model(model: keras.Model, model_dir: Path, context: TrainingContext) ->
     return [MODEL_FILE, SAVED_MODEL_DIR]
 
 
+@hookimpl
+def save_checkpoint(model: keras.Model, directory: Path, context: TrainingContext) -> list[str]:
+    return km.save_checkpoint(model, directory)
+
+
+@hookimpl
+def load_checkpoint(model: keras.Model, directory: Path, context: TrainingContext) -> bool:
+    return km.load_checkpoint(model, directory)
+
+
 def _set_threads(threads: int) -> None:
     """Intra- and inter-op threads; TF accepts them only before its runtime starts."""
     threading = tf.config.threading

@@ -183,3 +183,4 @@ class ReporterCallback(L.Callback):
             pl_module.log("train_acc", accuracy.compute(), on_step=False, on_epoch=True)
             accuracy.reset()
         context.reporter.end_epoch(self.epoch, dict(self.metrics), context)
+        context.save_checkpoint(pl_module, self.epoch)

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.plugin_types import FrameworkInfo
 from modelcycle.lib.examples import packaged_examples
-from modelcycle.lib.torch import artifact
+from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.nets import build_net
 from modelcycle.plugins.lightning.config import PytorchModelConfig
@@ -155,6 +155,7 @@ def train_loader(dataset: Dataset, context: TrainingContext) -> DataLoader:
     x = torch_training.to_tensor(dataset.train.images, context)
     y = torch.from_numpy(dataset.train.labels.astype(np.int64))
     generator = torch.Generator().manual_seed(hp.seed)
+    context.state["generator"] = generator  # the data order: part of a checkpoint
     return DataLoader(TensorDataset(x, y), batch_size=hp.batch_size, shuffle=True, num_workers=0, generator=generator)
 
 
@@ -223,13 +224,13 @@ def _autolog(context: TrainingContext) -> Iterator[bool]:
             mlflow.pytorch.autolog(disable=True, silent=True)
 
 
-def _fit_interruptibly(trainer: L.Trainer, model: L.LightningModule, loader: DataLoader) -> None:
+def _fit_interruptibly(trainer: L.Trainer, model: L.LightningModule, loader: DataLoader, ckpt_path: Path | None = None) -> None:
     """``trainer.fit``, except that Ctrl+C raises KeyboardInterrupt as everywhere else in
     modelcycle: Lightning answers it with ``sys.exit(1)`` and ignores SIGINT from then on, which
     would end a notebook's or an API caller's process and leave it deaf to Ctrl+C."""
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(model, train_dataloaders=loader)
+        trainer.fit(model, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as exc:
         if not trainer.interrupted:
             raise
@@ -241,12 +242,17 @@ def _fit_interruptibly(trainer: L.Trainer, model: L.LightningModule, loader: Dat
 @hookimpl
 def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> TrainingResult:
     """Train with ``lightning.Trainer.fit`` for ``epochs``, logging like the seed and evaluating
-    on the test split after each epoch (through the ``evaluate`` hook)."""
+    on the test split after each epoch (through the ``evaluate`` hook).
+
+    Checkpoints are Lightning's own (``trainer.save_checkpoint`` after each epoch: weights,
+    optimizer, schedule, loop state) plus torch's RNG states; a resumed run hands the
+    checkpoint to ``Trainer.fit(ckpt_path=..., weights_only=True)``."""
     from modelcycle.core.training import TrainingResult
 
     torch.manual_seed(context.hyperparameters.seed)
     loader = train_loader(dataset, context)
     model.to(memory_format=torch.channels_last)
+    start = context.start_epoch(model)  # a resumed run: RNGs restored, Lightning's checkpoint noted
     with _autolog(context) as autologging, _quiet_lightning():
         callback = ReporterCallback(context, dataset.test, total=len(dataset.train), log_train_accuracy=autologging)
         trainer = make_trainer(context, [callback])
@@ -254,11 +260,12 @@ def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> 
         model.attach(context)
         model.track_accuracy = autologging
         try:
-            _fit_interruptibly(trainer, model, loader)
+            _fit_interruptibly(trainer, model, loader, context.state.get("resume_checkpoint"))
         finally:
             model.detach()
             model.track_accuracy = False
-    return TrainingResult(run_id=context.run_id, metrics=dict(callback.metrics), history=list(context.reporter.history))
+    metrics = dict(callback.metrics) or (context.reporter.last_metrics() if start > 1 else {})
+    return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(context.reporter.history))
 
 
 @hookimpl
@@ -271,6 +278,26 @@ def evaluate(model: LightningConvNet, split: Split, context: TrainingContext) ->
 def save_model(model: LightningConvNet, model_dir: Path, context: TrainingContext) -> list[str]:
     """The wrapped network's ``state_dict`` as ``model.pth``: the PyTorch plugin's artifact."""
     return artifact.save_weights(_net(model), model_dir)
+
+
+LIGHTNING_CHECKPOINT = "lightning.ckpt"
+
+
+@hookimpl
+def save_checkpoint(model: LightningConvNet, directory: Path, context: TrainingContext) -> list[str]:
+    """Lightning's checkpoint of the running Trainer and torch's RNG states (data order, dropout)."""
+    context.state["trainer"].save_checkpoint(Path(directory) / LIGHTNING_CHECKPOINT)
+    torch.save(checkpoint.rng_state(context), Path(directory) / checkpoint.RNG_FILE)
+    return [LIGHTNING_CHECKPOINT, checkpoint.RNG_FILE]
+
+
+@hookimpl
+def load_checkpoint(model: LightningConvNet, directory: Path, context: TrainingContext) -> bool:
+    """Restore the RNG states now; the Trainer restores the rest from ``ckpt_path`` in ``fit``."""
+    rng = torch.load(Path(directory) / checkpoint.RNG_FILE, map_location="cpu", weights_only=True)
+    checkpoint.restore_rng_state(rng, context)
+    context.state["resume_checkpoint"] = Path(directory) / LIGHTNING_CHECKPOINT
+    return True
 
 
 @hookimpl

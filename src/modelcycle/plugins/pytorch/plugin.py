@@ -16,7 +16,7 @@ import torch
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.plugin_types import FrameworkInfo
 from modelcycle.lib.examples import packaged_examples
-from modelcycle.lib.torch import artifact
+from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.distributed import process_group
@@ -92,6 +92,17 @@ def evaluate(model: torch.nn.Module, split: Split, context: TrainingContext) -> 
 def save_model(model: torch.nn.Module, model_dir: Path, context: TrainingContext) -> list[str]:
     """The bare network's ``state_dict`` as ``model.pth``."""
     return artifact.save_weights(model, model_dir)
+
+
+@hookimpl
+def save_checkpoint(model: torch.nn.Module, directory: Path, context: TrainingContext) -> list[str]:
+    """Weights, optimizer, schedule and RNG states as one ``weights_only`` torch file."""
+    return checkpoint.save_training_state(model, directory, context)
+
+
+@hookimpl
+def load_checkpoint(model: torch.nn.Module, directory: Path, context: TrainingContext) -> bool:
+    return checkpoint.load_training_state(model, directory, context)
 
 
 @hookimpl

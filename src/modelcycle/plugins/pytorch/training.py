@@ -57,7 +57,8 @@ def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> T
     With ``context.world_size > 1`` (torch.distributed initialised by the caller) the model is
     wrapped in DistributedDataParallel and each rank trains on a disjoint shard of the same
     shuffled order (same seed on every rank; ``batch_size`` is per rank, as with
-    DistributedSampler). Only rank 0 evaluates and reports; the shards each rank trained on are
+    DistributedSampler). A single-process run checkpoints after each epoch and resumes from
+    ``context.start_epoch`` (weights, optimizer, schedule, dropout and data-order RNGs). Only rank 0 evaluates and reports; the shards each rank trained on are
     kept in ``context.state["data_shards"]`` (one index tensor per epoch). ``model`` itself stays
     unwrapped, so the state_dict saved afterwards has no ``module.`` prefix.
     """
@@ -84,8 +85,10 @@ def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> T
         context.state["data_shards"] = []
     make_optimizer(model, context, steps=hp.epochs * num_batches)
     generator = torch.Generator().manual_seed(hp.seed)
-    metrics: dict[str, float] = {}
-    for epoch in range(1, hp.epochs + 1):
+    context.state["generator"] = generator
+    start = context.start_epoch(model)  # after a crash: restores weights, optimizer, schedule, RNGs
+    metrics: dict[str, float] = reporter.last_metrics() if start > 1 else {}
+    for epoch in range(start, hp.epochs + 1):
         trained.train()
         if lead:
             reporter.start_epoch(epoch, num_batches)
@@ -109,4 +112,5 @@ def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> T
             reporter.test_result(test["loss"], int(test["correct"]), int(test["total"]))
             metrics |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
             reporter.end_epoch(epoch, metrics, context)
+        context.save_checkpoint(model, epoch)
     return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(reporter.history))
