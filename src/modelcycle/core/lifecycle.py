@@ -415,7 +415,7 @@ class UseCase:
         except ModelcycleError as exc:
             endpoint = {"status": f"unknown ({exc})"}
         flags = {stage.flag: state.done(name) for name, stage in STAGES.items()}
-        flags["deployed"] = bool(endpoint and endpoint.get("status") == "InService")
+        flags["deployed"] = bool(endpoint and endpoint.get("status") in ("InService", "Degraded"))  # Degraded: serving
         return {
             "use_case": self.config.name,
             "framework": self.config.framework,
