@@ -146,12 +146,16 @@ class ServingConfig(_Section):
     #: the shortest bearer token an endpoint accepts
     MIN_TOKEN_LENGTH: ClassVar[int] = 16
 
-    @field_validator("token")
+    @model_validator(mode="before")
     @classmethod
-    def _token_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            cls.check_token(value.get_secret_value(), "serving.token")
-        return value
+    def _token_is_long_enough(cls, data: Any) -> Any:
+        # a model-level check: its error shows the section, never the token's value
+        token = data.get("token") if isinstance(data, dict) else None
+        if isinstance(token, SecretStr):
+            token = token.get_secret_value()
+        if isinstance(token, str):
+            cls.check_token(token, "serving.token")
+        return data
 
     @classmethod
     def check_token(cls, token: str, source: str) -> str:

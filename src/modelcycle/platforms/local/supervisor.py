@@ -189,5 +189,5 @@ class DrainerSupervisor:
         since = f" {time.time() - self._died_at:.1f} s ago" if self._died_at else ""
         restart_at = self._restart_at
         due = (f"restart {self.restarts + 1} in {max(0.0, restart_at - time.monotonic()):.1f} s" if restart_at
-               else "restarting it now")
+               else f"restart {self.restarts + 1} pending")
         return f"the payload drainer {describe_exit(code)}{since}; {due}"
