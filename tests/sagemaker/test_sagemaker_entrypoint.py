@@ -61,13 +61,13 @@ def test_the_tensorflow_estimators_s3_model_dir_argument_does_not_replace_sm_mod
 def test_the_source_dir_ships_the_resolved_config_without_secrets_or_local_paths(tmp_path: Path, data_dir: Path) -> None:
     from modelcycle.core.config import load_config
 
-    directory = write_use_case(tmp_path / "uc", name="ship", serving={"token": "s3cret-token"},
+    directory = write_use_case(tmp_path / "uc", name="ship", serving={"token": "s3cret-token-0123456789"},
                                data={"dataset": "mnist", "path": str(data_dir / "mnist"), "train_limit": 100})
     config = load_config(directory, {"hyperparameters.epochs": 3})
     files = write_source_dir(config, tmp_path / "source")
     assert sorted(p.name for p in files) == ["modelcycle.yaml", "requirements.txt", ENTRY_SCRIPT]
     text = (tmp_path / "source" / "modelcycle.yaml").read_text()
-    assert "s3cret-token" not in text
+    assert "s3cret-token-0123456789" not in text
     shipped = yaml.safe_load(text)
     assert shipped["hyperparameters"]["epochs"] == 3  # overrides travel with the job
     assert shipped["data"] == {**shipped["data"], "path": None, "train_limit": 100}

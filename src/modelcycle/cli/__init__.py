@@ -249,6 +249,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     endpoint = status["endpoint"]
     if endpoint:
         print(f"endpoint        {endpoint.get('name')}  {endpoint.get('url')}  {endpoint.get('status')}")
+        if endpoint.get("status_reason"):
+            print(f"                {endpoint['status_reason']}")
         if endpoint.get("run_id"):
             print(f"serving run     {endpoint['run_id']}")
     if status.get("recovery"):

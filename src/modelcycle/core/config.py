@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -143,6 +143,39 @@ class ServingConfig(_Section):
     framework_version: str | None = None
     py_version: str | None = Field(default=None, pattern=r"^py3\d+$")
     deploy_timeout_s: float = Field(default=1800.0, gt=0, description="wait for InService at most this long")
+
+    #: the shortest bearer token an endpoint accepts
+    MIN_TOKEN_LENGTH: ClassVar[int] = 16
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_is_long_enough(cls, data: Any) -> Any:
+        # a model-level check: its error shows the section, never the token's value
+        token = data.get("token") if isinstance(data, dict) else None
+        if isinstance(token, SecretStr):
+            token = token.get_secret_value()
+        if isinstance(token, str):
+            cls.check_token(token, "serving.token")
+        return data
+
+    @classmethod
+    def check_token(cls, token: str, source: str) -> str:
+        """``token`` when it is fit to guard an endpoint: not blank, at least
+        :attr:`MIN_TOKEN_LENGTH` characters, no surrounding whitespace (the value is never echoed).
+
+        Raises:
+            ValueError: naming ``source`` (``serving.token`` or ``MODELCYCLE_ENDPOINT_TOKEN``) and
+                how to make a good token.
+        """
+        fix = ("use a random one of at least %d characters, e.g. python -c \"import secrets; "
+               "print(secrets.token_urlsafe(24))\"" % cls.MIN_TOKEN_LENGTH)
+        if not token.strip():
+            raise ValueError(f"{source} is blank; {fix}")
+        if token != token.strip():
+            raise ValueError(f"{source} starts or ends with whitespace; {fix}")
+        if len(token) < cls.MIN_TOKEN_LENGTH:
+            raise ValueError(f"{source} is {len(token)} characters long, too short to guard an endpoint; {fix}")
+        return token
 
 
 class TrackingConfig(_Section):

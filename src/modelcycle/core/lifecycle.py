@@ -529,7 +529,7 @@ class UseCase:
             training = {"run_id": newest.run_id, "status": "interrupted" if newest.killed() else newest.status,
                         "attempt": newest.attempt, "epochs": newest.epochs,
                         "last_complete_epoch": attempts.last_complete_epoch(self.work_dir / "runs" / newest.run_id)}
-        flags["deployed"] = bool(endpoint and endpoint.get("status") == "InService")
+        flags["deployed"] = bool(endpoint and endpoint.get("status") in ("InService", "Degraded"))  # Degraded: serving
         return {
             "use_case": self.config.name,
             "framework": self.config.framework,

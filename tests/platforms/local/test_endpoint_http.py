@@ -65,10 +65,12 @@ def _assert_error(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     document = response.json()
-    assert set(document) == {"error"}
+    assert set(document) == {"error", "message"}  # SageMaker runtime's "message", and the older shape
     assert document["error"]["code"] == status
     message = document["error"]["message"]
-    assert isinstance(message, str) and message
+    assert isinstance(message, str) and message and document["message"] == message
+    expected_type = {401: "AccessDeniedException", 500: "ModelError", 503: "ServiceUnavailable"}.get(status, "ValidationError")
+    assert response.headers["x-amzn-errortype"] == expected_type
     return message
 
 
@@ -159,6 +161,14 @@ def test_boto3_sagemaker_runtime_client(endpoint: dict[str, Any], mnist_test_ima
     with pytest.raises(ClientError) as info:
         client.invoke_endpoint(EndpointName="not-this-one", Body=body, ContentType="application/json")
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "not-this-one" in str(info.value)
+
+    with pytest.raises(ClientError) as info:  # the reason reaches boto3's exception text
+        client.invoke_endpoint(EndpointName="test-endpoint", Body=b"{not json", ContentType="application/json")
+    error = info.value.response["Error"]
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "ValidationError" and "malformed JSON" in error["Message"]
+    assert "(ValidationError)" in str(info.value) and "malformed JSON" in str(info.value)
 
 
 def test_npy_in_and_npy_out(http: httpx.Client, mnist_test_images) -> None:
@@ -241,6 +251,26 @@ def test_body_over_6_mb_is_413(http: httpx.Client, mnist_test_images) -> None:
     message = _assert_error(response, 413)
     assert "limit" in message and str(6 * 1024 * 1024) in message
     _assert_still_serving(http, mnist_test_images[0][0])
+
+
+def test_urllib_sending_a_whole_7_mb_body_before_reading_gets_the_413(endpoint: dict[str, Any], mnist_test_images) -> None:
+    """urllib writes the whole body, then reads: the server must not close on unread data
+    (the kernel would reset the connection and the client would never see the 413)."""
+    import urllib.error
+    import urllib.request
+
+    body = b"[" + b"1," * 3_650_000 + b"1]"  # ~7 MB
+    assert len(body) > 7_000_000
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(3):
+        request = urllib.request.Request(f"{endpoint['url']}/invocations", data=body, headers=JSON_HEADERS, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open(request, timeout=60)
+        assert info.value.code == 413
+        document = orjson.loads(info.value.read())
+        assert "limit" in document["message"] and info.value.headers["x-amzn-ErrorType"] == "ValidationError"
+    with _client(endpoint) as client:
+        _assert_still_serving(client, mnist_test_images[0][0])
 
 
 def test_chunked_body_over_6_mb_is_413(http: httpx.Client, mnist_test_images) -> None:

@@ -2,8 +2,16 @@
 
 Routes: ``GET /ping``, ``POST /invocations``, ``POST /endpoints/{name}/invocations`` (what
 boto3's ``sagemaker-runtime`` client calls when pointed at the endpoint's URL) and
-``GET /metrics`` (Prometheus text). Client mistakes get a 4xx JSON error
-``{"error": {"code": 400, "message": "..."}}`` and the server keeps serving.
+``GET /metrics`` (Prometheus text). Client mistakes get a 4xx JSON error and the server keeps
+serving. Errors follow SageMaker runtime's shape, so boto3's ``ClientError`` names the reason:
+the ``x-amzn-ErrorType`` header carries the error code (``ValidationError`` for a client's
+mistake, ``ModelError`` when scoring failed, see :data:`ERROR_TYPES`) and the JSON body a
+``message``; the body keeps ``{"error": {"code": 400, "message": "..."}}`` for other clients.
+
+An oversized body gets its 413 for every HTTP/1.1 client, also one that sends the whole body
+before reading the answer (Python's ``urllib``): the rest of the body is read and discarded, up
+to :data:`DISCARD_FACTOR` times the limit, before the 413 is sent (closing a socket with unread
+data makes the kernel reset the connection, and the client sees that instead of the answer).
 """
 
 from __future__ import annotations
@@ -27,13 +35,28 @@ from modelcycle.core.serving.codecs import negotiate_accept
 from modelcycle.core.serving.pipeline import InferencePipeline
 from modelcycle.platforms.local.routes import with_record_ids
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "error_response", "ERROR_TYPES", "DISCARD_FACTOR"]
 
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status, headers=headers or None)
+#: ``x-amzn-ErrorType`` per HTTP status (SageMaker runtime's error codes); other 4xx are
+#: ``ValidationError``, other 5xx ``InternalFailure``
+ERROR_TYPES = {401: "AccessDeniedException", 403: "AccessDeniedException", 500: "ModelError",
+               503: "ServiceUnavailable"}
+#: an oversized body is read and discarded up to this many times the limit before the 413
+DISCARD_FACTOR = 4
+
+
+def error_response(status: int, message: str, **headers: str) -> JSONResponse:
+    """An error answer in SageMaker runtime's shape (``x-amzn-ErrorType`` header, JSON
+    ``message``), keeping ``{"error": {"code", "message"}}`` for existing clients."""
+    error_type = ERROR_TYPES.get(status, "ValidationError" if status < 500 else "InternalFailure")
+    return JSONResponse({"message": message, "error": {"code": status, "message": message}}, status_code=status,
+                        headers={"x-amzn-ErrorType": error_type, **headers})
+
+
+_error = error_response
 
 
 class _Metrics:
@@ -142,14 +165,27 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail))
 
+    discard_limit = DISCARD_FACTOR * max_body_bytes
+
+    async def discard(request: Request, size: int) -> None:
+        """Read and drop the rest of an oversized body (up to ``discard_limit`` bytes in all), so
+        the 413 reaches a client that writes its whole body before it reads."""
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > discard_limit:  # beyond the bound: answer now, the connection may reset
+                return
+
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            if int(declared) <= discard_limit:
+                await discard(request, 0)
             raise ServingError(f"request body is {int(declared)} bytes; the limit is {max_body_bytes} bytes", 413)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body_bytes:
+                await discard(request, size)
                 raise ServingError(f"request body exceeds the limit of {max_body_bytes} bytes", 413)
             chunks.append(chunk)
         return b"".join(chunks)
@@ -188,7 +224,17 @@ def create_app(
 
     @app.get("/ping")
     async def ping() -> Response:
-        return Response(b"", status_code=200)
+        """200 while requests can be answered *and* journaled: an empty body when all is well,
+        ``{"status": "Degraded", "reason": ...}`` while the payload drainer is down (records
+        wait in the journal); 503 with the reason when the journal cannot take records."""
+        if payload_logger is None:
+            return Response(b"", status_code=200)
+        state, reason = payload_logger.health()
+        if state == "InService":
+            return Response(b"", status_code=200)
+        if state == "Degraded":
+            return JSONResponse({"status": state, "reason": reason}, status_code=200)
+        return _error(503, f"cannot log payload: {reason}")
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:

@@ -18,7 +18,7 @@ make it drain everything that is left, a torn last frame excepted, and exit. It 
 journal's lock, so a new endpoint on the same journal waits until it is done.
 
 After every pass it writes ``drainer.json`` into the journal (``pid``, ``records`` inserted so
-far, ``offsets`` stored per open segment, ``last_error``, ``time``), which the endpoint reads to
+far by this endpoint's drainers, ``offsets`` stored per open segment, ``last_error``, ``time``), which the endpoint reads to
 report a store outage and to know when a flush is done (written only after the store committed).
 """
 
@@ -34,10 +34,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "STATUS_FILE"]
+__all__ = ["main", "STATUS_FILE", "retry_delay"]
 
 STATUS_FILE = "drainer.json"
 log = logging.getLogger("modelcycle.payload.drainer")
+
+
+def retry_delay(interval: float, failures: int, cap: float = 5.0) -> float:
+    """Seconds until the next drain after ``failures`` failed drains in a row (0: none).
+
+    Doubles from ``interval`` up to ``cap`` but is never shorter than ``interval``: a drain is
+    attempted at most once per ``flush_interval`` unless the endpoint asks for one (a batch is
+    ready, or a flush). A shorter retry broke that promise for long intervals: with
+    ``flush_interval: 60`` a store that was down at start was tried again after 5 s, in the
+    middle of whatever the operator was doing to the store.
+    """
+    if failures <= 0:
+        return interval
+    return max(interval, min(cap, interval * 2 ** min(failures, 30)))
 
 
 def _write_status(directory: Path, status: dict[str, Any]) -> None:
@@ -63,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal", required=True, type=Path)
     parser.add_argument("--parent", type=int, required=True, help="the endpoint's pid; its death ends the drainer")
     parser.add_argument("--interval-ms", type=int, default=200)
+    parser.add_argument("--records-base", type=int, default=0,
+                        help="records a previous drainer of this endpoint stored (a restart continues its count)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s payload-drainer %(levelname)s %(message)s")
     url = os.environ.get("MODELCYCLE_DATABASE_URL")
@@ -83,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     directory: Path = args.journal
     drainer: JournalDrainer | None = None
-    status: dict[str, Any] = {"pid": os.getpid(), "records": 0, "offsets": {}, "last_error": None, "time": time.time()}
+    status: dict[str, Any] = {"pid": os.getpid(), "records": args.records_base, "offsets": {}, "last_error": None, "time": time.time()}
     failures = 0
 
     def drain(final: bool) -> None:
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if failures == 1 or failures % 50 == 0:
                 log.error("drain failed (%d in a row); records stay journaled: %s", failures, message)
         if drainer is not None:
-            status["records"], status["offsets"] = drainer.records, drainer.offsets
+            status["records"], status["offsets"] = args.records_base + drainer.records, drainer.offsets
         status["time"] = time.time()
         _write_status(directory, status)
 
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if received is None and time.monotonic() < next_drain:
             continue  # a one-second check of the parent, not a drain yet
         drain(final=False)
-        next_drain = time.monotonic() + (interval if not failures else min(5.0, interval * 2 ** failures))
+        next_drain = time.monotonic() + retry_delay(interval, failures)
 
 
 if __name__ == "__main__":

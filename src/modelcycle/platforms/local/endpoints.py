@@ -184,14 +184,29 @@ def _masked(url: str) -> str:
 
 
 def endpoint_status(record: dict[str, Any]) -> str:
-    """``InService`` (process alive and ``/ping`` 200), ``Unhealthy`` or ``Stopped``."""
+    """``InService`` (process alive and ``/ping`` 200), ``Degraded``, ``Unhealthy`` or ``Stopped``."""
+    return endpoint_health(record)[0]
+
+
+def endpoint_health(record: dict[str, Any]) -> tuple[str, str | None]:
+    """``(status, reason)``: ``InService`` (process alive, ``/ping`` 200), ``Degraded`` (``/ping``
+    200 naming why, e.g. the payload drainer is being restarted), ``Unhealthy`` (``/ping`` not 200:
+    the reason it gives) or ``Stopped``; the reason is None when there is nothing to say."""
     if not process_alive(record.get("pid")):
-        return "Stopped"
+        return "Stopped", None
     try:
-        status, _, _ = request(record["host"], record["port"], "GET", "/ping", timeout=5)
-    except OSError:
-        return "Unhealthy"
-    return "InService" if status == 200 else "Unhealthy"
+        status, body, _ = request(record["host"], record["port"], "GET", "/ping", timeout=5)
+    except OSError as exc:
+        return "Unhealthy", f"/ping failed: {exc}"
+    try:
+        document = json.loads(body) if body else {}
+    except ValueError:
+        document = {}
+    if status == 200:
+        if isinstance(document, dict) and document.get("status") == "Degraded":
+            return "Degraded", str(document.get("reason"))
+        return "InService", None
+    return "Unhealthy", f"/ping answered {status}" + (f": {error_message(document)}" if document else "")
 
 
 def _gone(pid: int) -> bool:

@@ -272,6 +272,7 @@ class JournalWriter:
         self.active_from: int | None = None
         self.position = 0
         self._fd: int | None = None
+        self.last_error: OSError | None = None  #: the last failed append, until one succeeds
 
     def open(self) -> None:
         """Start a fresh segment after the highest existing one."""
@@ -301,14 +302,44 @@ class JournalWriter:
     def append(self, frame: bytes) -> None:
         if self._fd is None:
             raise OSError(errno.EBADF, "payload journal is closed")
-        written = os.write(self._fd, frame)
-        if written != len(frame):  # a short write is a failure; the torn frame is never answered
-            raise OSError(errno.ENOSPC, f"short write to the payload journal ({written} of {len(frame)} bytes)")
-        if self.fsync:
-            os.fdatasync(self._fd)
+        try:
+            written = os.write(self._fd, frame)
+            if written != len(frame):  # a short write is a failure; the torn frame is never answered
+                raise OSError(errno.ENOSPC, f"short write to the payload journal ({written} of {len(frame)} bytes)")
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self.last_error = exc
+            raise
+        self.last_error = None
         self.position += written
         if self.position >= self.segment_bytes:
             self._start_segment(int(self.current_seq or 0) + 1)
+
+    def problem(self, min_free_bytes: int = 0) -> str | None:
+        """Why the journal cannot take records now, or None when it can: it is closed, its file
+        system has less than ``min_free_bytes`` free, or its last append failed and a probe
+        write into the journal directory fails too (a passing probe clears that failure)."""
+        fd = self._fd
+        if fd is None:
+            return "the payload journal is closed"
+        try:
+            stats = os.fstatvfs(fd)
+        except OSError as exc:
+            return f"the payload journal cannot be checked: {exc}"
+        free = stats.f_bavail * stats.f_frsize
+        if free < min_free_bytes:
+            return (f"the payload journal's file system has {free / 2**20:.1f} MB free, less than the "
+                    f"{min_free_bytes / 2**20:.1f} MB it keeps in reserve: free space under {self.directory}")
+        if self.last_error is not None:
+            probe = self.directory / f".probe.{os.getpid()}"
+            try:
+                probe.write_bytes(b"\0" * 4096)
+                probe.unlink()
+            except OSError as exc:
+                return f"the payload journal cannot be written ({self.last_error}; a probe write failed: {exc})"
+            self.last_error = None
+        return None
 
     def close(self) -> None:
         if self._fd is not None:

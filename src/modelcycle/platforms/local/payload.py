@@ -9,7 +9,9 @@ idempotent (``scoring_id`` is the payload table's primary key), so no answered r
 and none is stored twice.
 
 The drainer is a child process by default (:mod:`.drainer`: it keeps parsing and inserting off
-the serving process's GIL); ``drain="thread"`` runs it as a thread of this process instead.
+the serving process's GIL), restarted with a back-off when it dies (:mod:`.supervisor`); while
+none runs, :meth:`PayloadLogger.health` says ``Degraded`` and why. ``drain="thread"`` runs the
+drain as a thread of this process instead.
 
 Durability: against the endpoint process dying (crash, SIGKILL, OOM kill) — the frame is in the
 kernel's page cache before the 200 leaves. Against power loss or a kernel crash only with
@@ -21,9 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 
 from modelcycle.core.monitoring.errors import MonitoringError
+from modelcycle.platforms.local.drainer import STATUS_FILE, retry_delay
+from modelcycle.platforms.local.supervisor import DrainerSupervisor
 from modelcycle.platforms.local.journal import (
     JournalDrainer,
     JournalWriter,
@@ -98,13 +99,15 @@ class PayloadLogger:
         batch_records: drain sooner once this many records wait.
         drain: ``"process"`` (a child drainer process) or ``"thread"`` (a thread of this process).
         lock_timeout: seconds to wait for another process holding the journal.
+        min_free_bytes: the journal's file system needs this much free space for ``/ping`` to
+            answer 200 (see :meth:`health`).
     """
 
     def __init__(
         self, journal: str | os.PathLike[str], database_url: str, deployment_id: str, asset_revision: str | None = None,
         sampling_percentage: float = 100.0, fsync: bool = False, flush_interval: float = 1.0,
         batch_records: int = 1000, drain: Literal["process", "thread"] = "process", segment_bytes: int = 64 << 20,
-        lock_timeout: float = 30.0,
+        lock_timeout: float = 30.0, min_free_bytes: int = 16 << 20,
     ) -> None:
         self.directory = Path(journal)
         self.database_url = database_url
@@ -116,7 +119,8 @@ class PayloadLogger:
         self.writer = JournalWriter(self.directory, deployment_id, asset_revision, segment_bytes, fsync)
         self.store: Any = None
         self.drainer: JournalDrainer | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.min_free_bytes = min_free_bytes
+        self.supervisor: DrainerSupervisor | None = None
         self._lock_fd: int | None = None
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
@@ -140,7 +144,8 @@ class PayloadLogger:
         try:
             self.writer.open()
             if self.mode == "process":
-                self._spawn()
+                self.supervisor = DrainerSupervisor(self.directory, self.database_url, self._lock_fd,
+                                                    self.flush_interval).start()
                 return self
         except BaseException:
             self.writer.close()
@@ -158,27 +163,10 @@ class PayloadLogger:
             self._wake.set()  # unreachable store is tried again after flush_interval)
         return self
 
-    def _spawn(self) -> None:
-        env = {**os.environ, "MODELCYCLE_DATABASE_URL": self.database_url}
-        command = [
-            sys.executable, "-m", "modelcycle.platforms.local.drainer", "--journal", str(self.directory),
-            "--parent", str(os.getpid()), "--interval-ms", str(max(1, int(self.flush_interval * 1000))),
-        ]
-        # The child inherits the journal lock (a new endpoint waits until this drainer is done) and
-        # the signal mask: SIGUSR1 blocked from its first instruction, so a wake-up sent before it
-        # installed its own mask stays pending instead of killing it.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        try:
-            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, pass_fds=(self._lock_fd,))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-    def _signal_drainer(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.kill(self.process.pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
+    @property
+    def process(self) -> Any:
+        """The running (or last) drainer process; None in thread mode."""
+        return self.supervisor.process if self.supervisor is not None else None
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop writing, drain everything into the store, release the journal (idempotent)."""
@@ -190,8 +178,11 @@ class PayloadLogger:
             self._thread.join(timeout)
         self.writer.close()
         try:
-            if self.process is not None:
-                self._stop_process(timeout)
+            if self.supervisor is not None:
+                if not self.supervisor.stop(timeout):  # it died: store the rest from here
+                    log.warning("the payload drainer did not finish; draining the journal in the endpoint")
+                    with self._drain_lock:
+                        self._open_store().drain()
             else:
                 with self._drain_lock:
                     self._open_store().drain()
@@ -203,18 +194,6 @@ class PayloadLogger:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
-
-    def _stop_process(self, timeout: float) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # drain what is left, then exit
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("payload drainer %d did not finish in %.0f s; killed (the journal keeps the rest)", process.pid, timeout)
-            process.kill()
-            process.wait()
 
     # -- request path --------------------------------------------------------------------------
     def log(self, scoring_id: str, inputs: np.ndarray, probabilities: np.ndarray, latency_ms: float, force: bool = False) -> list[str] | None:
@@ -236,8 +215,8 @@ class PayloadLogger:
         self._waiting += n
         if self._waiting >= self.batch_records:
             self._waiting = 0
-            if self.process is not None:
-                self._signal_drainer()
+            if self.supervisor is not None:
+                self.supervisor.wake()
             else:
                 self._wake.set()
         return record_ids(scoring_id, n)
@@ -276,7 +255,7 @@ class PayloadLogger:
         """
         if self._lock_fd is None:
             raise MonitoringError("payload logger is not started")
-        if self.process is None:
+        if self.supervisor is None:
             with self._drain_lock:
                 drainer = self._open_store()
                 try:
@@ -288,8 +267,6 @@ class PayloadLogger:
         return self._flush_process(timeout)
 
     def _drainer_status(self) -> dict[str, Any]:
-        from modelcycle.platforms.local.drainer import STATUS_FILE
-
         try:
             return json.loads((self.directory / STATUS_FILE).read_text())
         except (OSError, ValueError):
@@ -298,17 +275,22 @@ class PayloadLogger:
     def _flush_process(self, timeout: float) -> int:
         """Wake the drainer and wait until its status reports the current segment stored up to
         the position written before the call (and no older segment is left). The drainer writes
-        its status only after the store committed, so its record count is final on return."""
+        its status only after the store committed, so its record count is final on return. A
+        drainer that died meanwhile is waited for: the supervisor restarts it, and the new one
+        starts with a drain."""
+        assert self.supervisor is not None
         seq, position, journal_id = self.writer.current_seq, self.writer.position, self.writer.current_journal_id
         header_size = self.writer.header_size
         asked = time.time()
         before = int(self._drainer_status().get("records", 0))
         deadline = time.monotonic() + timeout
-        self._signal_drainer()
+        self.supervisor.wake()
+        woken = self.supervisor.pid
         while True:
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                raise MonitoringError(f"the payload drainer exited (code {code}); records stay journaled until a restart")
+            down = self.supervisor.down()
+            if down is None and self.supervisor.pid != woken:  # a restarted drainer: it drains at start,
+                woken = self.supervisor.pid  # and a wake-up is harmless
+                self.supervisor.wake()
             status = self._drainer_status()
             older = [n for n in segment_numbers(self.directory) if seq is not None and n < seq]
             if not older and (position <= header_size or status.get("offsets", {}).get(journal_id, 0) >= position):
@@ -316,6 +298,11 @@ class PayloadLogger:
             if status.get("last_error") and status.get("time", 0) >= asked:
                 raise MonitoringError(status["last_error"])
             if time.monotonic() > deadline:
+                if down is not None:
+                    raise MonitoringError(
+                        f"{down}; the records stay journaled and are stored once it runs again. If it keeps "
+                        "exiting, see the endpoint's log for why, then restart the endpoint "
+                        "('modelcycle deploy --force')")
                 raise MonitoringError(f"the payload drainer did not catch up within {timeout:.0f} s")
             time.sleep(0.01)
         return max(0, int(status.get("records", 0)) - before)
@@ -323,7 +310,7 @@ class PayloadLogger:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            self._wake.wait(self.flush_interval if not failures else min(5.0, self.flush_interval * 2 ** failures))
+            self._wake.wait(retry_delay(self.flush_interval, failures))
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -339,7 +326,10 @@ class PayloadLogger:
     def status(self) -> dict[str, Any]:
         drained = self.drainer.records if self.drainer is not None else self._drainer_status().get("records", 0)
         last_error = self.last_error if self.process is None else self._drainer_status().get("last_error")
+        state, reason = self.health()
         return {
+            "state": state,
+            "reason": reason,
             "deployment_id": self.deployment_id,
             "journal": str(self.directory),
             "drain": self.mode,
@@ -348,4 +338,18 @@ class PayloadLogger:
             "logged_records": self.logged_records,
             "drained_records": drained,
             "last_error": last_error,
+            "drainer_restarts": self.supervisor.restarts if self.supervisor is not None else 0,
         }
+
+    def health(self) -> tuple[str, str | None]:
+        """``("InService", None)``; ``("Degraded", why)`` while records wait because no drainer
+        runs (requests are still answered and journaled); ``("Unhealthy", why)`` when the journal
+        cannot take records (closed, its file system nearly full, or its last write failed) —
+        ``/ping`` answers 503 then, so traffic goes elsewhere."""
+        problem = self.writer.problem(self.min_free_bytes)
+        if problem is not None:
+            return "Unhealthy", problem
+        down = self.supervisor.down() if self.supervisor is not None else None
+        if down is not None:
+            return "Degraded", f"{down}; scored records wait in the payload journal {self.directory}"
+        return "InService", None

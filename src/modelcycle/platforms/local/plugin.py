@@ -43,12 +43,15 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
     socket (same URL, no connection dropped) and the caller stops the old one with
     ``delete_endpoint``. Each process has its own ready file, log and payload journal (the
     endpoint ``name`` may be the same). Payload logging follows ``monitoring.payload`` (the use
-    case's, with its overrides): on by default, journaled under ``work_dir/endpoints``.
+    case's, with its overrides): on by default, journaled under ``work_dir/endpoints``. A token
+    from ``MODELCYCLE_ENDPOINT_TOKEN`` must pass the same rules as ``serving.token``
+    (ConfigError otherwise).
     """
     import secrets
 
     from modelcycle.platforms.local.payload import endpoint_payload_settings
 
+    _check_token(token, settings)
     instance = f"{name}.{secrets.token_hex(4)}"
     return endpoints.start_endpoint(
         name,
@@ -66,6 +69,18 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
     )
 
 
+def _check_token(token: str | None, settings: ServingConfig) -> None:
+    from modelcycle.core.config import ServingConfig
+    from modelcycle.core.errors import ConfigError
+
+    if token is not None:
+        source = "serving.token" if settings.token is not None else "MODELCYCLE_ENDPOINT_TOKEN"
+        try:
+            ServingConfig.check_token(token, source)
+        except ValueError as exc:
+            raise ConfigError(f"cannot deploy: {exc}") from None
+
+
 @hookimpl
 def invoke_endpoint(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str, token: str | None) -> tuple[int, bytes, str]:
     headers = {"Content-Type": content_type, "Accept": accept}
@@ -76,7 +91,10 @@ def invoke_endpoint(endpoint: dict[str, Any], body: bytes, content_type: str, ac
 
 @hookimpl
 def describe_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
-    return {**endpoint, "status": endpoints.endpoint_status(endpoint)}
+    """The record with its live ``status`` and, when there is one, ``status_reason``."""
+    status, reason = endpoints.endpoint_health(endpoint)
+    record = {key: value for key, value in endpoint.items() if key != "status_reason"}
+    return {**record, "status": status, **({"status_reason": reason} if reason else {})}
 
 
 @hookimpl

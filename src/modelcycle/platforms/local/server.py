@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="drain the journal in a child process (default) or a thread")
     args = parser.parse_args(argv)
 
-    token = os.environ.get("MODELCYCLE_ENDPOINT_TOKEN") or None
+    token = os.environ.get("MODELCYCLE_ENDPOINT_TOKEN", "").strip() or None  # a blank token is no token
     if not is_loopback(args.host) and not token:
         print(
             f"refusing to bind {args.host}: serving beyond loopback needs a bearer token; set "
