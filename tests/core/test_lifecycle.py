@@ -308,6 +308,7 @@ def test_deploy_status_cleanup(trained: Trained, trained_copy: Path) -> None:
 
 
 def test_failed_redeploy_keeps_the_old_endpoint_serving_and_the_state(trained: Trained, trained_copy: Path) -> None:
+    from modelcycle.core.artifacts import hash_files, read_manifest, write_manifest
     from modelcycle.core.errors import EndpointError
     from modelcycle.core.state import StateStore
 
@@ -317,6 +318,9 @@ def test_failed_redeploy_keeps_the_old_endpoint_serving_and_the_state(trained: T
         before = use_case.deploy()
         broken = Path(shutil.copytree(before["model_dir"], trained_copy / "broken-model"))
         (broken / "model.pth").write_bytes(b"not a torch file")
+        # hashes recorded anew: the model passes the integrity check and dies in the new process
+        manifest = read_manifest(broken)
+        write_manifest(broken, manifest.model_copy(update={"files": hash_files(broken)}))
         store = StateStore(trained_copy / ".modelcycle")
         state = store.read()
         state.stages["train"].outputs["model_dir"] = str(broken)  # the next deploy serves a broken model

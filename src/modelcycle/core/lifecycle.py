@@ -21,6 +21,7 @@ from modelcycle.core.artifacts import verify_model
 from modelcycle.core.config import UseCaseConfig, load_config, validate_section
 from modelcycle.core.errors import ModelcycleError, StageError
 from modelcycle.core.library_logs import route_library_logs
+from modelcycle.core.plugin_types import SERVING_STATUSES
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
 from modelcycle.core.state import State, StateDamagedError, StateStore, utcnow
@@ -425,7 +426,7 @@ class UseCase:
         import orjson
 
         endpoint = self.endpoint()
-        if endpoint is None or endpoint["status"] != "InService":
+        if endpoint is None or endpoint["status"] not in SERVING_STATUSES:
             status = "not deployed" if endpoint is None else f"status {endpoint['status']}"
             raise StageError("score", f"the endpoint is {status}: run 'modelcycle deploy' first")
         if images is None:
@@ -529,7 +530,7 @@ class UseCase:
             training = {"run_id": newest.run_id, "status": "interrupted" if newest.killed() else newest.status,
                         "attempt": newest.attempt, "epochs": newest.epochs,
                         "last_complete_epoch": attempts.last_complete_epoch(self.work_dir / "runs" / newest.run_id)}
-        flags["deployed"] = bool(endpoint and endpoint.get("status") in ("InService", "Degraded"))  # Degraded: serving
+        flags["deployed"] = bool(endpoint and endpoint.get("status") in SERVING_STATUSES)
         return {
             "use_case": self.config.name,
             "framework": self.config.framework,

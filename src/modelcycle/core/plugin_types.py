@@ -11,12 +11,18 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["FrameworkInfo", "ProcessGroup", "GovernanceBackend", "MonitoringBackend"]
+__all__ = ["SERVING_STATUSES", "FrameworkInfo", "ProcessGroup", "GovernanceBackend", "MonitoringBackend"]
 
 #: Opens a multi-host training process group: called as ``process_group(backend, rank,
 #: world_size, timeout_s)``, it returns a context manager that joins the group on enter, yields a
 #: ``barrier()`` callable (returns once every rank reached it) and leaves the group on exit.
 ProcessGroup = Callable[[str, int, int, float], AbstractContextManager[Callable[[], None]]]
+
+
+#: ``describe_endpoint`` statuses in which an endpoint answers scoring requests: ``InService``,
+#: and ``Degraded`` (it answers, but something beside scoring is impaired, e.g. its payload
+#: drainer is restarting; the record's ``status_reason`` says what).
+SERVING_STATUSES = frozenset({"InService", "Degraded"})
 
 
 @dataclass(frozen=True)

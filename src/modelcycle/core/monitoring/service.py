@@ -27,6 +27,7 @@ from modelcycle.core.monitoring.backends import Mirror, open_mirror
 from modelcycle.core.monitoring.errors import MonitoringError, ThresholdViolationError
 from modelcycle.core.monitoring.records import PAYLOAD_SCHEMA
 from modelcycle.core.monitoring.store import MonitoringStore, resolve_database_url
+from modelcycle.core.plugin_types import SERVING_STATUSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.state import State
@@ -61,12 +62,12 @@ def store_for(use_case: UseCaseView) -> MonitoringStore:
 # -- the endpoint and its platform -------------------------------------------------------------
 def _live_endpoint(use_case: UseCaseView) -> dict[str, Any] | None:
     endpoint = use_case.endpoint()
-    return endpoint if endpoint and endpoint.get("status") == "InService" else None
+    return endpoint if endpoint and endpoint.get("status") in SERVING_STATUSES else None
 
 
 def _require_endpoint(use_case: UseCaseView, action: str) -> dict[str, Any]:
     endpoint = use_case.endpoint()
-    if endpoint is None or endpoint.get("status") != "InService":
+    if endpoint is None or endpoint.get("status") not in SERVING_STATUSES:
         status = "not deployed" if endpoint is None else f"status {endpoint.get('status')}"
         raise StageError(action, f"the endpoint is {status}: run 'modelcycle deploy' first")
     return endpoint
