@@ -206,7 +206,7 @@ def test_two_concurrent_deploys_report_the_same_endpoint(monitored: Path) -> Non
 
 def test_two_concurrent_evaluations_both_succeed(monitored: Path) -> None:
     use_case = UseCase(monitored)
-    use_case.log_payload(samples=300)
+    use_case.log_payload(samples=600)  # above drift's min_samples (500): both monitors measure
     use_case.log_feedback(samples=200)
     plots = monitored / ".modelcycle" / "plots"
 

@@ -18,6 +18,7 @@ stop endpoints the state no longer knows.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,9 +93,10 @@ def _ready_record(ready: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or not isinstance(info.get("port"), int):
         raise ValueError(f"{ready} does not hold a pid and a port")
     host = str(info.get("host") or "127.0.0.1")
-    name = ready.name[: -len(READY_SUFFIX)]
+    stem = ready.name[: -len(READY_SUFFIX)]  # <endpoint name> or <endpoint name>.<process instance>
+    name = re.sub(r"\.[0-9a-f]{8}$", "", stem)
     url_host = f"[{host}]" if ":" in host else host
-    log = ready.with_name(f"{name}.log")
+    log = ready.with_name(f"{stem}.log")
     return {
         "name": name, "platform": LOCAL_PLATFORM, "url": f"http://{url_host}:{info['port']}", "host": host,
         "port": info["port"], "pid": info["pid"], "ready_file": str(ready), "log": str(log) if log.is_file() else None,
