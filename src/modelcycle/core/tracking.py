@@ -15,6 +15,7 @@ queues records. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
 import threading
@@ -61,8 +62,34 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def mlflow_client(uri: str) -> Any:
-    """An ``MlflowClient`` for ``uri``; MLflow is imported quietly (see :mod:`.library_logs`)."""
-    return import_quietly("mlflow.tracking").MlflowClient(tracking_uri=uri)
+    """An ``MlflowClient`` for ``uri``; MLflow is imported quietly (see :mod:`.library_logs`).
+
+    A SQLite store that does not exist yet is created complete or not at all: MLflow's schema
+    migrations run on a private file that is then linked into place, so a process killed while
+    migrating (they take seconds) never leaves a half-migrated store behind."""
+    tracking = import_quietly("mlflow.tracking")
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_store(Path(uri[len("sqlite:///"):]), tracking.MlflowClient)
+    return tracking.MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite_store(path: Path, client_class: Any) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
+    try:
+        client_class(tracking_uri=f"sqlite:///{private}").search_experiments(max_results=1)  # runs the migrations
+        try:
+            os.link(private, path)  # atomic, and never replaces a store another process linked first
+        except FileExistsError:
+            pass
+    finally:
+        private.unlink(missing_ok=True)
+
+
+#: How long the end of the first epoch waits for the MLflow run to be created.
+_FIRST_EPOCH_WAIT_S = 120.0
 
 
 class RunTracker:
@@ -257,8 +284,14 @@ class RunTracker:
     # -- observer hooks --------------------------------------------------------------------
     @hookimpl
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], context: Any) -> None:
-        """Per-epoch metrics (both capture modes), step = epoch."""
+        """Per-epoch metrics (both capture modes), step = epoch.
+
+        The first epoch's end also waits (bounded) for the MLflow run to exist: MLflow's set-up
+        overlaps data loading and epoch 1, and from epoch 2 on a killed attempt is always
+        visible in MLflow. An unreachable store only means an untracked run."""
         if getattr(context, "rank", 0) == 0:
+            if self.epochs_logged == 0:
+                self._ready.wait(_FIRST_EPOCH_WAIT_S)
             self.epochs_logged += 1
             self.log_metrics(metrics, step=epoch)
 
