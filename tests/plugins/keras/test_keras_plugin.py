@@ -326,20 +326,26 @@ def test_model_with_a_lambda_layer_is_refused_not_executed(trained_keras: dict[s
 
     import keras
 
+    from modelcycle.core.artifacts import hash_files, read_manifest, write_manifest
     from modelcycle.core.errors import ArtifactError
     from modelcycle.core.serving.pipeline import InferencePipeline
+
+    def rehash(model_dir: Path) -> None:  # the manifest rewritten too: the loader itself must refuse
+        write_manifest(model_dir, read_manifest(model_dir).model_copy(update={"files": hash_files(model_dir)}))
 
     copy = Path(shutil.copytree(trained_keras["outputs"]["model_dir"], tmp_path / "copy"))
     marker = tmp_path / "executed"
     touch = lambda x, path=str(marker): (__import__("pathlib").Path(path).touch(), x)[1]  # noqa: E731
     evil = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(touch)])
     evil.save(copy / "model.keras")
+    rehash(copy)
     assert marker.exists()  # building the model ran the lambda once
     marker.unlink()
     with pytest.raises(ArtifactError, match="model.keras"):
         InferencePipeline(copy)
     assert not marker.exists()
     (copy / "model.keras").write_bytes(b"not a zip file")
+    rehash(copy)
     with pytest.raises(ArtifactError, match="cannot load model.keras"):
         InferencePipeline(copy)
 
