@@ -89,6 +89,22 @@ def stop_deployed(directory: Path) -> None:
     assert not record.get("pid") or not process_alive(record["pid"])
 
 
+@contextmanager
+def deployed_and_monitored(directory: Path, trained_model_dir: Path) -> Iterator[Path]:
+    """The use case in ``directory`` marked trained with ``trained_model_dir``, deployed and
+    monitored; its endpoint is stopped by pid on exit, also on failure."""
+    from modelcycle.core.lifecycle import UseCase
+
+    mark_trained(directory, trained_model_dir)
+    try:
+        use_case = UseCase(directory)
+        use_case.deploy()
+        use_case.monitor()
+        yield directory
+    finally:
+        stop_deployed(directory)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test reads the user's cache, token or config overrides from the environment."""

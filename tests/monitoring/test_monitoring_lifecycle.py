@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from conftest import SMALL, isolated_module_env, mark_trained, stop_deployed, write_use_case
+from conftest import SMALL, deployed_and_monitored, isolated_module_env, mark_trained, stop_deployed, write_use_case
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.monitoring.errors import ThresholdViolationError, UnknownScoringIdError
 from modelcycle.platforms.local.payload import endpoint_payload_settings
@@ -39,14 +39,8 @@ def use_case_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     with isolated_module_env(tmp_path_factory, data_dir):
         directory = write_use_case(tmp_path_factory.mktemp("monitoring") / "uc", name="monitored",
                                    tracking={"enabled": False}, monitoring={"database_url": module_database_url}, **SMALL)
-        mark_trained(directory, trained_model_dir)
-        try:
-            use_case = UseCase(directory)
-            use_case.deploy()
-            use_case.monitor()
+        with deployed_and_monitored(directory, trained_model_dir):
             yield directory
-        finally:
-            stop_deployed(directory)
 
 
 def _store(database_url: str) -> MonitoringStore:

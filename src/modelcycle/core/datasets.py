@@ -20,8 +20,6 @@ import re
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from modelcycle.core.config import DataConfig
 from modelcycle.core.dataset_types import Dataset, Split
 from modelcycle.core.errors import PluginContractError, PluginNotFoundError
