@@ -333,7 +333,7 @@ class UseCase:
     def _keep_serving(self, previous: dict[str, Any]) -> None:
         """After a failed redeploy whose predecessor still serves, record that one as deployed again
         (the state reads as before the attempt; the failure stays in the history)."""
-        if self.describe_endpoint(previous).get("status") != "InService":
+        if self.describe_endpoint(previous).get("status") not in SERVING_STATUSES:
             return
         with self.store.lock(f"pid {os.getpid()} restoring 'deploy'", self.lock_timeout):
             state = self.store.read()
