@@ -78,3 +78,15 @@ class LoopbackJSONService:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def missing_property(document: Any, *keys: str, where: str = "") -> str | None:
+    """The first required property ``document`` lacks (absent or empty), as the services word it
+    (``where.key: missing required property``); ``None`` when all are there."""
+    prefix = f"{where}." if where else ""
+    if not isinstance(document, dict):
+        return f"{where or 'request body'}: an object is required"
+    for key in keys:
+        if document.get(key) in (None, "", [], {}):
+            return f"{prefix}{key}: missing required property"
+    return None

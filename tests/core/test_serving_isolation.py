@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from conftest import SMALL, mark_trained, write_use_case
+from conftest import SMALL, deployed_and_monitored, write_use_case
 from modelcycle.core.artifacts import read_manifest
 from modelcycle.core.lifecycle import UseCase
-from modelcycle.platforms.local.endpoints import process_alive, request, stop_endpoint
+from modelcycle.platforms.local.endpoints import process_alive, request
 
 BODY = b"[" + b",".join([b"[" + b",".join([b"0"] * 784) + b"]"]) + b"]"  # one blank image
 MAX_REQUESTS = 20_000  # the load loop's bound, far above what a command's duration needs
@@ -117,17 +117,11 @@ def monitored(trained_model_dir: Path, tmp_path: Path, data_dir: Path) -> Iterat
     """A use case trained (state → the session's model), deployed and monitored; every endpoint
     process started in it is stopped by pid afterwards."""
     directory = write_use_case(tmp_path / "uc", name="isolated", tracking={"enabled": False}, **SMALL)
-    mark_trained(directory, trained_model_dir)
     try:
-        use_case = UseCase(directory)
-        use_case.deploy()
-        use_case.monitor()
-        yield directory
+        with deployed_and_monitored(directory, trained_model_dir):  # stops the recorded endpoint
+            yield directory
     finally:
-        record = UseCase(directory).state().stage("deploy").outputs
-        if record.get("pid") and process_alive(record["pid"]):
-            stop_endpoint(record)
-        for pid in _servers_of(directory):
+        for pid in _servers_of(directory):  # and any other endpoint process a test left behind
             os.kill(pid, signal.SIGKILL)
         assert _servers_of(directory) == []
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from loopback_service import LoopbackJSONService
+from loopback_service import LoopbackJSONService, missing_property as _missing
 
 API_KEY = "test-api-key-5f3a9c"  # what the fake accepts; tests check it never leaks
 ENVIRONMENTS = ("Develop", "Test", "Validate", "Operate")
@@ -292,16 +292,6 @@ class FakeFactsheets(LoopbackJSONService):
                 return 200, {"asset_id": parts[4], "environment": body["target_environment"]}
         self.unhandled.append(r)
         return self._error(404, f"no route for {method} {path}")
-
-
-def _missing(document: Any, *keys: str, where: str = "") -> str | None:
-    prefix = f"{where}." if where else ""
-    if not isinstance(document, dict):
-        return f"{where or 'request body'}: an object is required"
-    for key in keys:
-        if document.get(key) in (None, "", [], {}):
-            return f"{prefix}{key}: missing required property"
-    return None
 
 
 _TRAINED: dict[str, Path] = {}

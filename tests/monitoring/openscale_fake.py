@@ -34,7 +34,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from loopback_service import LoopbackJSONService
+from loopback_service import LoopbackJSONService, missing_property as _missing
 
 MONITOR_DEFINITIONS = {
     "quality": ["accuracy", "weighted_true_positive_rate", "weighted_false_positive_rate", "weighted_recall",
@@ -415,16 +415,6 @@ class FakeOpenScale(LoopbackJSONService):
 def _error(code: str, message: str) -> dict[str, Any]:
     """The service's error document."""
     return {"trace": uuid.uuid4().hex, "errors": [{"code": code, "message": message}]}
-
-
-def _missing(document: Any, *keys: str, where: str = "") -> str | None:
-    prefix = f"{where}." if where else ""
-    if not isinstance(document, dict):
-        return f"{where or 'request body'}: an object is required"
-    for key in keys:
-        if document.get(key) in (None, "", [], {}):
-            return f"{prefix}{key}: missing required property"
-    return None
 
 
 def _one_of(value: Any, allowed: tuple[str, ...], where: str, optional: bool = False) -> str | None:
