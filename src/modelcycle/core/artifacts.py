@@ -29,7 +29,7 @@ import zlib
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,6 +40,7 @@ from modelcycle.core.textfiles import decode_utf8, read_utf8
 __all__ = [
     "MANIFEST_NAME",
     "ARCHIVE_NAME",
+    "FieldSchema",
     "InputSchema",
     "Preprocessing",
     "DatasetLineage",
@@ -83,26 +84,79 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InputSchema(_Frozen):
-    """One image as clients send it: raw pixels of ``shape`` ``(C, H, W)`` in ``value_range``."""
+class FieldSchema(_Frozen):
+    """One named field of a tabular record (a :class:`~modelcycle.core.dataset_types.Feature`)."""
 
-    shape: tuple[int, int, int]
+    name: str
+    kind: Literal["numerical", "categorical"] = "numerical"
+    categories: tuple[str, ...] = ()
+
+
+class InputSchema(_Frozen):
+    """One record as clients send it.
+
+    ``kind: image``: raw pixels of ``shape`` ``(C, H, W)`` in ``value_range``.
+    ``kind: tabular``: ``shape`` ``(F,)`` values of the named ``fields`` (in the model's column
+    order; a categorical field's value is one of its ``categories``, carried internally as the
+    category's index).
+    """
+
+    kind: Literal["image", "tabular"] = "image"
+    shape: tuple[int, ...]
     dtype: str = "uint8"
     value_range: tuple[float, float] = (0.0, 255.0)
+    fields: tuple[FieldSchema, ...] = ()
+
+    @property
+    def field_names(self) -> list[str]:
+        return [field.name for field in self.fields]
 
 
 class Preprocessing(_Frozen):
-    """``(raw / scale - mean[c]) / std[c]`` per channel, as applied during training."""
+    """The training-time transformation of raw records into the model's float32 input.
+
+    Images: ``(raw / scale - mean[c]) / std[c]`` per channel. Tabular (``categories`` set, one
+    entry per raw column): a numerical column (``categories[i] == 0``) becomes
+    ``(raw - mean[i]) / std[i]``; a categorical one with ``k`` categories becomes ``k`` one-hot
+    columns (its raw value is the category index); the output keeps the raw column order.
+    """
 
     scale: float = 255.0
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    categories: tuple[int, ...] = ()
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        """Normalise raw ``(N, C, H, W)`` pixels into the model's float32 input."""
+        """Normalise raw ``(N, C, H, W)`` pixels, or encode raw ``(N, F)`` tabular records, into
+        the model's float32 input (tabular: ``(N, input_width)``)."""
+        if raw.ndim == 2:
+            return self._encode(raw)
         mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1) * self.scale
         return ((raw - mean * self.scale) / std).astype(np.float32, copy=False)
+
+    @property
+    def input_width(self) -> int:
+        """Tabular: the width of one encoded record (numerical columns + one-hot columns)."""
+        return sum(max(k, 1) for k in self.categories)
+
+    def _encode(self, raw: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        scaled = ((raw - mean) / std).astype(np.float32, copy=False)
+        if not any(self.categories):
+            return scaled
+        out = np.zeros((raw.shape[0], self.input_width), dtype=np.float32)
+        column = 0
+        rows = np.arange(raw.shape[0])
+        for i, k in enumerate(self.categories):
+            if k == 0:
+                out[:, column] = scaled[:, i]
+                column += 1
+            else:
+                out[rows, column + raw[:, i].astype(np.int64)] = 1.0
+                column += k
+        return out
 
 
 class DatasetLineage(_Frozen):
