@@ -154,6 +154,7 @@ def create_app(
     metrics = _Metrics(name)
     batcher = _Batcher(pipeline, max_batch_images) if batching else None
     expected_token = token.encode() if token else None
+    tabular = pipeline.context.tabular  # payload: tabular records are logged as float32 values
 
     def authorized(request: Request) -> bool:
         if expected_token is None:
@@ -207,7 +208,8 @@ def create_app(
                 records = len(probabilities)
                 if payload_logger is not None:  # durable before the 200; ids: {scoring_id}-{i} for N > 1
                     try:
-                        payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000)
+                        payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000,
+                                           records=tabular)
                     except OSError as exc:
                         log.error("payload journal write failed: %s", exc)
                         raise ServingError(f"payload journal unavailable ({exc}); the request was not logged", 503) from None
