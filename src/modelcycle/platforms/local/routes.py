@@ -109,9 +109,14 @@ def _inline_inputs(values: list[Any], context: Any) -> np.ndarray:
         if all(isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
                for value in values):
             return conform_input(np.asarray(values, dtype=np.float32), context.schema)
-        if all(isinstance(value, dict) for value in values):
-            return records_from_document({"instances": values}, context.schema)
-        return records_from_document({"input_data": [{"values": values}]}, context.schema)
+        blocks = []
+        for i, value in enumerate(values):
+            try:
+                form = {"instances": [value]} if isinstance(value, dict) else {"input_data": [{"values": [value]}]}
+                blocks.append(records_from_document(form, context.schema))
+            except ServingError as exc:
+                raise ServingError(f"values[{i}] scoring_input: {exc}", 400) from None
+        return np.concatenate(blocks)
     try:
         raw = np.asarray(values, dtype=np.float32)
     except (ValueError, TypeError):
