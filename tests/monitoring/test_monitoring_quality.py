@@ -96,7 +96,8 @@ def test_lower_and_upper_limits_yield_violations(predictions) -> None:
     drift = effective_thresholds("drift", MonitoringConfig.model_validate(
         {"drift": {"thresholds": [{"metric_id": "prediction_drift", "value": 0.3}]}}).drift.thresholds)
     assert {t["metric_id"]: t["value"] for t in drift} == {
-        "prediction_drift": 0.3, "confidence_drift": 0.1, "mean_intensity_drift": 0.25, "ink_fraction_drift": 0.25}
+        "prediction_drift": 0.3, "confidence_drift": 0.1, "mean_intensity_drift": 0.25, "ink_fraction_drift": 0.25,
+        "feature_drift": 0.25}
 
 
 def _config_with(tmp_path: Path, monitoring: dict) -> Path:

@@ -215,7 +215,8 @@ _QualityMetric = Literal[
     "accuracy", "weighted_precision", "weighted_recall", "weighted_f_measure",
     "weighted_true_positive_rate", "weighted_false_positive_rate", "log_loss",
 ]
-_DriftMetric = Literal["prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift"]
+_DriftMetric = Literal["prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift",
+                       "feature_drift"]
 
 
 class _Threshold(_Section):

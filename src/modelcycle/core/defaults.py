@@ -14,15 +14,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @hookimpl(trylast=True)
 def input_fn(body: bytes, content_type: str, context: ServingContext) -> np.ndarray:
-    """Decode JSON or NPY raw pixels into ``(N, C, H, W)`` float32 (see :mod:`.serving.codecs`)."""
+    """Decode JSON or NPY raw pixels into ``(N, C, H, W)`` float32, or tabular records into
+    ``(N, F)`` float32, per the manifest's input schema (see :mod:`.serving.codecs`)."""
     from modelcycle.core.serving.codecs import decode_request
 
-    return decode_request(body, content_type, context.input_shape)
+    return decode_request(body, content_type, context.schema)
 
 
 @hookimpl(trylast=True)
-def output_fn(prediction: np.ndarray, accept: str, scoring_id: str | None) -> tuple[bytes, str]:
-    """Encode probabilities as OpenScale-shaped JSON (with ``scoring_id``) or NPY."""
+def output_fn(prediction: np.ndarray, accept: str, context: ServingContext, scoring_id: str | None) -> tuple[bytes, str]:
+    """Encode probabilities as OpenScale-shaped JSON (with ``scoring_id``, and
+    ``prediction_label`` when the classes have names) or NPY."""
     from modelcycle.core.serving.codecs import encode_response
 
-    return encode_response(prediction, accept, scoring_id)
+    return encode_response(prediction, accept, scoring_id, context.classes)

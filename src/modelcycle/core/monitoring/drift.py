@@ -17,6 +17,19 @@ metric_id                     statistic                                         
                               above half intensity (> 127)
 ============================  =================================================  ===========
 
+Tabular records (the model's input schema names fields) have no image statistics; their input
+drift is judged per feature instead (:func:`feature_drift`):
+
+============================  =================================================  ===========
+``feature_drift``             the largest per-feature distance: a numerical      upper 0.25
+                              feature's KS statistic, a categorical one's
+                              Jensen-Shannon distance of category frequencies
+============================  =================================================  ===========
+
+and the measurement names the features beyond the limit (``details["features"]``, and the
+violation's ``features``). The baseline keeps a per-feature sample of the test split: the sorted
+values of a numerical feature, the category counts of a categorical one.
+
 The baseline is recorded by ``monitor``: a fixed-seed random sample of held-out *test* images
 scored by the deployed model in-process (unseen in training, so the model's confidence on it is
 what live traffic gets; on its own training images it looks more confident than it ever is in
@@ -29,6 +42,7 @@ the distances, which do not shrink towards "significant" as windows grow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +54,9 @@ __all__ = [
     "CONFIDENCE_BINS",
     "input_statistics",
     "make_baseline",
+    "feature_baseline",
+    "feature_drift",
+    "drifted_features",
     "drift_metrics",
     "jensen_shannon_distance",
     "total_variation",
@@ -47,7 +64,7 @@ __all__ = [
     "ks_pvalue",
 ]
 
-DRIFT_METRICS = ("prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift")
+DRIFT_METRICS = ("prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift", "feature_drift")
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 _PLOT_BINS = np.linspace(0.0, 1.0, 41)
 
@@ -110,21 +127,44 @@ def ks_pvalue(statistic: float, n: int, m: int) -> float:
     return float(min(1.0, max(0.0, total)))
 
 
+def feature_baseline(records: np.ndarray, fields: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per-feature reference of raw ``(N, F)`` tabular ``records`` (categories as their index):
+    ``{name, kind, values}`` (sorted) for a numerical field, ``{name, kind, categories, counts}``
+    for a categorical one. ``fields`` are the schema's :class:`~modelcycle.core.artifacts.FieldSchema`."""
+    records = np.asarray(records, np.float64)
+    features: list[dict[str, Any]] = []
+    for j, field in enumerate(fields):
+        column = records[:, j]
+        if field.kind == "categorical":
+            k = len(field.categories)
+            counts = np.bincount(np.clip(column.astype(np.int64), 0, k - 1), minlength=k)
+            features.append({"name": field.name, "kind": "categorical", "categories": list(field.categories),
+                             "counts": counts.tolist()})
+        else:
+            features.append({"name": field.name, "kind": "numerical", "values": np.sort(column).tolist()})
+    return features
+
+
 def make_baseline(probabilities: np.ndarray, images: np.ndarray, labels: np.ndarray | None = None,
-                  source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON baseline a subscription keeps: predictions, confidences and input statistics."""
+                  source: dict[str, Any] | None = None, fields: Sequence[Any] | None = None) -> dict[str, Any]:
+    """The JSON baseline a subscription keeps: predictions, confidences and input statistics —
+    for tabular records (``fields`` given: the schema's fields, ``images`` raw ``(N, F)``
+    records) the per-feature reference of :func:`feature_baseline` instead."""
     probabilities = np.asarray(probabilities, np.float64)
     predictions = probabilities.argmax(axis=1)
-    mean, ink = input_statistics(images)
     baseline: dict[str, Any] = {
         "records": int(len(predictions)),
         "classes": int(probabilities.shape[1]),
         "class_counts": np.bincount(predictions, minlength=probabilities.shape[1]).tolist(),
         "confidence": np.round(np.sort(probabilities.max(axis=1)), 7).tolist(),
-        "mean_intensity": np.round(np.sort(mean), 7).tolist(),
-        "ink_fraction": np.round(np.sort(ink), 7).tolist(),
         "source": source or {},
     }
+    if fields:
+        baseline["features"] = feature_baseline(images, fields)
+    else:
+        mean, ink = input_statistics(images)
+        baseline["mean_intensity"] = np.round(np.sort(mean), 7).tolist()
+        baseline["ink_fraction"] = np.round(np.sort(ink), 7).tolist()
     if labels is not None:
         baseline["accuracy"] = float((predictions == np.asarray(labels)).mean())
     return baseline
@@ -136,7 +176,8 @@ def _histogram(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
 
 def drift_metrics(baseline: dict[str, Any], window: dict[str, np.ndarray], min_samples: int = 1) -> dict[str, Any]:
     """Drift of ``window`` (arrays ``prediction``, ``confidence``, ``mean_intensity``,
-    ``ink_fraction``) against ``baseline``.
+    ``ink_fraction``; for a tabular baseline ``records`` ``(n, F)`` instead of the two image
+    statistics) against ``baseline``.
 
     Returns:
         ``{"metrics": {...}, "details": {histograms, p-values}, "records": {...}}``.
@@ -166,6 +207,12 @@ def drift_metrics(baseline: dict[str, Any], window: dict[str, np.ndarray], min_s
         "confidence_histogram": {"bins": CONFIDENCE_BINS.tolist(), "baseline": base_conf_hist.tolist(), "current": current_conf_hist.tolist()},
         "p_values": {},
     }
+    if "features" in baseline:
+        features = feature_drift(baseline["features"], window["records"])
+        metrics["feature_drift"] = max((f["statistic"] for f in features), default=0.0)
+        details["features"] = features
+        details["feature_histogram"] = _feature_histogram(baseline["features"], window["records"], features)
+        return {"metrics": metrics, "details": details, "records": {"payload": n, "baseline": int(baseline["records"])}}
     for name in ("mean_intensity", "ink_fraction"):
         base_values = np.asarray(baseline[name], np.float64)
         statistic = ks_statistic(base_values, window[name])
@@ -177,3 +224,62 @@ def drift_metrics(baseline: dict[str, Any], window: dict[str, np.ndarray], min_s
             "current": _histogram(np.asarray(window[name], np.float64), _PLOT_BINS).tolist(),
         }
     return {"metrics": metrics, "details": details, "records": {"payload": n, "baseline": int(baseline["records"])}}
+
+
+def feature_drift(features: Sequence[dict[str, Any]], records: np.ndarray) -> list[dict[str, Any]]:
+    """Per-feature drift of raw ``(n, F)`` tabular ``records`` against the baseline's ``features``
+    (:func:`feature_baseline`): ``{name, kind, algorithm, statistic, p_value}`` per feature, in
+    the schema's order. Numerical: two-sample KS (``p_value`` asymptotic); categorical:
+    Jensen-Shannon distance (base 2) of the category frequencies (``p_value`` None).
+
+    Raises:
+        ValueError: ``records`` do not have one column per baseline feature.
+    """
+    records = np.asarray(records, np.float64)
+    if records.ndim != 2 or records.shape[1] != len(features):
+        raise ValueError(f"records of shape {records.shape} for {len(features)} baseline features")
+    result = []
+    for j, feature in enumerate(features):
+        column = records[:, j]
+        if feature["kind"] == "categorical":
+            k = len(feature["counts"])
+            current = np.bincount(np.clip(column.astype(np.int64), 0, k - 1), minlength=k)
+            statistic, p_value, algorithm = jensen_shannon_distance(feature["counts"], current), None, "jensen_shannon"
+        else:
+            base = np.asarray(feature["values"], np.float64)
+            algorithm = "kolmogorov_smirnov"
+            if len(column) and len(base):
+                statistic = ks_statistic(base, column)
+                p_value: float | None = ks_pvalue(statistic, len(base), len(column))
+            else:
+                statistic, p_value = 0.0, 1.0
+        result.append({"name": feature["name"], "kind": feature["kind"], "algorithm": algorithm,
+                       "statistic": float(statistic), "p_value": p_value})
+    return result
+
+
+def drifted_features(features: Sequence[dict[str, Any]], limit: float) -> list[str]:
+    """Names of the features whose drift statistic exceeds ``limit``, most drifted first."""
+    beyond = [f for f in features if f["statistic"] > limit]
+    return [f["name"] for f in sorted(beyond, key=lambda f: -f["statistic"])]
+
+
+def _feature_histogram(baseline: Sequence[dict[str, Any]], records: np.ndarray,
+                       features: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Baseline and current histograms of the most drifted feature (for the drift plot)."""
+    if not features:
+        return None
+    j = int(np.argmax([f["statistic"] for f in features]))
+    reference, column = baseline[j], np.asarray(records, np.float64)[:, j]
+    if reference["kind"] == "categorical":
+        k = len(reference["counts"])
+        bins = np.arange(k + 1, dtype=np.float64) - 0.5
+        base_counts = np.asarray(reference["counts"])
+    else:
+        values = np.asarray(reference["values"], np.float64)
+        low = min(values.min(initial=0.0), column.min(initial=0.0))
+        high = max(values.max(initial=1.0), column.max(initial=1.0))
+        bins = np.linspace(low, high if high > low else low + 1.0, 31)
+        base_counts = _histogram(values, bins)
+    return {"feature": reference["name"], "kind": reference["kind"], "statistic": features[j]["statistic"],
+            "bins": bins.tolist(), "baseline": np.asarray(base_counts).tolist(), "current": _histogram(column, bins).tolist()}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from modelcycle.core.monitoring.drift import drift_metrics
+from modelcycle.core.monitoring.drift import drift_metrics, drifted_features
 from modelcycle.core.monitoring.errors import InsufficientDataError, MonitoringError
 from modelcycle.core.monitoring.quality import check_size, quality_metrics
 from modelcycle.core.monitoring.store import MonitoringStore
@@ -58,11 +58,12 @@ def previous_window_end(store: MonitoringStore, subscription_id: str | None) -> 
 
 
 def select_window(store: MonitoringStore, deployment_id: str, config: Any, subscription_id: str | None,
-                  now: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  now: float, record_width: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The payload records a drift evaluation judges (``monitoring.drift.window``, see
     :class:`~modelcycle.core.config.DriftMonitorConfig`) and the window's description: ``kind``,
     ``since`` (the cut: records scored after it are new; ``None`` when there is none), ``new``
-    (records after the cut), ``count``, ``first`` and ``last`` (scoring times, epoch seconds)."""
+    (records after the cut), ``count``, ``first`` and ``last`` (scoring times, epoch seconds).
+    ``record_width``: tabular records of that many fields; the window holds their values too."""
     kind = config.window
     if kind == "last_n":
         since, limit, at_least = None, config.last_n, 0
@@ -70,7 +71,7 @@ def select_window(store: MonitoringStore, deployment_id: str, config: Any, subsc
         since, limit, at_least = now - config.duration_s, config.max_samples, config.min_samples
     else:  # since_last
         since, limit, at_least = previous_window_end(store, subscription_id), config.max_samples, config.min_samples
-    window = store.drift_window(deployment_id, limit, since=since, at_least=at_least)
+    window = store.drift_window(deployment_id, limit, since=since, at_least=at_least, record_width=record_width)
     times = window["scoring_timestamp"]
     described = {
         "kind": kind, "since": since, "count": int(len(times)),
@@ -88,16 +89,22 @@ def evaluate_drift(store: MonitoringStore, deployment_id: str, baseline: dict[st
     thresholds = effective_thresholds("drift", config.thresholds)
     if not baseline:
         raise MonitoringError("the subscription has no drift baseline: run 'modelcycle monitor --force'")
-    window, described = select_window(store, deployment_id, config, subscription_id, time.time() if now is None else now)
+    width = len(baseline["features"]) if "features" in baseline else None
+    window, described = select_window(store, deployment_id, config, subscription_id, time.time() if now is None else now,
+                                      width)
     try:
         result = drift_metrics(baseline, window, config.min_samples)
     except InsufficientDataError as exc:
         return {"monitor": "drift", "status": "insufficient_data", "message": str(exc), "thresholds": thresholds,
                 "records": {"payload": exc.have, "required": config.min_samples, "baseline": baseline["records"]},
                 "details": {"window": described}}
+    violations = find_violations(result["metrics"], thresholds)
+    for violation in violations:  # tabular: name the features that drifted
+        if violation["metric_id"] == "feature_drift" and violation["type"] == "upper_limit":
+            violation["features"] = drifted_features(result["details"]["features"], violation["limit"])
     return {
         "monitor": "drift", "status": "finished", "metrics": result["metrics"], "thresholds": thresholds,
-        "violations": find_violations(result["metrics"], thresholds),
+        "violations": violations,
         "records": {**result["records"], "required": config.min_samples},
         "details": {**result["details"], "window": described},
     }

@@ -74,11 +74,19 @@ def _drift(measurement: dict[str, Any], path: Path) -> str:
     ax.set_xticks(k)
     ax.set_title(f"predicted class — Jensen-Shannon {metrics['prediction_drift']:.3f}")
     ax.legend()
-    panels = (
+    panels: tuple[tuple[Any, str, str], ...] = (
         (axes[0, 1], "confidence_histogram", f"top-class probability — total variation {metrics['confidence_drift']:.3f}"),
-        (axes[1, 0], "mean_intensity_histogram", f"mean intensity — KS {metrics['mean_intensity_drift']:.3f}"),
-        (axes[1, 1], "ink_fraction_histogram", f"ink fraction — KS {metrics['ink_fraction_drift']:.3f}"),
     )
+    if "features" in details:  # tabular: per-feature distances, and the most drifted feature
+        _feature_bars(axes[1, 0], details["features"])
+        top = details.get("feature_histogram")
+        if top:
+            panels += ((axes[1, 1], "feature_histogram", f"{top['feature']} — {top['statistic']:.3f}"),)
+    else:
+        panels += (
+            (axes[1, 0], "mean_intensity_histogram", f"mean intensity — KS {metrics['mean_intensity_drift']:.3f}"),
+            (axes[1, 1], "ink_fraction_histogram", f"ink fraction — KS {metrics['ink_fraction_drift']:.3f}"),
+        )
     for ax, key, title in panels:
         histogram = details[key]
         bins = np.asarray(histogram["bins"])
@@ -90,6 +98,15 @@ def _drift(measurement: dict[str, Any], path: Path) -> str:
         ax.legend()
     figure.suptitle(f"drift: {measurement['records'].get('payload')} recent records vs {measurement['records'].get('baseline')} baseline")
     return _save(figure, path)
+
+
+def _feature_bars(ax: Any, features: list[dict[str, Any]]) -> None:
+    """Per-feature drift statistics, the most drifted first (at most 20)."""
+    shown = sorted(features, key=lambda f: -f["statistic"])[:20]
+    ax.barh(range(len(shown)), [f["statistic"] for f in shown])
+    ax.set_yticks(range(len(shown)), [f["name"] for f in shown], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_title("feature drift (KS; categorical: Jensen-Shannon)")
 
 
 def _history(history: list[dict[str, Any]], path: Path) -> str | None:

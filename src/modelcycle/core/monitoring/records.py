@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["PayloadRecord", "PAYLOAD_COLUMNS", "PAYLOAD_SCHEMA", "record_ids", "build_records"]
+__all__ = ["PayloadRecord", "PAYLOAD_COLUMNS", "PAYLOAD_SCHEMA", "payload_schema", "record_ids", "build_records"]
 
 
 class PayloadRecord(NamedTuple):
@@ -30,13 +30,17 @@ class PayloadRecord(NamedTuple):
         scoring_timestamp: UTC seconds since the epoch, when the request was scored.
         deployment_id: the endpoint's name.
         asset_revision: the served model's run id, if known.
-        scoring_input: the raw pixels as uint8 bytes in ``C×H×W`` order.
+        scoring_input: the raw pixels as uint8 bytes in ``C×H×W`` order; a tabular record's raw
+            values (the schema's field order, categories as their index) as little-endian
+            float32 bytes.
         prediction: the predicted class index.
         probability: the class probabilities as little-endian float32 bytes.
         prediction_probability: the predicted class's probability.
         latency_ms: the request's server-side latency.
-        mean_intensity: mean pixel / 255 (a drift statistic, computed once at record time).
-        ink_fraction: share of pixels above 127 (the other input drift statistic).
+        mean_intensity: mean pixel / 255 (a drift statistic, computed once at record time);
+            None for a tabular record (its drift is judged per feature on ``scoring_input``).
+        ink_fraction: share of pixels above 127 (the other input drift statistic); None for a
+            tabular record.
     """
 
     scoring_id: str
@@ -69,6 +73,28 @@ PAYLOAD_SCHEMA: list[dict[str, Any]] = [
 ]
 
 
+def payload_schema(input_schema: Any = None) -> list[dict[str, Any]]:
+    """The payload data set's schema for a model's input schema: :data:`PAYLOAD_SCHEMA`, and for
+    tabular records its fields as well (``modeling_role: feature``; a categorical field's type
+    ``string`` with its ``categories``), which ``scoring_input`` holds as float32 values in that
+    order (categories as their index)."""
+    if input_schema is None or getattr(input_schema, "kind", "image") != "tabular":
+        return [dict(column) for column in PAYLOAD_SCHEMA]
+    columns = []
+    for column in PAYLOAD_SCHEMA:
+        if column["name"] != "scoring_input":
+            columns.append(dict(column))
+            continue
+        columns.append({**column, "type": "binary (float32 × {})".format(len(input_schema.fields))})
+        for field in input_schema.fields:
+            entry: dict[str, Any] = {"name": field.name, "type": "string" if field.kind == "categorical" else "double",
+                                     "nullable": False, "modeling_role": "feature"}
+            if field.kind == "categorical":
+                entry["categories"] = list(field.categories)
+            columns.append(entry)
+    return columns
+
+
 def record_ids(scoring_id: str, n: int) -> list[str]:
     """Per-record ids of a request: the request's id for one image, ``{id}-{i}`` for image i of N > 1."""
     return [scoring_id] if n == 1 else [f"{scoring_id}-{i}" for i in range(n)]
@@ -77,25 +103,32 @@ def record_ids(scoring_id: str, n: int) -> list[str]:
 def build_records(
     scoring_ids: Sequence[str], request_ids: Sequence[str], timestamps: Sequence[float], latencies: Sequence[float | None],
     deployment_id: str, asset_revision: str | None, pixel_bytes: bytes, probability_bytes: bytes,
-    chw: int, classes: int,
+    chw: int, classes: int, tabular: bool = False,
 ) -> list[PayloadRecord]:
     """Records for ``m`` images of one shape, the statistics computed vectorised.
 
     Args:
         scoring_ids, request_ids, timestamps, latencies: one per image (``m`` each).
-        pixel_bytes: the ``m`` images' uint8 pixels back to back, ``chw`` bytes each.
+        pixel_bytes: the ``m`` images' uint8 pixels back to back, ``chw`` bytes each (tabular:
+            ``chw`` little-endian float32 values each, the image statistics left None).
         probability_bytes: their little-endian float32 probabilities, ``classes`` each.
     """
-    m = len(pixel_bytes) // chw
-    pixels = np.frombuffer(pixel_bytes, np.uint8).reshape(m, chw)
+    size = chw * (4 if tabular else 1)
+    m = len(pixel_bytes) // size
     probabilities = np.frombuffer(probability_bytes, "<f4").reshape(m, classes)
-    mean = (pixels.sum(axis=1, dtype=np.int64) / (255.0 * chw)).tolist()
-    ink = (np.count_nonzero(pixels > 127, axis=1) / chw).tolist()
+    mean: Any
+    ink: Any
+    if tabular:
+        mean = ink = repeat(None)
+    else:
+        pixels = np.frombuffer(pixel_bytes, np.uint8).reshape(m, chw)
+        mean = (pixels.sum(axis=1, dtype=np.int64) / (255.0 * chw)).tolist()
+        ink = (np.count_nonzero(pixels > 127, axis=1) / chw).tolist()
     prediction = probabilities.argmax(axis=1).tolist()
     confidence = probabilities.max(axis=1).astype(np.float64).tolist()
     pk = 4 * classes
     return list(map(PayloadRecord._make, zip(
         scoring_ids, request_ids, timestamps, repeat(deployment_id), repeat(asset_revision),
-        [pixel_bytes[i:i + chw] for i in range(0, m * chw, chw)], prediction,
+        [pixel_bytes[i:i + size] for i in range(0, m * size, size)], prediction,
         [probability_bytes[i:i + pk] for i in range(0, m * pk, pk)], confidence, latencies, mean, ink,
     )))

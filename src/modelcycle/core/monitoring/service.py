@@ -25,7 +25,7 @@ import numpy as np
 from modelcycle.core.errors import EndpointError, StageError
 from modelcycle.core.monitoring.backends import Mirror, open_mirror
 from modelcycle.core.monitoring.errors import MonitoringError, ThresholdViolationError
-from modelcycle.core.monitoring.records import PAYLOAD_SCHEMA
+from modelcycle.core.monitoring.records import PAYLOAD_SCHEMA, payload_schema
 from modelcycle.core.monitoring.store import MonitoringStore, resolve_database_url
 from modelcycle.core.plugin_types import SERVING_STATUSES
 
@@ -100,10 +100,11 @@ def flush_payload(use_case: UseCaseView, store: MonitoringStore | None = None) -
 
 # -- subscription ------------------------------------------------------------------------------
 def _baseline(use_case: UseCaseView, model_dir: Path) -> dict[str, Any]:
-    """Score a fixed-seed sample of held-out test images in-process: the drift reference."""
+    """Score a fixed-seed sample of held-out test records in-process: the drift reference
+    (for tabular records it keeps the sample per feature)."""
     from modelcycle.core.datasets import load_dataset
     from modelcycle.core.monitoring.drift import make_baseline
-    from modelcycle.core.serving.codecs import conform_images
+    from modelcycle.core.serving.codecs import conform_input
     from modelcycle.core.serving.pipeline import InferencePipeline
 
     config = use_case.config
@@ -112,12 +113,13 @@ def _baseline(use_case: UseCaseView, model_dir: Path) -> dict[str, Any]:
     count = min(config.monitoring.drift.baseline_samples, len(test))
     index = np.sort(np.random.default_rng(0).choice(len(test), count, replace=False))
     images, labels = test.images[index], test.labels[index]
+    schema = pipeline.context.schema
     probabilities = np.concatenate([
-        pipeline.predict(conform_images(images[i:i + 500].astype(np.float32), pipeline.context.input_shape))
+        pipeline.predict(conform_input(images[i:i + 500].astype(np.float32), schema))
         for i in range(0, count, 500)
     ])
     source = {"dataset": config.data.dataset, "split": "test", "sample": "random", "seed": 0, "records": count}
-    return make_baseline(probabilities, images, labels, source)
+    return make_baseline(probabilities, images, labels, source, fields=schema.fields if pipeline.context.tabular else None)
 
 
 def subscribe(use_case: UseCaseView, state: State, mirror: Mirror) -> dict[str, Any]:
@@ -135,6 +137,7 @@ def subscribe(use_case: UseCaseView, state: State, mirror: Mirror) -> dict[str, 
             f"monitoring store is {store.masked_url}: deploy again with the same monitoring.database_url "
             "(modelcycle deploy --force)")
     baseline = _baseline(use_case, Path(train["model_dir"]))
+    schema = payload_schema(_manifest_schema(train.get("model_dir")))
     monitors = monitoring.model_dump(mode="json", include={"payload", "quality", "drift"})
     from modelcycle.core.monitoring.thresholds import effective_thresholds
 
@@ -142,7 +145,7 @@ def subscribe(use_case: UseCaseView, state: State, mirror: Mirror) -> dict[str, 
         monitors[name]["thresholds"] = effective_thresholds(name, getattr(monitoring, name).thresholds)
     previous = state.stage("monitor").outputs
     row = store.create_subscription(
-        use_case.config.name, deploy["name"], train.get("run_id"), deploy.get("url"), PAYLOAD_SCHEMA, monitors, baseline,
+        use_case.config.name, deploy["name"], train.get("run_id"), deploy.get("url"), schema, monitors, baseline,
     )
     try:
         _delete_remote(use_case, store, previous, mirror)
@@ -156,7 +159,7 @@ def subscribe(use_case: UseCaseView, state: State, mirror: Mirror) -> dict[str, 
         "asset_revision": train.get("run_id"),
         "store": store.masked_url,
         "payload_logging": bool(deploy.get("payload_logging")),
-        "payload_schema": PAYLOAD_SCHEMA,
+        "payload_schema": schema,
         "monitors": monitors,
         "baseline": {k: baseline[k] for k in ("records", "accuracy", "source") if k in baseline},
         "created_at": row["created_at"],
@@ -202,13 +205,23 @@ def _delete_remote(use_case: UseCaseView, store: MonitoringStore, outputs: Mappi
     return {name: removed}
 
 
-def _input_shape(model_dir: str | None) -> tuple[int, ...] | None:
+def _manifest_schema(model_dir: str | None) -> Any:
+    """The trained model's input schema, or None when its manifest cannot be read."""
     from modelcycle.core.artifacts import read_manifest
 
     try:
-        return tuple(read_manifest(Path(model_dir)).input_schema.shape) if model_dir else None
+        return read_manifest(Path(model_dir)).input_schema if model_dir else None
     except Exception:  # a record still goes out, flat
         return None
+
+
+def _input_shape(model_dir: str | None) -> Any:
+    """What a backend's ``forward`` needs to rebuild an input: the image shape ``(C, H, W)``, or
+    a tabular model's field names (a list)."""
+    schema = _manifest_schema(model_dir)
+    if schema is None:
+        return None
+    return schema.field_names if schema.kind == "tabular" else tuple(schema.shape)
 
 
 def forward(use_case: UseCaseView, store: MonitoringStore, mirror: Mirror,
@@ -315,8 +328,10 @@ def _known_labels(use_case: UseCaseView) -> dict[bytes, int]:
     from modelcycle.core.datasets import load_dataset
 
     test = load_dataset(use_case.config.data.dataset, use_case.config.data.path).test
-    images = test.images if test.images.ndim == 3 else test.images.transpose(0, 3, 1, 2)
-    images = np.ascontiguousarray(images)
+    if test.images.ndim == 2:  # tabular records: stored as their float32 values
+        images = np.ascontiguousarray(test.images, dtype="<f4")
+    else:
+        images = np.ascontiguousarray(test.images if test.images.ndim == 3 else test.images.transpose(0, 3, 1, 2))
     table: dict[bytes, int] = {}
     for image, label in zip(images, test.labels.tolist()):
         key = _image_key(image.tobytes())

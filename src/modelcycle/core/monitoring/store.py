@@ -11,7 +11,8 @@ the journal segment's drained offset, so the offset never runs ahead of the reco
 
 Payload records are :class:`~modelcycle.core.monitoring.records.PayloadRecord` tuples (one per
 image: raw ``C×H×W`` uint8 pixels, float32 probabilities, and the ``mean_intensity`` and
-``ink_fraction`` computed when the record is built, so drift never re-reads the inputs).
+``ink_fraction`` computed when the record is built, so image drift never re-reads the inputs;
+one per tabular record: its float32 values, which per-feature drift reads back).
 """
 
 from __future__ import annotations
@@ -404,16 +405,24 @@ class MonitoringStore:
         return rows
 
     def drift_window(self, deployment_id: str, limit: int, since: float | None = None,
-                     at_least: int = 0) -> dict[str, np.ndarray]:
+                     at_least: int = 0, record_width: int | None = None) -> dict[str, np.ndarray]:
         """The prediction, confidence, input statistics and ``scoring_timestamp`` of the
         deployment's most recent records, newest first: at most ``limit`` of them, only those
         scored after ``since`` when given — unless fewer than ``at_least`` are, in which case the
-        most recent ``at_least`` (of any time) are returned."""
-        columns = (payload.c.prediction, payload.c.prediction_probability, payload.c.mean_intensity,
-                   payload.c.ink_fraction, payload.c.scoring_timestamp)
+        most recent ``at_least`` (of any time) are returned.
+
+        With ``record_width`` (tabular records of that many fields) the window also holds
+        ``records``, float32 ``(n, record_width)``: the stored inputs, and only the records whose
+        input has that width (an earlier model's records of another schema are left out)."""
+        columns: tuple[Any, ...] = (payload.c.prediction, payload.c.prediction_probability, payload.c.mean_intensity,
+                                    payload.c.ink_fraction, payload.c.scoring_timestamp)
+        if record_width is not None:
+            columns += (payload.c.scoring_input,)
         rows = self._recent(deployment_id, columns, limit, since)
         if since is not None and len(rows) < at_least:
             rows = self._recent(deployment_id, columns, min(at_least, limit), None)
+        if record_width is not None:
+            return self._records_window(rows, record_width)
         array = np.array(rows, dtype=np.float64).reshape(len(rows), 5)
         return {
             "prediction": array[:, 0].astype(np.int64),
@@ -422,6 +431,15 @@ class MonitoringStore:
             "ink_fraction": array[:, 3],
             "scoring_timestamp": array[:, 4],
         }
+
+    @staticmethod
+    def _records_window(rows: list[tuple[Any, ...]], width: int) -> dict[str, np.ndarray]:
+        size = 4 * width
+        rows = [row for row in rows if row[5] is not None and len(row[5]) == size]
+        array = np.array([row[:2] + (row[4],) for row in rows], dtype=np.float64).reshape(len(rows), 3)
+        records = np.frombuffer(b"".join(bytes(row[5]) for row in rows), "<f4").reshape(len(rows), width)
+        return {"prediction": array[:, 0].astype(np.int64), "confidence": array[:, 1],
+                "scoring_timestamp": array[:, 2], "records": records}
 
     def _recent(self, deployment_id: str, columns: Sequence[Any], limit: int, since: float | None) -> list[tuple[Any, ...]]:
         """``columns`` of the newest ``limit`` records of ``deployment_id`` (scored after ``since``)."""

@@ -21,6 +21,9 @@ DEFAULT_THRESHOLDS: dict[str, list[dict[str, Any]]] = {
         {"metric_id": "confidence_drift", "type": "upper_limit", "value": 0.1},
         {"metric_id": "mean_intensity_drift", "type": "upper_limit", "value": 0.25},
         {"metric_id": "ink_fraction_drift", "type": "upper_limit", "value": 0.25},
+        # tabular records: the largest per-feature distance (KS, or Jensen-Shannon for a
+        # categorical feature); a feature shifted by 2 standard deviations reaches KS ~0.68
+        {"metric_id": "feature_drift", "type": "upper_limit", "value": 0.25},
     ],
 }
 

@@ -1,6 +1,8 @@
 """Request decoding and response encoding for the scoring contract.
 
-Requests carry raw pixels as the seeds send them (0-255 numbers):
+What a request carries follows the manifest's :class:`~modelcycle.core.artifacts.InputSchema`.
+A tabular model takes named records (see :mod:`.tabular`). An image model takes raw pixels as
+the seeds send them (0-255 numbers), images of the schema's ``(C, H, W)``, any size and channels:
 
 * ``application/json``: ``{"input_data": [{"values": X}]}``, ``{"instances": X}`` or a bare ``X``,
   where ``X`` is ``N×H×W``, ``N×C×H×W``, ``N×H×W×C``, ``N×(C·H·W)`` or a single image;
@@ -9,6 +11,10 @@ Requests carry raw pixels as the seeds send them (0-255 numbers):
 Responses are the OpenScale shape
 ``{"predictions": [{"fields": ["prediction", "probability"], "values": [[label, [p…]], …]}]}``
 (plus ``scoring_id``) or, for ``Accept: application/x-npy``, the ``(N, K)`` probability array.
+When the data set names its classes, the fields are ``["prediction", "prediction_label",
+"probability"]`` (``prediction_label`` the class name); classes named by their own index
+(``"0"``..``"9"`` of MNIST) are not names, so those responses keep the two fields the seeds'
+clients read.
 Every client mistake raises :class:`ServingError` with a 4xx status and a message saying what is
 wrong; nothing here can produce a 5xx for bad input.
 """
@@ -16,18 +22,24 @@ wrong; nothing here can produce a 5xx for bad input.
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from modelcycle.core.errors import ServingError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.artifacts import InputSchema
+
 __all__ = [
     "JSON",
     "NPY",
     "decode_request",
     "conform_images",
+    "conform_input",
+    "class_names",
     "encode_response",
     "media_type",
     "negotiate_accept",
@@ -90,12 +102,15 @@ def _json_values(document: Any) -> Any:
     raise ServingError("JSON body must be an object or an array of pixel values", 400)
 
 
-def _decode_json(body: bytes) -> np.ndarray:
+def _load_json(body: bytes) -> Any:
     try:
-        document = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ServingError(f"malformed JSON body: {exc}", 400) from None
-    values = _json_values(document)
+
+
+def _decode_json(body: bytes) -> np.ndarray:
+    values = _json_values(_load_json(body))
     try:
         array = np.asarray(values)  # no dtype: numpy would turn "12" into 12.0 and null into NaN
     except (ValueError, TypeError):
@@ -163,14 +178,41 @@ def conform_images(array: np.ndarray, input_shape: tuple[int, int, int]) -> np.n
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def decode_request(body: bytes, content_type: str, input_shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode a scoring request into raw pixels ``(N, C, H, W)`` float32.
+def _is_tabular(schema: InputSchema | tuple[int, ...]) -> bool:
+    return getattr(schema, "kind", "image") == "tabular"
+
+
+def conform_input(array: np.ndarray, schema: InputSchema | tuple[int, ...]) -> np.ndarray:
+    """Check numeric input against the schema: raw pixels ``(N, C, H, W)`` for an image schema
+    (or a bare ``(C, H, W)`` shape), raw records ``(N, F)`` for a tabular one; float32.
+
+    Raises:
+        ServingError: 400 naming what is wrong.
+    """
+    if _is_tabular(schema):
+        from modelcycle.core.serving.tabular import conform_records
+
+        return conform_records(np.asarray(array), schema)  # type: ignore[arg-type]
+    shape = tuple(getattr(schema, "shape", schema))
+    if len(shape) != 3:
+        raise ServingError(f"the model's image input schema has shape {list(shape)}, not (C, H, W)", 500)
+    return conform_images(np.asarray(array), shape)  # type: ignore[arg-type]
+
+
+def decode_request(body: bytes, content_type: str, schema: InputSchema | tuple[int, ...]) -> np.ndarray:
+    """Decode a scoring request into raw pixels ``(N, C, H, W)`` float32, or for a tabular
+    ``schema`` raw records ``(N, F)`` float32 (see :mod:`.tabular`). ``schema`` is the
+    manifest's input schema, or the ``(C, H, W)`` of an image.
 
     Raises:
         ServingError: 415 for an unsupported content type, 400 for a bad body.
     """
     kind = media_type(content_type) or JSON
     if kind == JSON:
+        if _is_tabular(schema):
+            from modelcycle.core.serving.tabular import records_from_document
+
+            return records_from_document(_load_json(body), schema)  # type: ignore[arg-type]
         array = _decode_json(body)
     elif kind == NPY:
         array = _decode_npy(body)
@@ -178,21 +220,36 @@ def decode_request(body: bytes, content_type: str, input_shape: tuple[int, int, 
         raise ServingError(
             f"unsupported Content-Type '{content_type}': send {JSON} or {NPY}", 415
         )
-    return conform_images(array, input_shape)
+    return conform_input(array, schema)
 
 
-def encode_response(probabilities: np.ndarray, accept: str, scoring_id: str | None = None) -> tuple[bytes, str]:
-    """Encode ``(N, K)`` class probabilities as OpenScale-shaped JSON or as NPY."""
+def class_names(classes: Sequence[str] | None) -> list[str] | None:
+    """The classes as names for ``prediction_label``; ``None`` when there are none or they are
+    just their indexes (``"0"``, ``"1"``, ...)."""
+    if not classes:
+        return None
+    names = [str(c) for c in classes]
+    return None if names == [str(i) for i in range(len(names))] else names
+
+
+def encode_response(probabilities: np.ndarray, accept: str, scoring_id: str | None = None,
+                    classes: Sequence[str] | None = None) -> tuple[bytes, str]:
+    """Encode ``(N, K)`` class probabilities as OpenScale-shaped JSON or as NPY; with named
+    ``classes`` (see :func:`class_names`) each JSON row carries ``prediction_label`` too."""
     if accept == NPY:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(probabilities, dtype=np.float32), allow_pickle=False)
         return buffer.getvalue(), NPY
     probabilities = np.asarray(probabilities, dtype=np.float32)
     labels = probabilities.argmax(axis=1).tolist()
-    values = [[label, row] for label, row in zip(labels, probabilities)]
-    document: dict[str, Any] = {
-        "predictions": [{"fields": ["prediction", "probability"], "values": values}]
-    }
+    names = class_names(classes)
+    if names is not None and len(names) == probabilities.shape[1]:
+        fields = ["prediction", "prediction_label", "probability"]
+        values = [[label, names[label], row] for label, row in zip(labels, probabilities)]
+    else:
+        fields = ["prediction", "probability"]
+        values = [[label, row] for label, row in zip(labels, probabilities)]
+    document: dict[str, Any] = {"predictions": [{"fields": fields, "values": values}]}
     if scoring_id is not None:
         document["scoring_id"] = scoring_id
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.artifacts import Manifest
+    from modelcycle.core.artifacts import InputSchema, Manifest
 
 __all__ = ["ServingContext"]
 
@@ -22,15 +22,26 @@ class ServingContext:
     model_dir: Path
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.manifest.input_schema.shape
-        return (c, h, w)
+    def schema(self) -> InputSchema:
+        """The manifest's input schema: what one record looks like (image or tabular)."""
+        return self.manifest.input_schema
+
+    @property
+    def tabular(self) -> bool:
+        """True when the model takes tabular records with named fields."""
+        return self.manifest.input_schema.kind == "tabular"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one record: ``(C, H, W)`` of an image (any size and channel count), ``(F,)``
+        of a tabular record."""
+        return tuple(self.manifest.input_schema.shape)
 
     @property
     def classes(self) -> list[str]:
         return self.manifest.classes
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the training-time preprocessing to raw ``(N, C, H, W)`` pixels (float32)."""
+        """Apply the training-time preprocessing to raw ``(N, C, H, W)`` pixels or raw ``(N, F)``
+        tabular records (float32)."""
         return self.manifest.preprocessing.apply(raw)

@@ -278,9 +278,10 @@ class OpenScaleBackend:
         return int(self._call("deleting the subscription", remove))
 
     # -- records -------------------------------------------------------------------------------
-    def forward(self, store: Any, deployment_id: str, ids: dict[str, Any], input_shape: tuple[int, ...] | None) -> dict[str, int]:
+    def forward(self, store: Any, deployment_id: str, ids: dict[str, Any], input_shape: Any) -> dict[str, int]:
         """Send the payload and feedback records OpenScale does not hold yet; returns the counts
-        sent. Raises :class:`MonitoringError` when the service refuses a batch (the records sent
+        sent. ``input_shape``: an image's ``(C, H, W)``, or a tabular model's field names (its
+        records go out with those ``fields``). Raises :class:`MonitoringError` when the service refuses a batch (the records sent
         before it stay marked; the rest go next time)."""
         from ibm_watson_openscale.supporting_classes.payload_record import PayloadRecord
 
@@ -289,7 +290,7 @@ class OpenScaleBackend:
         def payload_body(records: list[dict[str, Any]]) -> list[Any]:
             return [PayloadRecord(
                 scoring_id=r["scoring_id"], scoring_timestamp=_iso(r["scoring_timestamp"]),
-                request={"fields": ["scoring_input"], "values": [[_pixels(r["scoring_input"], input_shape)]]},
+                request=_request(r["scoring_input"], input_shape),
                 response={"fields": ["prediction", "probability"], "values": [[int(r["prediction"]), _probabilities(r["probability"])]]},
                 response_time=int(round(r["latency_ms"] or 0)),
             ) for r in records]
@@ -369,6 +370,17 @@ def _failure(result: Any) -> str:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _request(raw: bytes | None, shape: Any) -> dict[str, Any]:
+    """A payload record's request: a tabular record under its field names (``shape`` a list of
+    names; values as stored, categories as their index), else ``scoring_input`` pixels."""
+    import numpy as np
+
+    if isinstance(shape, list):
+        values = [] if raw is None else np.frombuffer(raw, "<f4").astype(np.float64).tolist()
+        return {"fields": list(shape), "values": [values]}
+    return {"fields": ["scoring_input"], "values": [[_pixels(raw, shape)]]}
 
 
 def _pixels(raw: bytes | None, shape: tuple[int, ...] | None) -> Any:

@@ -10,6 +10,9 @@ then frames, one per scoring request::
              | u16 k | u8 c | u16 h | u16 w | scoring_id (utf-8) | n·c·h·w uint8 pixels
              | n·k float32 probabilities (little-endian)
 
+    flags bit 0 (``FLAG_RECORDS``): the inputs are tabular records, ``c = h = 1``, ``w = F``
+    little-endian float32 values each instead of uint8 pixels.
+
 A frame is written with one ``os.write`` before the HTTP 200 is sent, so it is in the kernel's
 page cache when the client hears back: it survives the process being killed (SIGKILL included),
 not a power loss unless ``fsync`` is on. A kill in the middle of a write can leave a torn last
@@ -69,6 +72,7 @@ _SEG_HEAD = struct.Struct("<4sH16s")
 _U16 = struct.Struct("<H")
 SEGMENT_SUFFIX = ".seg"
 MAX_FRAME = 256 << 20
+FLAG_RECORDS = 1
 
 
 def sampled(scoring_id: str, percentage: float) -> bool:
@@ -81,12 +85,16 @@ def sampled(scoring_id: str, percentage: float) -> bool:
 
 
 def encode_frame(scoring_id: str, timestamp: float, latency_ms: float, pixels: np.ndarray, probabilities: np.ndarray) -> bytes:
-    """One request's frame. ``pixels`` uint8 ``(N, C, H, W)``, ``probabilities`` ``(N, K)``."""
+    """One request's frame. ``pixels`` uint8 ``(N, C, H, W)`` — or tabular records, float32
+    ``(N, F)`` — and ``probabilities`` ``(N, K)``."""
+    flags = 0
+    if pixels.ndim == 2:
+        flags, pixels = FLAG_RECORDS, np.ascontiguousarray(pixels, dtype="<f4").reshape(len(pixels), 1, 1, -1)
     n, c, h, w = pixels.shape
     k = probabilities.shape[1]
     sid = scoring_id.encode()
     body = b"".join((
-        _BODY.pack(VERSION, timestamp, latency_ms, 0, len(sid), n, k, c, h, w),
+        _BODY.pack(VERSION, timestamp, latency_ms, flags, len(sid), n, k, c, h, w),
         sid,
         pixels.tobytes(),
         np.ascontiguousarray(probabilities, dtype="<f4").tobytes(),
@@ -97,13 +105,21 @@ def encode_frame(scoring_id: str, timestamp: float, latency_ms: float, pixels: n
 class Frame:
     """One parsed request: header fields plus where its pixels and probabilities sit in ``buffer``."""
 
-    __slots__ = ("scoring_id", "timestamp", "latency_ms", "n", "k", "shape", "buffer", "pixel_offset", "probability_offset")
+    __slots__ = ("scoring_id", "timestamp", "latency_ms", "n", "k", "shape", "buffer", "pixel_offset",
+                 "probability_offset", "flags")
 
     def __init__(self, scoring_id: str, timestamp: float, latency_ms: float, n: int, k: int,
-                 shape: tuple[int, int, int], buffer: bytes, pixel_offset: int, probability_offset: int) -> None:
+                 shape: tuple[int, int, int], buffer: bytes, pixel_offset: int, probability_offset: int,
+                 flags: int = 0) -> None:
         self.scoring_id, self.timestamp, self.latency_ms = scoring_id, timestamp, latency_ms
         self.n, self.k, self.shape = n, k, shape
         self.buffer, self.pixel_offset, self.probability_offset = buffer, pixel_offset, probability_offset
+        self.flags = flags
+
+    @property
+    def tabular(self) -> bool:
+        """The inputs are float32 tabular records (``FLAG_RECORDS``)."""
+        return bool(self.flags & FLAG_RECORDS)
 
     @property
     def chw(self) -> int:
@@ -111,9 +127,15 @@ class Frame:
         return c * h * w
 
     @property
+    def input_bytes(self) -> int:
+        """Bytes of one record's input (4 per value for tabular records, 1 per pixel)."""
+        return self.chw * (4 if self.tabular else 1)
+
+    @property
     def pixels(self) -> np.ndarray:
-        """uint8 ``(n, C·H·W)``."""
-        return np.frombuffer(self.buffer, np.uint8, self.n * self.chw, self.pixel_offset).reshape(self.n, self.chw)
+        """uint8 ``(n, C·H·W)``; tabular records: float32 ``(n, F)``."""
+        dtype = "<f4" if self.tabular else np.uint8
+        return np.frombuffer(self.buffer, dtype, self.n * self.chw, self.pixel_offset).reshape(self.n, self.chw)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -144,14 +166,14 @@ def parse_frames(buffer: bytes, limit: int | None = None) -> tuple[list[Frame], 
             return frames, pos, head + length, False
         if crc32(view[start:start + length]) != crc:
             return frames, pos, 0, True
-        version, timestamp, latency, _flags, id_len, n, k, c, h, w = body_unpack(buffer, start)
+        version, timestamp, latency, flags, id_len, n, k, c, h, w = body_unpack(buffer, start)
         offset = start + body_size
-        chw = c * h * w
-        if version != VERSION or body_size + id_len + n * chw + 4 * n * k != length:
+        size = c * h * w * (4 if flags & FLAG_RECORDS else 1)
+        if version != VERSION or body_size + id_len + n * size + 4 * n * k != length:
             return frames, pos, 0, True
         scoring_id = str(view[offset:offset + id_len], "utf-8")
         offset += id_len
-        frames.append(Frame(scoring_id, timestamp, latency, n, k, (c, h, w), buffer, offset, offset + n * chw))
+        frames.append(Frame(scoring_id, timestamp, latency, n, k, (c, h, w), buffer, offset, offset + n * size, flags))
         pos = start + length
     if pos < end and pos + head > end:
         return frames, pos, head, False
@@ -161,12 +183,13 @@ def parse_frames(buffer: bytes, limit: int | None = None) -> tuple[list[Frame], 
 def frames_to_rows(frames: list[Frame], deployment_id: str, asset_revision: str | None) -> list[PayloadRecord]:
     """The frames' :class:`~modelcycle.core.monitoring.records.PayloadRecord` (one per image);
     the statistics are computed vectorised over all frames of one shape."""
-    groups: dict[tuple[int, int], list[Frame]] = defaultdict(list)
+    groups: dict[tuple[int, int, bool], list[Frame]] = defaultdict(list)
     for frame in frames:
-        groups[(frame.chw, frame.k)].append(frame)
+        groups[(frame.chw, frame.k, frame.tabular)].append(frame)
     rows: list[PayloadRecord] = []
-    for (chw, k), group in groups.items():
-        pixel_bytes = b"".join([f.buffer[f.pixel_offset:f.pixel_offset + f.n * chw] for f in group])
+    for (chw, k, tabular), group in groups.items():
+        size = chw * (4 if tabular else 1)
+        pixel_bytes = b"".join([f.buffer[f.pixel_offset:f.pixel_offset + f.n * size] for f in group])
         probability_bytes = b"".join([f.buffer[f.probability_offset:f.probability_offset + 4 * f.n * k] for f in group])
         ids: list[str] = []
         requests: list[str] = []
@@ -184,7 +207,7 @@ def frames_to_rows(frames: list[Frame], deployment_id: str, asset_revision: str 
                 times += [frame.timestamp] * frame.n
                 latencies += [frame.latency_ms] * frame.n
         rows += build_records(ids, requests, times, latencies, deployment_id, asset_revision,
-                              pixel_bytes, probability_bytes, chw, k)
+                              pixel_bytes, probability_bytes, chw, k, tabular)
     return rows
 
 

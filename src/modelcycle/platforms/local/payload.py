@@ -196,19 +196,24 @@ class PayloadLogger:
                 self._lock_fd = None
 
     # -- request path --------------------------------------------------------------------------
-    def log(self, scoring_id: str, inputs: np.ndarray, probabilities: np.ndarray, latency_ms: float, force: bool = False) -> list[str] | None:
+    def log(self, scoring_id: str, inputs: np.ndarray, probabilities: np.ndarray, latency_ms: float, force: bool = False,
+            tabular: bool = False) -> list[str] | None:
         """Journal one request's records; returns their scoring ids, or None when not sampled.
 
-        ``inputs`` are the decoded raw pixels ``(N, C, H, W)`` (0-255, stored as uint8).
+        ``inputs`` are the decoded raw pixels ``(N, C, H, W)`` (0-255, stored as uint8), or
+        with ``tabular`` the tabular records ``(N, F)`` (stored as float32, exactly).
 
         Raises:
             OSError: the journal write failed; the request must not be answered 200.
         """
         if not force and not sampled(scoring_id, self.sampling_percentage):
             return None
-        pixels = inputs if inputs.dtype == np.uint8 else np.rint(inputs).astype(np.uint8)
-        if pixels.ndim != 4:  # a plugin's input_fn gave another layout: keep the values, flat
-            pixels = pixels.reshape(len(pixels), 1, 1, -1)
+        if tabular:
+            pixels = inputs.reshape(len(inputs), -1)
+        else:
+            pixels = inputs if inputs.dtype == np.uint8 else np.rint(inputs).astype(np.uint8)
+            if pixels.ndim != 4:  # a plugin's input_fn gave another layout: keep the values, flat
+                pixels = pixels.reshape(len(pixels), 1, 1, -1)
         self.writer.append(encode_frame(scoring_id, time.time(), latency_ms, pixels, probabilities))
         n = len(pixels)
         self.logged_records += n

@@ -6,7 +6,8 @@
 * OpenScale's ``{"fields": ["scoring_id", "label"], "values": [["...", 3], ...]}``;
 * inline records, ``{"fields": ["scoring_input", "label"], "values": [[<pixels>, 3], ...]}``:
   the endpoint scores each input, logs it as payload (whatever the sampling) and stores the
-  label with the new scoring id.
+  label with the new scoring id. A tabular model's ``scoring_input`` is one record: its values
+  in the model's field order (numeric codes, or categories as text) or an object naming them.
 
 Answers ``200 {"stored": n, "scoring_ids": [...]}``; ``404`` naming the scoring ids that are not
 in this endpoint's payload log (nothing is stored then); ``400`` for a malformed body or a label
@@ -96,6 +97,33 @@ def parse_feedback(document: Any, classes: int) -> tuple[dict[str, int], list[tu
     return by_id, inline
 
 
+def _inline_inputs(values: list[Any], context: Any) -> np.ndarray:
+    """Inline ``scoring_input`` values → raw inputs per the model's schema: images of pixel
+    numbers, or tabular records (a list of values in the model's field order, categories as text
+    or index, or an object naming its fields)."""
+    from modelcycle.core.serving.codecs import conform_input
+
+    if context.tabular:
+        from modelcycle.core.serving.tabular import records_from_document
+
+        if all(isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+               for value in values):
+            return conform_input(np.asarray(values, dtype=np.float32), context.schema)
+        blocks = []
+        for i, value in enumerate(values):
+            try:
+                form = {"instances": [value]} if isinstance(value, dict) else {"input_data": [{"values": [value]}]}
+                blocks.append(records_from_document(form, context.schema))
+            except ServingError as exc:
+                raise ServingError(f"values[{i}] scoring_input: {exc}", 400) from None
+        return np.concatenate(blocks)
+    try:
+        raw = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ServingError("scoring_input values must be equal-sized arrays of pixel numbers", 400) from None
+    return conform_input(raw, context.schema)
+
+
 def add_monitoring_routes(
     app: Any, logger: Any, pipeline: Any, authorized: Callable[[Any], bool], error: Callable[..., Any],
     read_body: Callable[[Any], Any],
@@ -132,16 +160,11 @@ def add_monitoring_routes(
                 raise ServingError(f"malformed JSON body: {exc}", 400) from None
             by_id, inline = parse_feedback(document, classes)
             if inline:
-                from modelcycle.core.serving.codecs import conform_images
-
-                try:
-                    raw = np.asarray([value for value, _ in inline], dtype=np.float32)
-                except (ValueError, TypeError):
-                    raise ServingError("scoring_input values must be equal-sized arrays of pixel numbers", 400) from None
-                data = conform_images(raw, pipeline.context.input_shape)
+                data = _inline_inputs([value for value, _ in inline], pipeline.context)
                 probabilities = pipeline.predict(data)
                 scoring_id = uuid.uuid4().hex
-                ids = logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000, force=True)
+                ids = logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000, force=True,
+                                 tabular=pipeline.context.tabular)
                 by_id.update(zip(ids, (label for _, label in inline)))
             await flush_now()
             loop = asyncio.get_running_loop()

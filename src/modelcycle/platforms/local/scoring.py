@@ -167,6 +167,7 @@ class ScoringApp:
         self.max_body_bytes = max_body_bytes
         self._predict = Batcher(pipeline.predict, max_batch_records).predict if batching else None
         self.payload_logger = payload_logger
+        self._tabular = bool(pipeline.context.tabular)  # tabular records are journaled as float32 values
         self.observe = observe
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -211,7 +212,8 @@ class ScoringApp:
             records = len(probabilities)
             if self.payload_logger is not None:  # durable before the 200; ids: {scoring_id}-{i} for N > 1
                 try:
-                    self.payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000)
+                    self.payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000,
+                                            tabular=self._tabular)
                 except OSError as exc:
                     log.error("payload journal write failed: %s", exc)
                     raise ServingError(f"payload journal unavailable ({exc}); the request was not logged", 503) from None
