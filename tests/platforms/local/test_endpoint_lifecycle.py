@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,51 @@ def test_a_successor_on_another_port_binds_its_own(trained_model_dir: Path, tmp_
     finally:
         for record in records:
             stop_endpoint(record)
+
+
+def _payload(run: Path, instance: str) -> dict[str, Any]:
+    return {"journal": str(run / f"{instance}.journal"), "database_url": f"sqlite:///{run.parent / 'monitoring.db'}",
+            "sampling_percentage": 100.0, "fsync": False, "flush_interval_ms": 200, "batch_records": 1000}
+
+
+def test_stopped_endpoints_leave_no_drained_journal_and_few_logs(trained_model_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redeploy after redeploy: a stopped process's drained journal is deleted and only the newest
+    KEEP_LOGS logs of stopped processes stay; a killed process's journal that still holds records
+    stays until it is drained."""
+    from modelcycle.core.monitoring.store import MonitoringStore
+    from modelcycle.platforms.local import endpoints
+    from modelcycle.platforms.local.journal import drain_orphaned_journals
+
+    monkeypatch.setattr(endpoints, "KEEP_LOGS", 2)
+    run, slot = tmp_path / "endpoints", tmp_path / "slot"
+    records: list[dict[str, Any]] = []
+    try:
+        for i in range(4):
+            records.append(start_endpoint("ep", trained_model_dir, run, slot=slot, instance=f"ep.{i}",
+                                          payload=_payload(run, f"ep.{i}")))
+            with httpx.Client(base_url=records[-1]["url"], timeout=30, trust_env=False) as client:
+                assert client.post("/invocations", json=[[0] * 784]).status_code == 200
+            if i:
+                stop_endpoint(records[i - 1])
+        assert sorted(p.name for p in run.glob("*.journal")) == ["ep.3.journal"]  # the live one only
+        assert sorted(p.name for p in run.glob("*.log")) == ["ep.1.log", "ep.2.log", "ep.3.log"]
+        live = records[-1]
+        with httpx.Client(base_url=live["url"], timeout=30, trust_env=False) as client:
+            assert client.post("/invocations", json=[[0] * 784]).status_code == 200
+        _kill([live["pid"]])  # no graceful stop: its journal keeps its segment
+        stop_endpoint(live)
+        deadline = time.monotonic() + 60  # its drainer process notices and exits by itself
+        while _processes_mentioning("ep.3.journal") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (run / "ep.3.journal").is_dir(), "a journal holding records must stay"
+        store = MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}")
+        drain_orphaned_journals(run, store)
+        assert not (run / "ep.3.journal").exists()
+        with sqlite3.connect(tmp_path / "monitoring.db") as db:
+            assert db.execute("SELECT count(*) FROM mc_payload").fetchone()[0] == 5  # nothing lost
+    finally:
+        for record in records:
+            stop_endpoint(record)
+            if process_alive(record["pid"]):
+                _kill([record["pid"]])

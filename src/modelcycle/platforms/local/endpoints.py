@@ -235,12 +235,21 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+#: logs of stopped endpoint processes kept per endpoints directory (the newest ones)
+KEEP_LOGS = 5
+
+
 def stop_endpoint(record: dict[str, Any]) -> int:
-    """Stop the endpoint's process (SIGTERM, then SIGKILL) and remove its ready file.
+    """Stop the endpoint's process (SIGTERM, then SIGKILL) and remove its leftovers: its ready
+    file, its payload journal once every record in it is stored (a graceful stop drains it; a
+    journal still holding records stays for the next drain), and the logs of stopped processes
+    beyond the newest :data:`KEEP_LOGS`.
 
     Returns:
         1 when an endpoint was removed (its process stopped or its leftovers deleted), else 0.
     """
+    from modelcycle.platforms.local.journal import remove_drained_journal
+
     removed = 0
     pid = record.get("pid")
     if process_alive(pid):
@@ -250,4 +259,22 @@ def stop_endpoint(record: dict[str, Any]) -> int:
     if ready and Path(ready).exists():
         Path(ready).unlink()
         removed = 1
+    if record.get("payload_journal"):
+        remove_drained_journal(Path(record["payload_journal"]))
+    if record.get("log"):
+        _prune_logs(Path(record["log"]).parent)
     return removed
+
+
+def _prune_logs(directory: Path) -> None:
+    """Delete the logs of stopped endpoint processes in ``directory`` (those without a ready
+    file) but the :data:`KEEP_LOGS` written last."""
+    stopped = []
+    for log in directory.glob("*.log"):
+        if not log.with_name(log.name[: -len(".log")] + ".ready.json").exists():
+            try:
+                stopped.append((log.stat().st_mtime, log))
+            except OSError:
+                continue
+    for _, log in sorted(stopped, reverse=True)[KEEP_LOGS:]:
+        log.unlink(missing_ok=True)

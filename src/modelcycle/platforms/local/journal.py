@@ -31,6 +31,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 import struct
 import time
 import uuid
@@ -491,9 +492,28 @@ class JournalDrainer:
         self._open.clear()
 
 
+def remove_drained_journal(directory: Path) -> bool:
+    """Delete the journal ``directory`` when no live endpoint holds it and every record in it
+    is stored (no segment left); returns whether it was deleted. A journal still holding records
+    stays for :func:`drain_orphaned_journals`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return False
+    fd = lock_journal(directory)
+    if fd is None:  # a live endpoint owns it
+        return False
+    try:
+        if segment_numbers(directory):
+            return False
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 def drain_orphaned_journals(endpoints_dir: Path, store: MonitoringStore) -> int:
     """Drain the journals no live endpoint holds (a killed endpoint's records reach the store
-    without restarting it). Returns the records inserted."""
+    without restarting it), deleting each once it is empty. Returns the records inserted."""
     total = 0
     if not Path(endpoints_dir).is_dir():
         return 0
@@ -511,4 +531,5 @@ def drain_orphaned_journals(endpoints_dir: Path, store: MonitoringStore) -> int:
             raise MonitoringError(f"cannot drain the payload journal {directory}: {exc}") from exc
         finally:
             os.close(fd)
+        remove_drained_journal(directory)
     return total
