@@ -148,11 +148,13 @@ def frames_dataset(name: str, train: pd.DataFrame, test: pd.DataFrame | None, op
     columns = [*features, options.label_column]
     frames = {split: _complete(frame[columns], options.drop_missing, where, split, test is None)
               for split, frame in frames.items()}
+    label_values = {split: frame[options.label_column].to_numpy() for split, frame in frames.items()}
+    classes, labels = label_classes(label_values, f"{where}: label column '{options.label_column}'")
     if test is None:
-        frames["train"], frames["test"] = _stratified_split(frames["train"], options, where)
+        held = _stratified_split(labels["train"], options, where)
+        frames = {"train": frames["train"][~held], "test": frames["train"][held]}
+        labels = {"train": _readonly(labels["train"][~held]), "test": _readonly(labels["train"][held])}
     categorical = _categorical_columns(frames["train"], features, options, where)
-    classes, labels = _classes(frames["train"][options.label_column], frames["test"][options.label_column],
-                               options.label_column, where)
     described: list[Feature] = []
     records: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     for column in features:
@@ -214,24 +216,20 @@ def _complete(frame: pd.DataFrame, drop: bool, where: str, split: str, single: b
         "count from 1, after the header); fill it in, or set data.options.drop_missing: true to drop such rows")
 
 
-def _stratified_split(frame: pd.DataFrame, options: TabularOptions, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out ``test_fraction`` of every class (at least one row of a class with two or
-    more), seeded; both parts keep the file's row order."""
-    labels = _as_text(frame[options.label_column]).to_numpy()
+def _stratified_split(labels: np.ndarray, options: TabularOptions, where: str) -> np.ndarray:
+    """The rows (a mask) held out for test: ``test_fraction`` of every class (at least one row
+    of a class with two or more), seeded; both parts keep the file's row order."""
     rng = np.random.default_rng(options.seed)
-    test_rows: list[np.ndarray] = []
-    for value in sorted(set(labels.tolist())):
+    held = np.zeros(len(labels), dtype=bool)
+    for value in np.unique(labels):
         rows = np.flatnonzero(labels == value)
-        count = int(round(len(rows) * options.test_fraction)) if len(rows) > 1 else 0
-        count = min(max(count, 1 if len(rows) > 1 else 0), len(rows) - 1)
-        test_rows.append(rng.permutation(rows)[:count])
-    held = np.zeros(len(frame), dtype=bool)
-    held[np.concatenate(test_rows)] = True
+        count = min(max(int(round(len(rows) * options.test_fraction)), 1), len(rows) - 1)
+        held[rng.permutation(rows)[:count]] = True
     if not held.any():
         raise DatasetIntegrityError(
-            f"{where}: {len(frame)} row(s) are too few to hold out a test split; give more rows or a "
+            f"{where}: {len(labels)} row(s) are too few to hold out a test split; give more rows or a "
             "directory with train and test files")
-    return frame[~held], frame[held]
+    return held
 
 
 def _categorical_columns(train: pd.DataFrame, features: list[str], options: TabularOptions, where: str) -> set[str]:
@@ -300,12 +298,6 @@ def _numbers(series: pd.Series, column: str, where: str) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _classes(train: pd.Series, test: pd.Series, column: str, where: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
-    """The sorted classes of the label values, and each split's label indices."""
-    values = {"train": train.to_numpy(), "test": test.to_numpy()}
-    return label_classes(values, f"{where}: label column '{column}'")
-
-
 def label_classes(values: dict[str, np.ndarray], where: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """Classes (sorted distinct values, as text) and int64 label indices of every split's
     ``values``. Numbers sort numerically and must be integral.
@@ -321,7 +313,7 @@ def label_classes(values: dict[str, np.ndarray], where: str) -> tuple[tuple[str,
         integral = np.isfinite(joined) & (joined == np.rint(joined))
         if not integral.all():
             raise DatasetIntegrityError(
-                f"{where} holds {joined[~integral][0]!r}: labels that are not classes (classes are integers or "
+                f"{where} holds {float(joined[~integral][0])!r}: labels that are not classes (classes are integers or "
                 "text); a continuous target needs a regression model, which modelcycle does not train")
         distinct = np.unique(joined.astype(np.int64))
         keys = {split: a.astype(np.int64) for split, a in arrays.items()}
