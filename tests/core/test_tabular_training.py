@@ -1,6 +1,6 @@
 """Tabular records through training and back through the serving handlers, in process: the breast
-cancer CSV (with a categorical column) trains the built-in ``fc`` nets of PyTorch, Keras and
-Lightning, the manifest describes the records by name, the served model scores raw records as
+cancer CSV (with a categorical column) trains the built-in ``fc`` nets of PyTorch and Keras as
+their ``tabular`` examples configure them, and Lightning's; the manifest describes the records by name, the served model scores raw records as
 well as training measured, and an image network on tabular data stops before training."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from modelcycle.core.artifacts import read_manifest
 from modelcycle.core.config import DataConfig
 from modelcycle.core.datasets import load_dataset
 from modelcycle.core.errors import ConfigError
+from modelcycle.core.examples import example_config
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.datasets.tabular import write_breast_cancer_csv
 
@@ -32,9 +33,18 @@ def tabular_use_case(directory: Path, framework: str, architecture: str = "fc", 
     )
 
 
+def tabular_example(directory: Path, framework: str) -> Path:
+    """``modelcycle init --example tabular``'s use case, its CSV written beside it."""
+    text = example_config(framework, "tabular", f"bc-{framework}")
+    csv = write_breast_cancer_csv(directory / "data" / "breast_cancer.csv")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "modelcycle.yaml").write_text(text.replace("path: data/breast_cancer.csv", f"path: {csv}"))
+    return directory
+
+
 @pytest.fixture(scope="module", params=["pytorch", "keras"])
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    directory = tabular_use_case(tmp_path_factory.mktemp(request.param), request.param)
+    directory = tabular_example(tmp_path_factory.mktemp(request.param), request.param)
     return directory, UseCase(directory).train()
 
 

@@ -189,6 +189,14 @@ def test_bad_columns_are_named(tmp_path: Path, options: dict[str, Any], message:
         load("csv", tmp_path / "t.csv", **options)
 
 
+def test_a_test_file_without_a_train_column_is_refused(tmp_path: Path) -> None:
+    frame = small_frame()
+    frame[:30].to_csv(tmp_path / "train.csv", index=False)
+    frame[30:].drop(columns="grade").to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(DatasetIntegrityError, match=r"\(test\): column\(s\) 'grade' of the train file are missing"):
+        load("csv", tmp_path, label_column="label")
+
+
 def test_a_missing_value_names_its_column_and_row(tmp_path: Path) -> None:
     frame = small_frame()
     frame.loc[6, "colour"] = None

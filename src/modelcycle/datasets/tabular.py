@@ -141,11 +141,18 @@ def frames_dataset(name: str, train: pd.DataFrame, test: pd.DataFrame | None, op
     Raises:
         DatasetIntegrityError: naming ``where`` and the column (and row or value) at fault.
     """
-    frames = {"train": train} if test is None else {"train": train, "test": test}
+    import pandas as pd
+
+    frames = {split: frame.rename(columns=str) for split, frame in (("train", train), ("test", test))
+              if frame is not None}
     for split, frame in frames.items():
         _check_columns(frame, options, f"{where} ({split})" if test is not None else where)
-    features = list(options.feature_columns or [c for c in train.columns if c != options.label_column])
+    features = list(options.feature_columns or [c for c in frames["train"].columns if c != options.label_column])
     columns = [*features, options.label_column]
+    if test is not None and (absent := [c for c in columns if c not in frames["test"].columns]):
+        raise DatasetIntegrityError(
+            f"{where} (test): column(s) {_listing(absent)} of the train file are missing; both files need the "
+            "same columns")
     frames = {split: _complete(frame[columns], options.drop_missing, where, split, test is None)
               for split, frame in frames.items()}
     label_values = {split: frame[options.label_column].to_numpy() for split, frame in frames.items()}
@@ -159,7 +166,7 @@ def frames_dataset(name: str, train: pd.DataFrame, test: pd.DataFrame | None, op
     records: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     for column in features:
         if column in categorical:
-            categories = tuple(sorted(set(_as_text(frames["train"][column]).tolist())))
+            categories = tuple(sorted(pd.unique(_as_text(frames["train"][column]))))
             described.append(Feature(column, "categorical", categories))
             for split in ("train", "test"):
                 records[split].append(_codes(frames[split][column], categories, column, where, split))
