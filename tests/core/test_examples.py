@@ -21,7 +21,7 @@ def _write(directory: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("framework", ["pytorch", "lightning"])
 def test_built_ins_offer_their_packaged_mnist_example(framework: str, tmp_path: Path) -> None:
-    assert list_examples(framework) == ["mnist", GENERIC]
+    assert list_examples(framework) == ["mnist", *(["tabular"] if framework == "pytorch" else []), GENERIC]
     text = example_config(framework, "mnist", "digits")
     config = load_config(_write(tmp_path / "uc", text))
     assert (config.name, config.framework, config.data.dataset) == ("digits", framework, "mnist")
@@ -61,5 +61,5 @@ def test_an_unknown_framework_names_the_installed_ones() -> None:
 def test_an_unknown_example_lists_the_frameworks_examples() -> None:
     with pytest.raises(ConfigError, match=r"framework 'sklearn-mlp' has no example 'mnist'; its examples: generic"):
         example_config("sklearn-mlp", "mnist", "uc")
-    with pytest.raises(ConfigError, match="its examples: mnist, generic"):
+    with pytest.raises(ConfigError, match="its examples: mnist, tabular, generic"):
         example_config("pytorch", "cifar", "uc")

@@ -15,6 +15,8 @@ BUILT_INS = {
     "mnist": "modelcycle.datasets.mnist",
     "fashion-mnist": "modelcycle.datasets.fashion_mnist",
     "cifar10": "modelcycle.datasets.cifar10",
+    "csv": "modelcycle.datasets.csv_table",
+    "parquet": "modelcycle.datasets.parquet_table",
 }
 
 

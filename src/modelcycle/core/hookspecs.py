@@ -64,7 +64,8 @@ class FrameworkSpecs:
 
         Called by the trainer at the start of ``train``, after ``model_config_class`` validated
         ``model_config`` (``None`` without a config class). ``context.input_shape`` is one
-        example's ``(C, H, W)``; ``len(dataset.classes)`` the number of classes. Must return the
+        example's ``(C, H, W)`` (tabular data: ``(W,)``, the encoded record's width);
+        ``len(dataset.classes)`` the number of classes. Must return the
         framework's model object, which the trainer passes back to every other training hook.
         firstresult.
         """

@@ -16,6 +16,7 @@ import numpy as np
 
 from modelcycle.core.artifacts import (
     DatasetLineage,
+    FieldSchema,
     InputSchema,
     Manifest,
     Preprocessing,
@@ -37,8 +38,7 @@ def load_training_data(config: UseCaseConfig) -> tuple[Dataset, Preprocessing]:
     from modelcycle.core.datasets import load_dataset
 
     dataset = load_dataset(config.data.dataset, settings=config.data)
-    mean, std = dataset.normalization()
-    preprocessing = Preprocessing(scale=255.0, mean=tuple(mean), std=tuple(std))
+    preprocessing = dataset_preprocessing(dataset)
     if config.data.train_limit or config.data.test_limit:
         dataset = dataclasses.replace(
             dataset,
@@ -48,11 +48,42 @@ def load_training_data(config: UseCaseConfig) -> tuple[Dataset, Preprocessing]:
     return dataset, preprocessing
 
 
-def dataset_input_shape(dataset: Dataset) -> tuple[int, int, int]:
-    """``(C, H, W)`` of one image of ``dataset`` (images are stored ``(N, H, W[, C])``)."""
+def dataset_preprocessing(dataset: Dataset) -> Preprocessing:
+    """The training-time transformation of ``dataset``'s records (statistics of the full train
+    split): images are scaled by 255 and standardised per channel; tabular records are
+    standardised per numerical column and one-hot encoded per categorical one."""
+    mean, std = dataset.normalization()
+    if dataset.tabular:
+        categories = tuple(len(feature.categories) for feature in dataset.features)
+        return Preprocessing(scale=1.0, mean=tuple(mean), std=tuple(std), categories=categories)
+    return Preprocessing(scale=255.0, mean=tuple(mean), std=tuple(std))
+
+
+def dataset_input_shape(dataset: Dataset) -> tuple[int, ...]:
+    """The shape of one model input: ``(C, H, W)`` of an image of ``dataset`` (images are
+    stored ``(N, H, W[, C])``), or ``(W,)`` for tabular records, ``W`` the width of one encoded
+    record (numerical columns plus one-hot columns)."""
+    if dataset.tabular:
+        return (sum(max(len(feature.categories), 1) for feature in dataset.features),)
     images = dataset.train.images
     channels = 1 if images.ndim == 3 else int(images.shape[3])
     return (channels, int(images.shape[1]), int(images.shape[2]))
+
+
+def dataset_input_schema(dataset: Dataset, input_shape: tuple[int, ...]) -> InputSchema:
+    """What clients send for ``dataset``: raw pixels of ``input_shape`` ``(C, H, W)``, or a
+    tabular record of the named fields (shape ``(F,)``, float32, ``value_range`` the range the
+    train records span; a categorical field carries its category's index)."""
+    if not dataset.tabular:
+        return InputSchema(shape=input_shape)
+    records = dataset.train.images
+    return InputSchema(
+        kind="tabular",
+        shape=(len(dataset.features),),
+        dtype="float32",
+        value_range=(float(records.min()), float(records.max())),
+        fields=tuple(FieldSchema(name=f.name, kind=f.kind, categories=f.categories) for f in dataset.features),
+    )
 
 
 def _merge_facts(results: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -115,7 +146,7 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
         run_id=context.run_id,
         created_at=Manifest.now(),
         model_files=list(files),
-        input_schema=InputSchema(shape=context.input_shape),
+        input_schema=dataset_input_schema(dataset, context.input_shape),
         preprocessing=context.preprocessing,
         classes=list(dataset.classes),
         dataset=DatasetLineage(

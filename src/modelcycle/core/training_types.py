@@ -168,7 +168,8 @@ class TrainingContext:
     run_id: str
     output_dir: Path
     preprocessing: Preprocessing | None = None
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    #: one model input: ``(C, H, W)`` of an image, or ``(W,)`` of an encoded tabular record
+    input_shape: tuple[int, ...] = (1, 28, 28)
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)

@@ -17,12 +17,13 @@ import torch
 
 from modelcycle.core.errors import ArtifactError
 from modelcycle.lib.torch.config import PytorchModelConfig
-from modelcycle.lib.torch.nets import build_net
+from modelcycle.lib.torch.nets import build_net_for
 
 if TYPE_CHECKING:  # pragma: no cover
+    from modelcycle.core.artifacts import Manifest
     from modelcycle.core.serving.context import ServingContext
 
-__all__ = ["WEIGHTS", "save_weights", "load_model", "predict"]
+__all__ = ["WEIGHTS", "input_shape", "save_weights", "load_model", "predict"]
 
 WEIGHTS = "model.pth"
 
@@ -33,6 +34,14 @@ def save_weights(model: torch.nn.Module, model_dir: Path) -> list[str]:
     module = getattr(model, "module", model)
     torch.save(module.state_dict(), Path(model_dir) / WEIGHTS)
     return [WEIGHTS]
+
+
+def input_shape(manifest: Manifest) -> tuple[int, ...]:
+    """The network's input: ``(C, H, W)`` images, or ``(W,)`` for tabular records (``W`` the
+    encoded width of the manifest's preprocessing)."""
+    if manifest.input_schema.kind == "tabular":
+        return (manifest.preprocessing.input_width,)
+    return tuple(manifest.input_schema.shape)
 
 
 def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
@@ -48,8 +57,7 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
         torch.set_num_threads(int(threads))
     manifest = context.manifest
     config = PytorchModelConfig.model_validate(manifest.model)
-    channels, side, _ = manifest.input_schema.shape
-    model = build_net(config, channels, side, len(manifest.classes))
+    model = build_net_for(config, input_shape(manifest), len(manifest.classes))
     try:
         state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -63,8 +71,9 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
 
 
 def predict(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
-    """Normalise raw pixels ``(N, C, H, W)`` as in training, forward, and return class
-    probabilities ``(N, K)`` (the networks return log-probabilities)."""
-    inputs = torch.from_numpy(context.normalize(data))
+    """Normalise raw pixels ``(N, C, H, W)`` (or encode raw tabular records ``(N, F)``) as in
+    training, forward, and return class probabilities ``(N, K)`` (the networks return
+    log-probabilities)."""
+    inputs = torch.from_numpy(np.ascontiguousarray(context.normalize(data), dtype=np.float32))
     with torch.inference_mode():
         return model(inputs).exp_().numpy()

@@ -1,8 +1,9 @@
 """The torch networks of the PyTorch and Lightning plugins: the seeds' MNIST ConvNet, an FC net
 and a CIFAR-10 CNN, and :func:`build_net`, which picks one from the ``model:`` options.
 
-Every network takes a float tensor of shape ``(N, C, H, W)`` (already normalised) and returns
-log-probabilities of shape ``(N, num_classes)``.
+Every network takes a float tensor of shape ``(N, C, H, W)`` (already normalised; the FC net
+also takes encoded tabular records ``(N, W)``) and returns log-probabilities of shape
+``(N, num_classes)``. :func:`build_net_for` picks by the input shape.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modelcycle.core.errors import ConfigError
 from modelcycle.lib.torch.config import PytorchModelConfig
 
-__all__ = ["ConvNet", "FCNet", "CifarNet", "build_net"]
+__all__ = ["ConvNet", "FCNet", "CifarNet", "build_net", "build_net_for"]
 
 
 class ConvNet(nn.Module):
@@ -114,3 +116,20 @@ def build_net(config: PytorchModelConfig, channels: int, side: int, num_classes:
     if config.architecture == "fc":
         return FCNet(in_features=channels * side * side, num_classes=num_classes, hidden_size=config.hidden_size)
     return CifarNet(in_channels=channels, num_classes=num_classes)
+
+
+def build_net_for(config: PytorchModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The network ``config.architecture`` names for inputs of ``input_shape``: ``(C, H, W)``
+    images (see :func:`build_net`), or ``(W,)`` encoded tabular records, which only ``fc`` takes.
+
+    Raises:
+        ConfigError: an image network (``cnn``, ``cifar``) for tabular records.
+    """
+    if len(input_shape) == 1:
+        if config.architecture != "fc":
+            raise ConfigError(
+                f"model.architecture {config.architecture} needs images, but the data set holds tabular "
+                f"records ({input_shape[0]} encoded columns); use architecture: fc or your own model class")
+        return FCNet(in_features=input_shape[0], num_classes=num_classes, hidden_size=config.hidden_size)
+    channels, side, _ = input_shape
+    return build_net(config, channels, side, num_classes)

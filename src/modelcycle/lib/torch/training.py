@@ -19,9 +19,12 @@ __all__ = ["to_tensor", "make_optimizer", "evaluate_tensors", "evaluate"]
 
 def to_tensor(images: np.ndarray, context: TrainingContext) -> torch.Tensor:
     """Raw uint8 images ``(N, H, W[, C])`` → normalised float32 ``(N, C, H, W)``, in one pass,
-    laid out channels-last (torch's CPU conv and max-pool kernels are ~30% faster that way)."""
+    laid out channels-last (torch's CPU conv and max-pool kernels are ~30% faster that way).
+    Tabular records ``(N, F)`` → encoded float32 ``(N, W)`` by ``Preprocessing.apply``."""
     prep = context.preprocessing
     assert prep is not None, "the trainer sets preprocessing before fit"
+    if images.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(prep.apply(images), dtype=np.float32))
     raw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     tensor = torch.from_numpy(np.array(raw, dtype=np.float32, copy=True))  # torch ops: multi-threaded
     mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, -1, 1, 1) * prep.scale

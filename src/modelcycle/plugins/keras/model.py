@@ -45,12 +45,18 @@ WARMUP_FRACTION = 0.3
 WARMUP_DIVISOR = 25.0
 
 
-def build_network(config: KerasModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """The seed's Keras CNN for images of ``input_shape`` ``(C, H, W)``; it takes normalised
-    channels-last ``(N, H, W, C)`` float32 and returns softmax probabilities ``(N, K)``.
+def build_network(config: KerasModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The configured network for inputs of ``input_shape``: ``(C, H, W)`` images, taken as
+    normalised channels-last ``(N, H, W, C)`` float32, or ``(W,)`` encoded tabular records
+    (``fc`` only); it returns softmax probabilities ``(N, K)``.
 
-    Layer names are the seed's, so the summary reads the same in every run of a process.
+    The CNN's layer names are the seed's, so the summary reads the same in every run of a process.
+
+    Raises:
+        ConfigError: ``cnn`` for tabular records.
     """
+    if config.architecture == "fc" or len(input_shape) == 1:
+        return build_dense_network(config, input_shape, num_classes)
     channels, height, width = input_shape
     layers = keras.layers
     return keras.Sequential(
@@ -66,6 +72,37 @@ def build_network(config: KerasModelConfig, input_shape: tuple[int, int, int], n
             layers.Dense(num_classes, activation="softmax", name="dense_1"),
         ],
         name="cnn",
+    )
+
+
+def build_dense_network(config: KerasModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The ``fc`` MLP: Dense ``dense_units`` (relu) → Dropout ``dropout_2`` → Dense
+    ``dense_units`` (relu) → Dense softmax, over ``(W,)`` records or flattened images.
+
+    Raises:
+        ConfigError: another architecture for tabular records (``(W,)`` inputs).
+    """
+    if config.architecture != "fc":
+        from modelcycle.core.errors import ConfigError
+
+        raise ConfigError(
+            f"model.architecture {config.architecture} needs images, but the data set holds tabular records "
+            f"({input_shape[0]} encoded columns); use architecture: fc or your own model class")
+    layers = keras.layers
+    if len(input_shape) == 1:
+        head = [keras.Input((input_shape[0],), name="record")]
+    else:
+        channels, height, width = input_shape
+        head = [keras.Input((height, width, channels), name="image"), layers.Flatten(name="flatten")]
+    return keras.Sequential(
+        [
+            *head,
+            layers.Dense(config.dense_units, activation="relu", name="dense"),
+            layers.Dropout(config.dropout_2, name="dropout"),
+            layers.Dense(config.dense_units, activation="relu", name="dense_1"),
+            layers.Dense(num_classes, activation="softmax", name="dense_2"),
+        ],
+        name="fc",
     )
 
 
@@ -112,12 +149,15 @@ def steps_per_epoch(records: int, batch_size: int) -> int:
 
 
 def to_inputs(images: np.ndarray, preprocessing: Preprocessing | None) -> np.ndarray:
-    """Raw uint8 images ``(N, H, W[, C])`` → normalised float32 ``(N, H, W, C)``, in one pass.
+    """Raw uint8 images ``(N, H, W[, C])`` → normalised float32 ``(N, H, W, C)``, in one pass
+    (tabular records ``(N, F)`` → encoded ``(N, W)``).
 
     The normalisation is ``Preprocessing.apply`` on ``(N, C, H, W)`` — the function the serving
     side applies — then a transpose to channels-last (a free reshape for one channel).
     """
     assert preprocessing is not None, "the trainer sets preprocessing before fit"
+    if images.ndim == 2:  # tabular records (N, F) -> encoded (N, W)
+        return np.ascontiguousarray(preprocessing.apply(images), dtype=np.float32)
     raw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     normalised = preprocessing.apply(raw.astype(np.float32))
     return np.ascontiguousarray(normalised.transpose(0, 2, 3, 1))
@@ -310,10 +350,9 @@ def serving_forward(model: keras.Model) -> Any:
     """
     forward = _FORWARDS.get(model)
     if forward is None:
-        height, width, channels = model.input_shape[1:]
         ref = weakref.ref(model)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
         def forward(x: tf.Tensor) -> tf.Tensor:
             return ref()(x, training=False)  # type: ignore[misc]
 

@@ -131,11 +131,16 @@ def model_fn(model_dir: Path, context: ServingContext) -> keras.Model:
             f"cannot load {MODEL_FILE} from {model_dir}: {exc}. It must be a Keras 3 model saved by "
             "modelcycle's keras plugin (unsafe deserialisation is refused)"
         ) from exc
-    channels, height, width = context.input_shape
-    if tuple(model.input_shape[1:]) != (height, width, channels):
+    schema = context.manifest.input_schema
+    if schema.kind == "tabular":
+        expected, described = (context.manifest.preprocessing.input_width,), "tabular records, encoded"
+    else:
+        channels, height, width = schema.shape
+        expected, described = (height, width, channels), f"{tuple(schema.shape)} (C, H, W), i.e. channels-last"
+    if tuple(model.input_shape[1:]) != expected:
         raise ArtifactError(
             f"{path} takes inputs of shape {model.input_shape[1:]}, but the manifest's input schema "
-            f"is {(channels, height, width)} (C, H, W), i.e. {(height, width, channels)} channels-last"
+            f"is {described} {expected}"
         )
     km.serving_forward(model)
     return model
@@ -143,7 +148,10 @@ def model_fn(model_dir: Path, context: ServingContext) -> keras.Model:
 
 @hookimpl
 def predict_fn(data: np.ndarray, model: keras.Model, context: ServingContext) -> np.ndarray:
-    """Normalise raw ``(N, C, H, W)`` pixels as in training, go channels-last, and return the
-    softmax probabilities ``(N, K)`` of ``model(x, training=False)``."""
-    inputs = np.ascontiguousarray(context.normalize(data).transpose(0, 2, 3, 1))
+    """Normalise raw ``(N, C, H, W)`` pixels as in training, go channels-last (or encode raw
+    tabular records ``(N, F)``), and return the softmax probabilities ``(N, K)`` of
+    ``model(x, training=False)``."""
+    normalised = context.normalize(data)
+    inputs = np.ascontiguousarray(normalised if normalised.ndim == 2 else normalised.transpose(0, 2, 3, 1),
+                                  dtype=np.float32)
     return km.serving_forward(model)(inputs).numpy()

@@ -40,7 +40,7 @@ from modelcycle.core.plugin_types import FrameworkInfo
 from modelcycle.lib.examples import packaged_examples
 from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
-from modelcycle.lib.torch.nets import build_net
+from modelcycle.lib.torch.nets import build_net_for
 from modelcycle.plugins.lightning.config import PytorchModelConfig
 from modelcycle.plugins.lightning.module import LightningConvNet, ReporterCallback
 
@@ -83,8 +83,7 @@ def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: Tra
     """The torch library's network (seeded as the PyTorch plugin seeds it), wrapped in the
     LightningModule."""
     torch.manual_seed(context.hyperparameters.seed)
-    channels, side, _ = context.input_shape
-    net = build_net(model_config, channels, side, len(dataset.classes))
+    net = build_net_for(model_config, context.input_shape, len(dataset.classes))
     return LightningConvNet(net, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
 
 

@@ -20,7 +20,7 @@ from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.distributed import process_group
-from modelcycle.lib.torch.nets import build_net
+from modelcycle.lib.torch.nets import build_net_for
 from modelcycle.plugins.pytorch import training
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +53,7 @@ def model_config_class() -> type:
 def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: TrainingContext) -> torch.nn.Module:
     """Build the configured network, seeded so initial weights are reproducible."""
     torch.manual_seed(context.hyperparameters.seed)
-    channels, side, _ = context.input_shape
-    return build_net(model_config, channels, side, len(dataset.classes))
+    return build_net_for(model_config, context.input_shape, len(dataset.classes))
 
 
 @hookimpl
