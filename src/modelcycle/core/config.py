@@ -505,4 +505,9 @@ def load_config(
         origin = "override" if overrides and key in overrides else "environment"
         _set_path(data, key.split("."), value, f"{origin} '{key}'")
     source = str(path) + (" (with overrides)" if merged else "")
-    return validate_section(UseCaseConfig, data, "", source)  # type: ignore[return-value]
+    config: UseCaseConfig = validate_section(UseCaseConfig, data, "", source)  # type: ignore[assignment]
+    if config.data.path and not Path(config.data.path).expanduser().is_absolute():
+        # a relative data path is the use case's, wherever modelcycle runs from
+        location = (Path(directory) / config.data.path).resolve()
+        config.data = config.data.model_copy(update={"path": str(location)})
+    return config

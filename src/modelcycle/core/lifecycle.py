@@ -428,12 +428,19 @@ class UseCase:
         if endpoint is None or endpoint["status"] not in SERVING_STATUSES:
             status = "not deployed" if endpoint is None else f"status {endpoint['status']}"
             raise StageError("score", f"the endpoint is {status}: run 'modelcycle deploy' first")
+        features: tuple[Any, ...] = ()
         if images is None:
             from modelcycle.core.datasets import load_dataset
 
-            test = load_dataset(self.config.data.dataset, self.config.data.path).test.take(samples)
-            images, labels = test.images, test.labels
-        body = orjson.dumps({"input_data": [{"values": np.asarray(images)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+            dataset = load_dataset(self.config.data.dataset, settings=self.config.data)
+            test = dataset.test.take(samples)
+            images, labels, features = test.images, test.labels, dataset.features
+        request: dict[str, Any] = {"input_data": [{"values": np.asarray(images)}]}
+        if features:  # tabular: named fields, categories as text, as a client sends them
+            from modelcycle.core.serving.tabular import records_document
+
+            request = records_document(images, features)
+        body = orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
         started = time.perf_counter()
         status, payload, _ = self.registry.call_platform(
             endpoint["platform"], "invoke_endpoint", endpoint=endpoint, body=body,
@@ -443,10 +450,12 @@ class UseCase:
         document = orjson.loads(payload)
         if status != 200:
             raise StageError("score", f"endpoint answered {status}: {document.get('error', document)}")
-        values = document["predictions"][0]["values"]
+        prediction = document["predictions"][0]
+        values, fields = prediction["values"], prediction.get("fields", ["prediction", "probability"])
+        at, probability_at = fields.index("prediction"), fields.index("probability")
         return ScoreResult(
-            predictions=[int(v[0]) for v in values],
-            probabilities=[list(v[1]) for v in values],
+            predictions=[int(v[at]) for v in values],
+            probabilities=[list(v[probability_at]) for v in values],
             labels=[] if labels is None else [int(x) for x in labels],
             response_time_ms=elapsed_ms,
             scoring_id=document.get("scoring_id"),

@@ -29,7 +29,7 @@ FORMATS = ("html", "md", "json")
 EVALUATION_IMAGES = 1000
 
 
-def evaluate_confusion(model_dir: str | Path, dataset: str, data_path: str | None, limit: int = EVALUATION_IMAGES) -> dict[str, Any]:
+def evaluate_confusion(model_dir: str | Path, dataset: str, data: Any, limit: int = EVALUATION_IMAGES) -> dict[str, Any]:
     """Confusion matrix of the model in ``model_dir`` on the first ``limit`` test images.
 
     Returns ``{"images", "split", "accuracy", "matrix", "classes"}``, or ``{"error"}`` when the
@@ -39,12 +39,13 @@ def evaluate_confusion(model_dir: str | Path, dataset: str, data_path: str | Non
         import numpy as np
 
         from modelcycle.core.datasets import load_dataset
-        from modelcycle.core.serving.codecs import conform_images
+        from modelcycle.core.serving.codecs import conform_input
         from modelcycle.core.serving.pipeline import InferencePipeline
 
         pipeline = InferencePipeline(model_dir)
-        test = load_dataset(dataset, data_path, download=False).test.take(limit)
-        images = conform_images(np.asarray(test.images), tuple(pipeline.manifest.input_schema.shape))
+        settings = data if dataset == data.dataset else None  # the options belong to the configured dataset
+        test = load_dataset(dataset, None if settings else data.path, download=False, settings=settings).test.take(limit)
+        images = conform_input(np.asarray(test.images, dtype=np.float32), pipeline.manifest.input_schema)
         labels = np.asarray(test.labels, dtype=np.int64)
         predictions = np.concatenate([
             np.asarray(pipeline.predict(images[start:start + 250])).argmax(axis=1)
@@ -150,7 +151,7 @@ def build_factsheet(governance: Governance, asset: dict[str, Any], evaluate: boo
     use_case = governance.record
     config = governance.use_case.config
     evaluation = (
-        evaluate_confusion(asset["model_dir"], facts["dataset"]["name"], config.data.path)
+        evaluate_confusion(asset["model_dir"], facts["dataset"]["name"], config.data)
         if evaluate else {"error": "not evaluated"}
     )
     return {

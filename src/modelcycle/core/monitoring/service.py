@@ -109,7 +109,7 @@ def _baseline(use_case: UseCaseView, model_dir: Path) -> dict[str, Any]:
 
     config = use_case.config
     pipeline = InferencePipeline(model_dir)
-    test = load_dataset(config.data.dataset, config.data.path).test
+    test = load_dataset(config.data.dataset, settings=config.data).test
     count = min(config.monitoring.drift.baseline_samples, len(test))
     index = np.sort(np.random.default_rng(0).choice(len(test), count, replace=False))
     images, labels = test.images[index], test.labels[index]
@@ -291,7 +291,7 @@ def log_payload(use_case: UseCaseView, samples: int = 100, dataset: str | None =
     if images is None:
         from modelcycle.core.datasets import load_dataset
 
-        test = load_dataset(name, use_case.config.data.path if dataset is None else None).test
+        test = load_dataset(name, settings=use_case.config.data if dataset is None else None).test
         images = test.images[offset:offset + samples]
     images = np.asarray(images)
     if len(images) == 0:
@@ -327,7 +327,7 @@ def _known_labels(use_case: UseCaseView) -> dict[bytes, int]:
     appears twice with different labels is left out."""
     from modelcycle.core.datasets import load_dataset
 
-    test = load_dataset(use_case.config.data.dataset, use_case.config.data.path).test
+    test = load_dataset(use_case.config.data.dataset, settings=use_case.config.data).test
     if test.images.ndim == 2:  # tabular records: stored as their float32 values
         images = np.ascontiguousarray(test.images, dtype="<f4")
     else:
@@ -382,7 +382,7 @@ def _score_labelled(use_case: UseCaseView, count: int, matched: int) -> int:
     if platform is None:
         raise MonitoringError(f"{short} and platform {endpoint.get('platform')} cannot score labelled records; "
                               "run 'modelcycle log-payload' first")
-    test = load_dataset(use_case.config.data.dataset, use_case.config.data.path).test.take(count)
+    test = load_dataset(use_case.config.data.dataset, settings=use_case.config.data).test.take(count)
     rows = [[image, int(label)] for image, label in zip(test.images, test.labels)]
     try:
         return int(use_case.registry.call_platform(

@@ -31,7 +31,7 @@ from modelcycle.core.errors import ServingError
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.artifacts import FieldSchema, InputSchema
 
-__all__ = ["records_from_document", "conform_records"]
+__all__ = ["records_document", "records_from_document", "conform_records"]
 
 _SHOWN_CATEGORIES = 20
 
@@ -192,3 +192,18 @@ def conform_records(array: np.ndarray, schema: InputSchema) -> np.ndarray:
                 f"0..{len(field.categories) - 1} in numeric input (got {float(codes[bad][0]):g}); send its text "
                 "in JSON instead", 400)
     return array
+
+
+def records_document(records: np.ndarray, fields: Sequence[Any]) -> dict[str, Any]:
+    """Raw ``(N, F)`` records (categorical columns holding the category index) as the OpenScale
+    request a client sends: ``{"input_data": [{"fields": [...], "values": [...]}]}``, each
+    categorical value as its category's text. ``fields`` are the data set's
+    :class:`~modelcycle.core.dataset_types.Feature`\ s or the schema's fields, in column order."""
+    columns: list[list[Any]] = []
+    for i, field in enumerate(fields):
+        column = np.asarray(records)[:, i]
+        if field.kind == "categorical":
+            columns.append([field.categories[int(code)] for code in column])
+        else:
+            columns.append(column.astype(float).tolist())
+    return {"input_data": [{"fields": [field.name for field in fields], "values": [list(row) for row in zip(*columns)]}]}
