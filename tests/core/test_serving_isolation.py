@@ -212,3 +212,22 @@ def test_two_concurrent_evaluations_both_succeed(monitored: Path) -> None:
         assert "Traceback" not in err
     assert {"drift.png", "confusion_matrix.png", "metric_history.png"} <= {p.name for p in plots.iterdir()}
     assert [p.name for p in plots.iterdir() if ".tmp" in p.name] == []  # no temporary file left behind
+
+
+def test_deploy_stops_an_endpoint_a_killed_deploy_left_unrecorded(monitored: Path) -> None:
+    """A deploy SIGKILLed after its endpoint answered but before the state named it leaves that
+    process sharing the URL; the next deploy stops it, so only the recorded endpoint serves."""
+    from modelcycle.platforms.local.endpoints import start_endpoint
+
+    old = _deployed(monitored)
+    work = monitored / ".modelcycle"
+    orphan = start_endpoint(old["name"], Path(old["model_dir"]), work / "endpoints", slot=work / "endpoints",
+                            instance=f"{old['name']}.deadbeef")
+    assert orphan["url"] == old["url"] and sorted(_servers_of(monitored)) == sorted([old["pid"], orphan["pid"]])
+
+    code, out, err = _finish(_cli(monitored, "deploy", "--force"))
+
+    assert code == 0, out + err
+    new = _deployed(monitored)
+    assert not process_alive(orphan["pid"]) and not process_alive(old["pid"])
+    assert _servers_of(monitored) == [new["pid"]]

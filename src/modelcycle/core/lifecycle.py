@@ -289,6 +289,7 @@ class UseCase:
             target_run, model_dir = target(state)
             verify_model(model_dir)  # a corrupt or changed model is refused before any endpoint changes
             previous = dict(state.stage("deploy").outputs)
+            self._stop_unrecorded_endpoints(previous)
             platform = self._platform("serving")
             kept.update(previous)
             endpoint = self.registry.call_platform(
@@ -321,6 +322,18 @@ class UseCase:
         if replaced:  # the state no longer names it: stopped now, without holding the lock
             self._retire_endpoint(replaced)
         return outputs
+
+    def _stop_unrecorded_endpoints(self, recorded: dict[str, Any]) -> None:
+        """Stop the use case's local endpoint processes the state does not name (a deploy killed
+        between starting its endpoint and recording it leaves one sharing the URL). Called under
+        the use case lock, so no other deploy is between those two steps."""
+        from modelcycle.core.recovery import LOCAL_PLATFORM, endpoints_on_disk
+
+        unrecorded = [r for r in endpoints_on_disk(self.work_dir)[0] if r["pid"] != recorded.get("pid")]
+        if unrecorded:
+            self.registry.load_platform(LOCAL_PLATFORM, "serving")
+        for record in unrecorded:
+            self._retire_endpoint(record)
 
     def _retire_endpoint(self, previous: dict[str, Any]) -> None:
         """Stop the endpoint a deploy replaced; a failure only warns (the new one serves)."""
