@@ -161,6 +161,7 @@ class Manifest(_Frozen):
     model: dict[str, Any] = Field(default_factory=dict)
     providers: dict[str, Provider] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> SHA-256 of every model file")
+    user_code: dict[str, str] = Field(default_factory=dict, description="the model.class code copied into code/user/")
 
     @staticmethod
     def now() -> str:

@@ -1,7 +1,8 @@
 """The ``model.pth`` artifact of the torch frameworks and its serving handlers.
 
 Weights are saved as a ``state_dict`` and loaded with ``weights_only=True``; the network is
-rebuilt from the manifest's ``model`` section, so no pickled code is ever loaded. An artifact
+rebuilt from the manifest's ``model`` section, so no pickled code is ever loaded. A user's own
+network (``model.class``) is rebuilt from the model directory's ``code/user/`` copy of its file. An artifact
 trained with ``framework: pytorch`` or ``framework: lightning`` is the same and served the same.
 """
 
@@ -18,6 +19,7 @@ import torch
 from modelcycle.core.errors import ArtifactError
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.nets import build_net
+from modelcycle.lib.torch.user_net import rebuild_user_net, unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.serving.context import ServingContext
@@ -30,7 +32,7 @@ WEIGHTS = "model.pth"
 def save_weights(model: torch.nn.Module, model_dir: Path) -> list[str]:
     """Write ``model``'s ``state_dict`` (the bare module's, under DistributedDataParallel) as
     ``model_dir/model.pth``; return ``["model.pth"]``."""
-    module = getattr(model, "module", model)
+    module = unwrap(getattr(model, "module", model))
     torch.save(module.state_dict(), Path(model_dir) / WEIGHTS)
     return [WEIGHTS]
 
@@ -47,12 +49,15 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     if threads:
         torch.set_num_threads(int(threads))
     manifest = context.manifest
-    config = PytorchModelConfig.model_validate(manifest.model)
-    channels, side, _ = manifest.input_schema.shape
-    model = build_net(config, channels, side, len(manifest.classes))
+    if manifest.user_code:  # the user's network, from the model directory's code/user/ copy
+        model: torch.nn.Module = rebuild_user_net(Path(model_dir), manifest)
+    else:
+        config = PytorchModelConfig.model_validate(manifest.model)
+        channels, side, _ = manifest.input_schema.shape
+        model = build_net(config, channels, side, len(manifest.classes))
     try:
         state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        unwrap(model).load_state_dict(state)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
         raise ArtifactError(
             f"cannot load {WEIGHTS} from {model_dir}: {exc}. It must be a state_dict saved by "
@@ -64,7 +69,8 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
 
 def predict(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels ``(N, C, H, W)`` as in training, forward, and return class
-    probabilities ``(N, K)`` (the networks return log-probabilities)."""
+    probabilities ``(N, K)`` (the networks return log-probabilities; a user network is wrapped
+    so that it does too, whatever its declared ``output``)."""
     inputs = torch.from_numpy(context.normalize(data))
     with torch.inference_mode():
         return model(inputs).exp_().numpy()
