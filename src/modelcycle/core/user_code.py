@@ -6,9 +6,9 @@ packages and re-imports the code.
 
 - :func:`parse_code_ref` splits ``"file.py:Name"`` (a file relative to the use case directory,
   which must lie inside it) and ``"package.module:Name"`` (an installed module).
-- :func:`load_user_code` imports the file under a content-addressed module name
-  (``modelcycle_user_code.<stem>_<sha12>``): the same bytes give the same module, edited bytes a
-  new one, so a later run in the same process never sees a stale class and a user's ``nets``
+- :func:`load_user_code` imports the file under a module name derived from its path and
+  content (``modelcycle_user_code.<stem>_<key>``): the same file with the same bytes gives the
+  same module, edited bytes a new one, so a later run in the same process never sees a stale class and a user's ``nets``
   module is never shadowed. Only the one file is imported and copied: it must be
   self-contained (imports of installed packages are fine, sibling files are not).
 - :func:`construct` calls the class or function with ``**options`` plus ``input_shape`` and
@@ -135,9 +135,11 @@ def _sha256(path: Path) -> str:
 
 
 def _import_file(path: Path, digest: str, spec: str) -> Any:
-    """Import ``path`` as ``modelcycle_user_code.<stem>_<sha12>`` (reused for the same bytes)."""
+    """Import ``path`` as ``modelcycle_user_code.<stem>_<key>``, ``key`` hashing the path and
+    the content: reused for the same file with the same bytes, new for anything else."""
     stem = "".join(c if c.isalnum() else "_" for c in path.stem)
-    name = f"{_MODULE_PREFIX}.{stem}_{digest[:12]}"
+    key = hashlib.sha256(f"{path}\0{digest}".encode()).hexdigest()[:16]
+    name = f"{_MODULE_PREFIX}.{stem}_{key}"
     if name in sys.modules:
         return sys.modules[name]
     if _MODULE_PREFIX not in sys.modules:  # a namespace parent, so the dotted name is importable
