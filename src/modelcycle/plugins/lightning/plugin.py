@@ -299,13 +299,16 @@ def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> 
         callback = ReporterCallback(context, dataset.test, total=len(dataset.train), log_train_accuracy=autologging)
         trainer = make_trainer(context, [callback])
         context.state["trainer"] = trainer
-        model.attach(context)
-        model.track_accuracy = autologging
+        wrapper = isinstance(model, LightningConvNet)  # a user's own module trains as it is
+        if wrapper:
+            model.attach(context)
+            model.track_accuracy = autologging
         try:
             _fit_interruptibly(trainer, model, loader, context.state.get("resume_checkpoint"))
         finally:
-            model.detach()
-            model.track_accuracy = False
+            if wrapper:
+                model.detach()
+                model.track_accuracy = False
     metrics = dict(callback.metrics) or (context.reporter.last_metrics() if start > 1 else {})
     return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(context.reporter.history))
 
