@@ -215,6 +215,15 @@ class Manifest(_Frozen):
     model: dict[str, Any] = Field(default_factory=dict)
     providers: dict[str, Provider] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> SHA-256 of every model file")
+    user_code: dict[str, str] = Field(default_factory=dict, description="the model.class code copied into code/user/")
+
+    @property
+    def model_input_shape(self) -> tuple[int, ...]:
+        """The network's input: ``(C, H, W)`` images, or ``(W,)`` for tabular records (``W``
+        the encoded width of :attr:`preprocessing`)."""
+        if self.input_schema.kind == "tabular":
+            return (self.preprocessing.input_width,)
+        return tuple(self.input_schema.shape)
 
     @staticmethod
     def now() -> str:

@@ -275,9 +275,11 @@ def shipped_config(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def write_source_dir(config: Any, target: Path, info: FrameworkInfo | None = None) -> list[Path]:
+def write_source_dir(config: Any, target: Path, info: FrameworkInfo | None = None,
+                     base_dir: Path | None = None) -> list[Path]:
     """Write the SageMaker source dir: ``modelcycle.yaml``, ``train.py``, ``requirements.txt``
-    (see :func:`source_requirements`; ``info`` is the framework's, loaded when not given)."""
+    (see :func:`source_requirements`; ``info`` is the framework's, loaded when not given), and
+    the ``model.class`` file (from ``base_dir``, the use case directory) at its relative path."""
     from modelcycle.core.config import CONFIG_FILE
 
     target = Path(target)
@@ -292,6 +294,13 @@ def write_source_dir(config: Any, target: Path, info: FrameworkInfo | None = Non
     for name, text in files.items():
         (target / name).write_text(text)
         written.append(target / name)
+    model_class = config.model.get("class") if isinstance(config.model, dict) else None
+    if model_class and base_dir is not None:
+        from modelcycle.core.user_code import ship_user_code
+
+        shipped = ship_user_code(str(model_class), Path(base_dir), target)
+        if shipped is not None:
+            written.append(shipped)
     return written
 
 
@@ -529,6 +538,7 @@ def train(env: ContainerEnv, source_dir: Path | None = None, stream: Any = None)
                 output_dir=scratch / "run",
                 rank=env.rank,
                 world_size=env.world_size,
+                source_dir=config_dir,
             )
             started = time.perf_counter()
             result = train_in_process(context)

@@ -87,12 +87,15 @@ def find_run(use_case: UseCase, run_id: str | None = None, best: str | None = No
 def sweep_overrides(param: str, values: list[str]) -> list[dict[str, Any]]:
     """``hidden_channels`` + ``["2", "5"]`` → ``[{"model.hidden_channels": 2}, ...]``.
 
-    A bare name is a hyperparameter when ``Hyperparameters`` has it, else a ``model:`` option.
+    A bare name is a hyperparameter when ``Hyperparameters`` has it, else a ``model:`` option;
+    ``options.width`` is ``model.options.width`` (an argument of the ``model.class`` network).
     """
     from modelcycle.core.config import parse_overrides
 
     if not param or not values:
         raise ConfigError("--param expects NAME=V1,V2,... (e.g. hidden_channels=2,5,10,20,32)")
+    if param.startswith("options."):  # a user network's constructor argument
+        param = f"model.{param}"
     key = param if "." in param else (
         f"hyperparameters.{param}" if param in Hyperparameters.model_fields else f"model.{param}"
     )

@@ -205,6 +205,7 @@ class UseCase:
                 run_id=plan.run_id,
                 output_dir=plan.run_dir,
                 checkpoint_dir=plan.run_dir / CHECKPOINT_DIR,
+                source_dir=self.directory,
             )
             platform = self._platform("training")
             attempt = plan.begin()

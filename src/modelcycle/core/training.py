@@ -129,6 +129,11 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
     model_dir = context.model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     files = registry.call_first("save_model", model=model, model_dir=model_dir, context=context)
+    user_code = {}
+    if context.user_code is not None:  # the model.class file travels in code/user/
+        from modelcycle.core.user_code import package_user_code
+
+        user_code = package_user_code(context.user_code, model_dir)
     from modelcycle.core.providers import archive_requirements, framework_info, framework_provider, plugin_provider
 
     info = framework_info(registry, config.framework)
@@ -159,6 +164,7 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
         hyperparameters=hp.model_dump(),
         model=context.model_config.model_dump(),
         providers=providers,
+        user_code=user_code,
     )
     write_manifest(model_dir, manifest)
     result.model_dir = model_dir

@@ -175,6 +175,11 @@ class TrainingContext:
     state: dict[str, Any] = field(default_factory=dict)
     checkpoint_dir: Path | None = None
     resumed_epoch: int = 0
+    #: the directory ``model.class`` files are relative to (the use case directory; a job's source dir)
+    source_dir: Path | None = None
+    #: the user's model code (:class:`~modelcycle.core.user_code.UserCode`) a ``build_model`` loaded;
+    #: the trainer copies it into the model directory's ``code/user/`` and records it in the manifest
+    user_code: Any = None
 
     def start_epoch(self, model: Any) -> int:
         """The first epoch ``fit`` trains: 1, or the epoch after the run's last complete

@@ -1,7 +1,8 @@
 """The ``model.pth`` artifact of the torch frameworks and its serving handlers.
 
 Weights are saved as a ``state_dict`` and loaded with ``weights_only=True``; the network is
-rebuilt from the manifest's ``model`` section, so no pickled code is ever loaded. An artifact
+rebuilt from the manifest's ``model`` section, so no pickled code is ever loaded. A user's own
+network (``model.class``) is rebuilt from the model directory's ``code/user/`` copy of its file. An artifact
 trained with ``framework: pytorch`` or ``framework: lightning`` is the same and served the same.
 """
 
@@ -18,12 +19,12 @@ import torch
 from modelcycle.core.errors import ArtifactError
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.nets import build_net_for
+from modelcycle.lib.torch.user_net import rebuild_user_net, unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelcycle.core.artifacts import Manifest
     from modelcycle.core.serving.context import ServingContext
 
-__all__ = ["WEIGHTS", "input_shape", "save_weights", "load_model", "predict"]
+__all__ = ["WEIGHTS", "save_weights", "load_model", "predict"]
 
 WEIGHTS = "model.pth"
 
@@ -31,17 +32,9 @@ WEIGHTS = "model.pth"
 def save_weights(model: torch.nn.Module, model_dir: Path) -> list[str]:
     """Write ``model``'s ``state_dict`` (the bare module's, under DistributedDataParallel) as
     ``model_dir/model.pth``; return ``["model.pth"]``."""
-    module = getattr(model, "module", model)
+    module = unwrap(getattr(model, "module", model))
     torch.save(module.state_dict(), Path(model_dir) / WEIGHTS)
     return [WEIGHTS]
-
-
-def input_shape(manifest: Manifest) -> tuple[int, ...]:
-    """The network's input: ``(C, H, W)`` images, or ``(W,)`` for tabular records (``W`` the
-    encoded width of the manifest's preprocessing)."""
-    if manifest.input_schema.kind == "tabular":
-        return (manifest.preprocessing.input_width,)
-    return tuple(manifest.input_schema.shape)
 
 
 def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
@@ -56,11 +49,14 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     if threads:
         torch.set_num_threads(int(threads))
     manifest = context.manifest
-    config = PytorchModelConfig.model_validate(manifest.model)
-    model = build_net_for(config, input_shape(manifest), len(manifest.classes))
+    if manifest.user_code:  # the user's network, from the model directory's code/user/ copy
+        model: torch.nn.Module = rebuild_user_net(Path(model_dir), manifest)
+    else:
+        config = PytorchModelConfig.model_validate(manifest.model)
+        model = build_net_for(config, manifest.model_input_shape, len(manifest.classes))
     try:
         state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        unwrap(model).load_state_dict(state)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
         raise ArtifactError(
             f"cannot load {WEIGHTS} from {model_dir}: {exc}. It must be a state_dict saved by "
@@ -73,7 +69,8 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
 def predict(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels ``(N, C, H, W)`` (or encode raw tabular records ``(N, F)``) as in
     training, forward, and return class probabilities ``(N, K)`` (the networks return
-    log-probabilities)."""
+    log-probabilities; a user network is wrapped so that it does too, whatever its declared
+    ``output``)."""
     inputs = torch.from_numpy(np.ascontiguousarray(context.normalize(data), dtype=np.float32))
     with torch.inference_mode():
         return model(inputs).exp_().numpy()

@@ -384,7 +384,7 @@ def run_container_job(context: TrainingContext) -> TrainingResult:
     if job_dir.exists():
         shutil.rmtree(job_dir)
     source = job_dir / "source"
-    write_source_dir(config, source, framework_info(context.registry, config.framework))
+    write_source_dir(config, source, framework_info(context.registry, config.framework), context.source_dir)
     data_dir = locate_dataset(config.data.dataset, config.data.path)
     spec = JobSpec(
         name=name,

@@ -101,7 +101,7 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
     out = None if context.reporter.quiet else context.reporter.stream
     name = job_name(config.training.base_job_name or config.name, context.run_id)
     source = Path(context.output_dir) / "source"
-    write_source_dir(config, source, framework_info(context.registry, config.framework))
+    write_source_dir(config, source, framework_info(context.registry, config.framework), context.source_dir)
     try:
         channels = upload_dataset(session.client("s3"), config, settings)
         estimator = _estimator(config, settings, sm_session, source, context.run_id)

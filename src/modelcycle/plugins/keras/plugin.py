@@ -23,6 +23,7 @@ from modelcycle.core.plugin_types import FrameworkInfo
 from modelcycle.lib.examples import packaged_examples
 from modelcycle.plugins.keras import model as km
 from modelcycle.plugins.keras.config import KerasModelConfig
+from modelcycle.plugins.keras.user_model import build_user_model, ensure_compiled
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Dataset, Split
@@ -55,12 +56,22 @@ def model_config_class() -> type:
 
 @hookimpl
 def build_model(model_config: KerasModelConfig, dataset: Dataset, context: TrainingContext) -> keras.Model:
-    """Build and compile the configured network, seeded so initial weights are reproducible."""
+    """Build and compile the configured network, seeded so initial weights are reproducible.
+
+    With ``class`` the user's function is called, its model checked on two real training
+    records and compiled unless it already is (:mod:`.user_model`); its code is recorded in
+    ``context.user_code`` for the model directory."""
     hp = context.hyperparameters
     keras.utils.set_random_seed(hp.seed)
-    model = km.build_network(model_config, context.input_shape, len(dataset.classes))
     steps = hp.epochs * km.steps_per_epoch(len(dataset.train), hp.batch_size)
-    context.state["optimizer"] = km.compile_model(model, hp, steps)
+    if model_config.user_class is None:
+        model = km.build_network(model_config, context.input_shape, len(dataset.classes))
+        context.state["optimizer"] = km.compile_model(model, hp, steps)
+        return model
+    sample = km.to_inputs(dataset.train.images[:2], context.preprocessing)
+    code, model = build_user_model(model_config, context.source_dir, context.input_shape, len(dataset.classes), sample)
+    context.user_code = code
+    context.state["optimizer"] = ensure_compiled(model, lambda m: km.compile_model(m, hp, steps))
     return model
 
 
@@ -119,11 +130,16 @@ def _set_threads(threads: int) -> None:
 
 @hookimpl
 def model_fn(model_dir: Path, context: ServingContext) -> keras.Model:
-    """Load ``model.keras`` safely and trace its forward once for any batch size."""
+    """Load ``model.keras`` safely and trace its forward once for any batch size (a user
+    model's file is imported first from the model directory's ``code/user/``)."""
     threads = os.environ.get("MODELCYCLE_SERVING_THREADS")
     if threads:
         _set_threads(int(threads))
     path = Path(model_dir) / MODEL_FILE
+    if context.manifest.user_code:  # registers the user's custom layers, from the model's own copy
+        from modelcycle.core.user_code import load_packaged_code
+
+        load_packaged_code(Path(model_dir), context.manifest.user_code)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile/h5 errors, TypeError

@@ -179,7 +179,7 @@ class ReporterCallback(L.Callback):
             "test_accuracy": float(test["accuracy"]),
         }
         accuracy = getattr(pl_module, "accuracy", None)
-        if self.log_train_accuracy and accuracy is not None and accuracy.update_called:
+        if self.log_train_accuracy and accuracy is not None and getattr(accuracy, "update_called", False):
             pl_module.log("train_acc", accuracy.compute(), on_step=False, on_epoch=True)
             accuracy.reset()
         context.reporter.end_epoch(self.epoch, dict(self.metrics), context)

@@ -41,6 +41,7 @@ from modelcycle.lib.examples import packaged_examples
 from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.nets import build_net_for
+from modelcycle.lib.torch.user_net import LogProbs, build_user_net
 from modelcycle.plugins.lightning.config import PytorchModelConfig
 from modelcycle.plugins.lightning.module import LightningConvNet, ReporterCallback
 
@@ -55,9 +56,31 @@ __all__ = ["LightningConvNet", "train_loader", "make_trainer"]
 _CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 
-def _net(model: Any) -> torch.nn.Module:
-    """The bare network inside a LightningConvNet (or ``model`` itself)."""
-    return getattr(model, "net", model)
+def _net(model: Any, context: Any) -> torch.nn.Module:
+    """The log-probability network: the one inside a LightningConvNet, or a user's own
+    LightningModule (trained with its own ``training_step``) wrapped per its ``output``."""
+    if isinstance(model, LightningConvNet):
+        return model.net
+    return LogProbs(model, context.model_config.effective_output)
+
+
+def _overrides(module: torch.nn.Module, name: str) -> bool:
+    """Whether ``module``'s class defines ``name`` itself (not LightningModule's default)."""
+    return isinstance(module, L.LightningModule) and getattr(type(module), name) is not getattr(L.LightningModule, name)
+
+
+def _default_optimizers(module: L.LightningModule, context: TrainingContext) -> Any:
+    """``configure_optimizers`` for a user module without one: the configured optimizer and
+    schedule, as the built-in module builds them."""
+
+    def configure_optimizers() -> Any:
+        torch_training.make_optimizer(module, context, steps=max(1, int(module.trainer.estimated_stepping_batches)))
+        optimizer, scheduler = context.state["optimizer"], context.state["scheduler"]
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return configure_optimizers
 
 
 @hookimpl
@@ -81,10 +104,29 @@ def model_config_class() -> type:
 @hookimpl
 def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: TrainingContext) -> LightningConvNet:
     """The torch library's network (seeded as the PyTorch plugin seeds it), wrapped in the
-    LightningModule."""
+    LightningModule.
+
+    With ``class`` (checked with one forward on two real training records, its code recorded in
+    ``context.user_code``): a ``LightningModule`` that defines ``training_step`` is trained as
+    it is — its own loss and, when it defines one, its own ``configure_optimizers`` (else the
+    configured optimizer); the ``train_step`` hook is not used then. Any other module (a
+    ``LightningModule`` without ``training_step``, or a plain ``nn.Module``) is wrapped like the
+    built-in networks: NLL on its output turned into log-probabilities per ``output``.
+    Evaluation and serving always use ``forward`` per ``output``."""
     torch.manual_seed(context.hyperparameters.seed)
-    net = build_net_for(model_config, context.input_shape, len(dataset.classes))
-    return LightningConvNet(net, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
+    if model_config.user_class is None:
+        net = build_net_for(model_config, context.input_shape, len(dataset.classes))
+        return LightningConvNet(net, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
+    sample = torch_training.to_tensor(dataset.train.images[:2], context)
+    code, user = build_user_net(model_config, context.source_dir, context.input_shape, len(dataset.classes), sample,
+                                kind_name="lightning.LightningModule (or torch.nn.Module)")
+    context.user_code = code
+    if _overrides(user, "training_step"):
+        if not _overrides(user, "configure_optimizers"):
+            user.configure_optimizers = _default_optimizers(user, context)  # type: ignore[method-assign]
+        return user
+    wrapped = LogProbs(user, model_config.effective_output)
+    return LightningConvNet(wrapped, num_classes=len(dataset.classes), hyperparameters=context.hyperparameters)
 
 
 def _with_unused_children(model: torch.nn.Module, rows: list[Any]) -> list[Any]:
@@ -256,13 +298,16 @@ def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> 
         callback = ReporterCallback(context, dataset.test, total=len(dataset.train), log_train_accuracy=autologging)
         trainer = make_trainer(context, [callback])
         context.state["trainer"] = trainer
-        model.attach(context)
-        model.track_accuracy = autologging
+        wrapper = isinstance(model, LightningConvNet)  # a user's own module trains as it is
+        if wrapper:
+            model.attach(context)
+            model.track_accuracy = autologging
         try:
             _fit_interruptibly(trainer, model, loader, context.state.get("resume_checkpoint"))
         finally:
-            model.detach()
-            model.track_accuracy = False
+            if wrapper:
+                model.detach()
+                model.track_accuracy = False
     metrics = dict(callback.metrics) or (context.reporter.last_metrics() if start > 1 else {})
     return TrainingResult(run_id=context.run_id, metrics=metrics, history=list(context.reporter.history))
 
@@ -270,13 +315,13 @@ def fit(model: LightningConvNet, dataset: Dataset, context: TrainingContext) -> 
 @hookimpl
 def evaluate(model: LightningConvNet, split: Split, context: TrainingContext) -> dict[str, float]:
     """The torch library's evaluation of the wrapped network: loss, accuracy, correct, total."""
-    return torch_training.evaluate(_net(model), split, context)
+    return torch_training.evaluate(_net(model, context), split, context)
 
 
 @hookimpl
 def save_model(model: LightningConvNet, model_dir: Path, context: TrainingContext) -> list[str]:
     """The wrapped network's ``state_dict`` as ``model.pth``: the PyTorch plugin's artifact."""
-    return artifact.save_weights(_net(model), model_dir)
+    return artifact.save_weights(_net(model, context), model_dir)
 
 
 LIGHTNING_CHECKPOINT = "lightning.ckpt"

@@ -21,6 +21,7 @@ from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.distributed import process_group
 from modelcycle.lib.torch.nets import build_net_for
+from modelcycle.lib.torch.user_net import LogProbs, build_user_net
 from modelcycle.plugins.pytorch import training
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,9 +52,19 @@ def model_config_class() -> type:
 
 @hookimpl
 def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: TrainingContext) -> torch.nn.Module:
-    """Build the configured network, seeded so initial weights are reproducible."""
+    """Build the configured network, seeded so initial weights are reproducible.
+
+    With ``class`` the user's ``nn.Module`` is loaded from ``context.source_dir``, constructed,
+    checked with one forward on two real training records (``(2, num_classes)``) and wrapped
+    in :class:`~modelcycle.lib.torch.user_net.LogProbs` per its ``output``; its code is
+    recorded in ``context.user_code`` for the model directory."""
     torch.manual_seed(context.hyperparameters.seed)
-    return build_net_for(model_config, context.input_shape, len(dataset.classes))
+    if model_config.user_class is None:
+        return build_net_for(model_config, context.input_shape, len(dataset.classes))
+    sample = torch_training.to_tensor(dataset.train.images[:2], context)
+    code, net = build_user_net(model_config, context.source_dir, context.input_shape, len(dataset.classes), sample)
+    context.user_code = code
+    return LogProbs(net, model_config.effective_output)
 
 
 @hookimpl
