@@ -1,7 +1,7 @@
 """Write example PNGs of modelcycle's plots into docs/images/ (deterministic, no data needed).
 
-Run from the repository root: ``python docs/make_images.py``. The figures are drawn by the same
-functions the product uses (:func:`modelcycle.core.monitoring.plots.history_figure` and
+``python docs/make_images.py [DIR]`` (default: docs/images beside this script). The figures are
+drawn by the same functions the product uses (:func:`modelcycle.core.monitoring.plots.history_figure` and
 :func:`modelcycle.core.governance.factsheet.training_curves_png`), fed with measurements shaped
 like the monitoring store's rows: two evaluations six seconds apart, then five more.
 """
@@ -46,14 +46,15 @@ def history(evaluations: int) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     from modelcycle.core.governance.factsheet import training_curves_png
     from modelcycle.core.monitoring.plots import history_figure
 
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    images = Path(argv[0]) if argv else IMAGES
+    images.mkdir(parents=True, exist_ok=True)
     written = []
     for count, name in ((2, "metric_history_2_evaluations.png"), (7, "metric_history.png")):
-        path = IMAGES / name
+        path = images / name
         figure = history_figure(history(count))
         figure.tight_layout()
         figure.savefig(path, dpi=80, metadata={"Software": None})
@@ -62,7 +63,7 @@ def main() -> int:
     five_epochs = [{"epoch": e, "train_loss": 0.41 / e ** 0.8, "test_loss": 0.12 / e ** 0.5,
                     "test_accuracy": 0.964 + 0.004 * (1 - 1 / e)} for e in range(1, 6)]
     for rows, name in ((one_epoch, "training_curves_1_epoch.png"), (five_epochs, "training_curves_5_epochs.png")):
-        path = IMAGES / name
+        path = images / name
         path.write_bytes(training_curves_png(rows, f"mnist-pytorch ({len(rows)} epoch{'s' if len(rows) > 1 else ''})"))
         written.append(path)
     for path in written:
@@ -71,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
