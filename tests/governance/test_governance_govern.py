@@ -108,7 +108,7 @@ def test_factsheet_html_markdown_json(served: Path, tmp_path: Path, capsys: pyte
     assert images == ["factsheet_files/training_curves.png", "factsheet_files/confusion_matrix.png"]
     for image in images:
         assert (md_path.parent / image).read_bytes().startswith(PNG)
-    assert sorted(p.name for p in md_path.parent.iterdir()) == ["factsheet.md", "factsheet_files"]  # nothing else beside it
+    assert sorted(p.name for p in md_path.parent.iterdir()) == ["factsheet.html", "factsheet.md", "factsheet_files"]
     assert asset["run_id"] in markdown and endpoint["name"] in markdown and next(iter(checksums.values())) in markdown
 
     assert main(_cli(served, tmp_path / "gov.db", "factsheet", "--format", "json", "-o", "-")) == 0
