@@ -83,6 +83,13 @@ def test_a_table_too_wide_to_fold_becomes_records() -> None:
     assert_words_whole(text, HEADERS + [v for row in ROWS for v in row], width=40)
 
 
+def test_spaces_are_folded_before_other_separators() -> None:
+    rows = [["2026-12-01 22:05:13", "quality", "weighted_false_positive_rate", "0.0100", "≥ 0.8", "VIOLATION"]]
+    text = _text(render_table(None, ["time (UTC)", "monitor", "metric", "value", "limit", "status"], rows, width=80), 80)
+    assert re.search(r"│ 2026-12-01 │", text) and re.search(r"│ 22:05:13\s+│", text), text
+    assert_words_whole(text, rows[0])
+
+
 def test_markup_styles_but_does_not_count() -> None:
     text = _text(render_table(None, ["metric", "status"], [["accuracy", "[red]VIOLATION[/]"]], width=80), 80)
     assert "VIOLATION" in text and "[red]" not in text
@@ -146,6 +153,8 @@ def test_runs_after_a_sweep_and_a_failed_run_at_80_columns(swept: dict[str, Any]
     expected = ["run", "status", "model.hidden_channels", "test_accuracy", "test_loss", "duration_s", "FINISHED", "FAILED"]
     expected += [r["run_id"][:8] for r in swept["runs"]] + [f"{r['metrics']['test_accuracy']:.4f}" for r in swept["runs"]]
     assert_words_whole(out, expected)
+    for run in swept["runs"]:  # the sweep's own table lists its runs too
+        assert run["run_id"][:8] in swept["sweep_out"], swept["sweep_out"]
     params = {r["params"]["model.hidden_channels"] for r in swept["runs"]}
     assert params == {"2", "3"}
     for line in out.splitlines():  # each run's row carries its own hidden_channels

@@ -28,6 +28,7 @@ __all__ = ["Column", "console", "fold", "layout", "print_table", "render_table"]
 #: A fold may follow any of these (they stay at the end of the line they close).
 SEPARATORS = " ./,=:_-"
 _PIECE = re.compile(r"[^ ./,=:_-]*[ ./,=:_-]*")
+_WORD = re.compile(r"[^ ]*[ ]*")  # folds at spaces only: tried before any other separator
 _BORDERS = 4  # a table's outer borders and the padding beside them
 _BETWEEN = 3  # the rule and padding between two columns
 PIPE_WIDTH = 120
@@ -54,19 +55,19 @@ def console(width: int | None = None) -> Any:
     return found
 
 
-def _pieces(text: Any) -> list[Any]:
+def _pieces(text: Any, pattern: re.Pattern[str] = _PIECE) -> list[Any]:
     """``text`` (a rich Text) cut after each run of separators: the units a fold keeps whole."""
     plain = text.plain
     cuts, position = [], 0
-    for match in _PIECE.finditer(plain):
+    for match in pattern.finditer(plain):
         if match.end() > position:
             cuts.append((position, match.end()))
             position = match.end()
     return [text[start:end] for start, end in cuts] or [text]
 
 
-def _longest_piece(text: Any) -> int:
-    return max((len(piece.plain.rstrip()) for piece in _pieces(text)), default=0)
+def _longest_piece(text: Any, pattern: re.Pattern[str] = _PIECE) -> int:
+    return max((len(piece.plain.rstrip()) for piece in _pieces(text, pattern)), default=0)
 
 
 def fold(text: Any, width: int) -> Any:
@@ -97,16 +98,22 @@ def layout(headers: Sequence[Any], rows: Sequence[Sequence[Any]], width: int) ->
     cannot fit side by side (print records instead). ``headers`` and ``rows`` hold rich Texts."""
     columns = list(zip(headers, *rows))
     natural = [max(_natural(cell) for cell in column) for column in columns]
-    minimum = [max(max(_longest_piece(line) for line in cell.split("\n")) for cell in column) for column in columns]
+    def longest(pattern: re.Pattern[str]) -> list[int]:
+        return [max(max(_longest_piece(line, pattern) for line in cell.split("\n")) for cell in column)
+                for column in columns]
+
     room = width - _BORDERS - _BETWEEN * (len(columns) - 1)
+    minimum = longest(_PIECE)
     if sum(minimum) > room:
         return None
     widths = list(natural)
-    while sum(widths) > room:  # narrow the column with the most room to give, one cell at a time
-        slack, index = max((w - m, i) for i, (w, m) in enumerate(zip(widths, minimum)))
-        if slack <= 0:  # pragma: no cover - excluded by the check above
-            return None
-        widths[index] -= 1
+    # first fold at spaces only ("2026-12-01 22:05:13" → date / time), then at any separator
+    for floor in ([max(a, b) for a, b in zip(longest(_WORD), minimum)], minimum):
+        while sum(widths) > room:  # narrow the column with the most room to give, one cell at a time
+            slack, index = max((w - f, i) for i, (w, f) in enumerate(zip(widths, floor)))
+            if slack <= 0:
+                break
+            widths[index] -= 1
     return widths
 
 
