@@ -105,9 +105,10 @@ def test_factsheet_html_markdown_json(served: Path, tmp_path: Path, capsys: pyte
     assert capsys.readouterr().out.count("wrote ") == 3  # the page and its two PNGs
     markdown = md_path.read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert images == ["factsheet_training_curves.png", "factsheet_confusion_matrix.png"]
+    assert images == ["factsheet_files/training_curves.png", "factsheet_files/confusion_matrix.png"]
     for image in images:
         assert (md_path.parent / image).read_bytes().startswith(PNG)
+    assert sorted(p.name for p in md_path.parent.iterdir()) == ["factsheet.html", "factsheet.md", "factsheet_files"]
     assert asset["run_id"] in markdown and endpoint["name"] in markdown and next(iter(checksums.values())) in markdown
 
     assert main(_cli(served, tmp_path / "gov.db", "factsheet", "--format", "json", "-o", "-")) == 0

@@ -128,6 +128,8 @@ def test_monitoring_commands(use_case_dir: Path, module_database_url: str) -> No
     for name in SEED_SCHEMA:
         assert name in monitor.stdout
     assert "accuracy lower_limit" in monitor.stdout
+    assert re.search(r"│ probability\s+│ array<double>\s+│ yes\s+│", monitor.stdout), monitor.stdout  # not a raw dict
+    assert "{" not in monitor.stdout and "containsNull" not in monitor.stdout
 
     payload = _cli(use_case_dir, "log-payload", "--samples", "200", "--offset", "3000")
     assert payload.returncode == 0, payload.stderr

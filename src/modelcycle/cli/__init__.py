@@ -98,15 +98,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([p.__dict__ | {"kind": p.kind} for p in plugins])
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from modelcycle.cli.tables import print_table
 
-    table = Table(title="installed modelcycle plugins", caption="modules: modelcycle plugins --json")
-    for column in ("kind", "name", "distribution", "version"):
-        table.add_column(column, no_wrap=True)
-    for p in plugins:
-        table.add_row(p.kind, p.name, p.distribution, p.version)
-    Console().print(table)
+    print_table("installed modelcycle plugins", ("kind", "name", "distribution", "version"),
+                [(p.kind, p.name, p.distribution, p.version) for p in plugins],
+                caption="modules: modelcycle plugins --json")
     return 0
 
 
@@ -143,27 +139,31 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_runs(runs: list[dict[str, Any]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def varying_params(runs: list[dict[str, Any]]) -> list[str]:
+    """The parameters worth a column: those whose value differs among the runs that have them
+    (a failed run that never logged ``preprocessing.mean`` makes no column of it)."""
+    keys = sorted({k for r in runs for k in r["params"]})
+    return [k for k in keys if len({r["params"][k] for r in runs if k in r["params"]}) > 1]
 
-    varying = sorted(
-        {k for r in runs for k in r["params"] if len({x["params"].get(k) for x in runs}) > 1}
-    ) or ["model.hidden_channels", "learning_rate", "epochs"]
-    table = Table(title=title)
-    for column in ("run", "status", *varying, "test_accuracy", "test_loss", "duration_s"):
-        table.add_column(column, overflow="fold")
+
+def _print_runs(runs: list[dict[str, Any]], title: str) -> None:
+    from modelcycle.cli.tables import Column, print_table
+
+    varying = varying_params(runs)
+    numbers = [Column(name, justify="right") for name in ("test_accuracy", "test_loss", "duration_s")]
+    rows = []
     for run in runs:
         metrics = run["metrics"]
-        table.add_row(
+        rows.append((
             run["run_id"][:8],
             run["status"],
             *[run["params"].get(k, "") for k in varying],
             f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "",
             f"{metrics['test_loss']:.4f}" if "test_loss" in metrics else "",
             f"{run['duration_s']:.1f}" if run.get("duration_s") else "",
-        )
-    Console().print(table)
+        ))
+    caption = None if varying else "no parameter differs between these runs"
+    print_table(title, ("run", "status", *varying, *numbers), rows, caption=caption)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -221,6 +221,22 @@ def _print_repair(result: dict[str, Any]) -> None:
     print()
 
 
+def _accuracy_text(metrics: dict[str, Any]) -> str:
+    accuracy = metrics.get("test_accuracy")
+    return f"test accuracy {accuracy * 100:.2f}%" if accuracy is not None else "no test accuracy recorded"
+
+
+def _print_run_metrics(status: dict[str, Any]) -> None:
+    """The served run's metrics first (that is the model users get), labelled with its run; the
+    latest trained run's too when it is another run (e.g. after a sweep)."""
+    served = status.get("served")
+    if served:
+        print(f"served run      {served['run_id']}  {_accuracy_text(served['metrics'])}")
+    if status["run_id"] and (not served or served["run_id"] != status["run_id"]):
+        note = "  (not deployed: 'modelcycle deploy' serves it)" if served else ""
+        print(f"latest run      {status['run_id']}  {_accuracy_text(status['metrics'])}{note}")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     use_case = _use_case(args)
     repair = use_case.repair() if args.repair else None
@@ -241,18 +257,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         t = status["training"]
         print(f"training run    {t['run_id']} {t['status']} after epoch {t['last_complete_epoch']} of {t['epochs']}"
               " ('modelcycle train' resumes it, '--restart' starts over)")
-    if status["run_id"]:
-        print(f"run id          {status['run_id']}")
-    accuracy = status["metrics"].get("test_accuracy")
-    if accuracy is not None:
-        print(f"test accuracy   {accuracy * 100:.2f}%")
+    _print_run_metrics(status)
     endpoint = status["endpoint"]
     if endpoint:
         print(f"endpoint        {endpoint.get('name')}  {endpoint.get('url')}  {endpoint.get('status')}")
         if endpoint.get("status_reason"):
             print(f"                {endpoint['status_reason']}")
-        if endpoint.get("run_id"):
-            print(f"serving run     {endpoint['run_id']}")
     if status.get("recovery"):
         print(f"\nnote: {status['recovery']}")
     return 0

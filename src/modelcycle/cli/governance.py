@@ -55,28 +55,25 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
         if args.json:
             print_json(listing)
             return 0
-        from rich.console import Console
-        from rich.table import Table
+        from modelcycle.cli.tables import Column, print_table
 
-        console = Console()
         if not listing:
             print("the inventory is empty: run 'modelcycle train'")
         for entry in listing:
-            table = Table(title=f"use case {entry['name']}" + (f" — {entry['description']}" if entry.get("description") else ""))
-            for column in ("run", "stage", "trained", "accuracy", "loss"):
-                table.add_column(column, no_wrap=True)
-            table.add_column("endpoints", overflow="fold", min_width=16)
+            rows = []
             for asset in entry["assets"]:
                 metrics = asset["metrics"]
                 active = [d["name"] for d in asset["deployments"] if not d["removed_at"]]
                 gone = [d["name"] for d in asset["deployments"] if d["removed_at"]]
-                table.add_row(
+                rows.append((
                     asset["run_id"][:8], asset["stage"], (asset["created_at"] or "")[5:16].replace("T", " "),
                     f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "",
                     f"{metrics['test_loss']:.4f}" if "test_loss" in metrics else "",
                     ", ".join(active + [f"{n} (removed)" for n in gone]) or "—",
-                )
-            console.print(table)
+                ))
+            title = f"use case {entry['name']}" + (f" — {entry['description']}" if entry.get("description") else "")
+            print_table(title, ("run", "stage", "trained", Column("accuracy", justify="right"),
+                                Column("loss", justify="right"), "endpoints"), rows)
         return 0
 
     def cmd_facts(args: argparse.Namespace) -> int:

@@ -24,23 +24,40 @@ def parse_duration(text: str) -> float:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from modelcycle.cli.tables import console
 
-    console = Console()
-    return console if console.is_terminal else Console(width=120)  # pipes and logs: no squeezing
+    return console()
 
 
-def _schema_table(schema: list[dict[str, Any]], title: str) -> Any:
-    from rich import box
-    from rich.table import Table
+def type_text(kind: Any) -> str:
+    """A schema field's type as one readable word: ``double``, ``array<double>``,
+    ``struct<a: double, b: string>`` (Spark-style JSON types, as the payload schema holds)."""
+    if isinstance(kind, str):
+        return kind
+    if isinstance(kind, dict):
+        if kind.get("type") == "array":
+            return f"array<{type_text(kind.get('elementType', '?'))}>"
+        if kind.get("type") == "map":
+            return f"map<{type_text(kind.get('keyType', '?'))}, {type_text(kind.get('valueType', '?'))}>"
+        if kind.get("type") == "struct":
+            fields = ", ".join(f"{f.get('name')}: {type_text(f.get('type'))}" for f in kind.get("fields", []))
+            return f"struct<{fields}>"
+        if isinstance(kind.get("type"), str):
+            return kind["type"]
+    return str(kind)
 
-    table = Table(title=title, box=box.DOUBLE_EDGE, show_lines=True)
-    for column in ("name", "type", "nullable"):
-        table.add_column(column)
-    for field in schema:
-        kind = field["type"] if isinstance(field["type"], str) else str(field["type"])
-        table.add_row(field["name"], kind, str(field["nullable"]))
-    return table
+
+def _print_schema(console: Any, schema: list[dict[str, Any]], title: str) -> None:
+    from modelcycle.cli.tables import print_table
+
+    roles = any(field.get("modeling_role") for field in schema)
+    columns = ("name", "type", "nullable", *(("role",) if roles else ()))
+    rows = [
+        (field["name"], type_text(field["type"]), "yes" if field.get("nullable") else "no",
+         *((field.get("modeling_role") or "",) if roles else ()))
+        for field in schema
+    ]
+    print_table(title, columns, rows, out=console)
 
 
 def _thresholds(monitor: dict[str, Any]) -> str:
@@ -65,7 +82,7 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
         + (f", accuracy {accuracy * 100:.2f}%" if accuracy is not None else "")
     )
     console.print()
-    console.print(_schema_table(outputs["payload_schema"], f"--- Schema of the payload data set of {outputs['deployment_id']} ---"))
+    _print_schema(console, outputs["payload_schema"], f"schema of the payload data set of {outputs['deployment_id']}")
     monitors = outputs["monitors"]
     quality, drift = monitors["quality"], monitors["drift"]
     console.print(
@@ -133,29 +150,23 @@ def _records_text(m: dict[str, Any]) -> str:
 
 
 def print_measurements(measurements: list[dict[str, Any]], title: str, show_time: bool = False) -> None:
-    from rich.table import Table
+    from modelcycle.cli.tables import Column, print_table
 
-    table = Table(title=title)
-    if show_time:
-        table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("monitor", no_wrap=True)
-    table.add_column("metric", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("limit", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    columns = [*(("time (UTC)",) if show_time else ()), "monitor", "metric", Column("value", justify="right"), "limit", "status"]
+    rows = []
     for m in measurements:
         when = [m["time"].replace("T", " ")[:19]] if show_time else []
         if m["status"] != "finished":
-            table.add_row(*when, m["monitor"], "—", "—", "", f"[yellow]{m['status']}[/]")
+            rows.append((*when, m["monitor"], "—", "—", "", f"[yellow]{m['status']}[/]"))
             continue
         violated = {v["metric_id"] for v in m.get("violations", [])}
         limits = {t["metric_id"]: t for t in m.get("thresholds", [])}
         for metric, value in m["metrics"].items():
             status = "[red]VIOLATION[/]" if metric in violated else ("[green]ok[/]" if metric in limits else "")
-            table.add_row(*when, m["monitor"], metric, f"{value:.4f}", _limit_text(limits.get(metric)), status)
+            rows.append((*when, m["monitor"], metric, f"{value:.4f}", _limit_text(limits.get(metric)), status))
             when = [""] if show_time else []
     console = _console()
-    console.print(table)
+    print_table(title, columns, rows, out=console)
     if not show_time:
         for m in measurements:
             console.print(f"{m['monitor']}: {_records_text(m)}" + (f" — {m['message']}" if m.get("message") else ""))

@@ -531,7 +531,9 @@ class UseCase:
         ``stages`` maps each stage to its status, ``interrupted`` for one left running by a
         process that died, ``training`` describes an interrupted training run ``train`` would
         resume (``None`` when there is none), and ``recovery`` says how to get back a trained
-        model when ``state.json`` was deleted.
+        model when ``state.json`` was deleted. ``run_id``/``metrics`` are the latest trained
+        run's; ``served`` is ``{"run_id", "metrics"}`` of the run the endpoint serves (after a
+        sweep or ``deploy --run`` it differs), or ``None`` when nothing is deployed.
 
         Raises:
             StateDamagedError: ``state.json`` is damaged (names it and ``status --repair``).
@@ -565,9 +567,26 @@ class UseCase:
             "metrics": train.outputs.get("metrics", {}) if train else {},
             "model_archive": train.outputs.get("archive") if train else None,
             "endpoint": endpoint,
+            "served": self._served_run(endpoint, train.outputs if train else {}),
             "training": training,
             "recovery": recovery_hint(self),
         }
+
+    def _served_run(self, endpoint: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any] | None:
+        """``{"run_id", "metrics"}`` of the run ``endpoint`` serves (its model's manifest holds
+        the metrics), or ``None`` without an endpoint serving a known run."""
+        run_id = (endpoint or {}).get("run_id")
+        if not run_id:
+            return None
+        if run_id == trained.get("run_id"):
+            return {"run_id": run_id, "metrics": trained.get("metrics", {})}
+        from modelcycle.core.artifacts import read_manifest
+
+        try:
+            metrics = dict(read_manifest(self.work_dir / "runs" / run_id / "model").metrics)
+        except (ModelcycleError, OSError, ValueError):
+            metrics = {}
+        return {"run_id": run_id, "metrics": metrics}
 
     # -- monitoring (modelcycle.core.monitoring) ---------------------------------------------
     def monitor(self, force: bool = False) -> dict[str, Any]:

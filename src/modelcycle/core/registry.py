@@ -195,9 +195,13 @@ class PluginRegistry:
         kind = next(k for k, g in GROUPS.items() if g == group)
         available = _entry_points(group)
         if name not in available:
+            import difflib
+
             installed = ", ".join(sorted(available)) or "none"
+            close = difflib.get_close_matches(name, sorted(available), n=1)
+            guess = f"did you mean '{close[0]}'? " if close else ""
             raise PluginNotFoundError(
-                f"{kind} '{name}' is not installed; installed {kind}s: {installed}. "
+                f"{kind} '{name}' is not installed; {guess}installed {kind}s: {installed}. "
                 f"Pick one of those, or pip install the package that provides '{name}'."
             )
         key = self._key(kind, name)

@@ -5,7 +5,7 @@ params, final metrics and per-epoch history, the model summary, deployments, the
 audit trail, custom facts, and a confusion matrix computed in-process on the first 1,000 test
 images through :class:`~modelcycle.core.serving.pipeline.InferencePipeline` (the code the
 endpoint runs). ``render`` writes HTML (self-contained: PNGs embedded as base64 data URIs, inline
-CSS, no network), Markdown (PNGs written beside it) or JSON (every fact, plots as numbers).
+CSS, no network), Markdown (PNGs in a ``<stem>_files/`` folder beside it) or JSON (every fact, plots as numbers).
 Matplotlib draws on its Agg canvas directly, so no GUI backend or global pyplot state is touched.
 """
 
@@ -23,7 +23,7 @@ from modelcycle.core.state import utcnow
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.governance.service import Governance
 
-__all__ = ["FORMATS", "build_factsheet", "training_curves_png", "confusion_matrix_png", "evaluate_confusion", "render", "write_factsheet"]
+__all__ = ["FORMATS", "build_factsheet", "training_curves_figure", "training_curves_png", "confusion_matrix_png", "evaluate_confusion", "render", "write_factsheet"]
 
 FORMATS = ("html", "md", "json")
 EVALUATION_IMAGES = 1000
@@ -75,39 +75,56 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves_png(history: list[dict[str, Any]], title: str = "") -> bytes:
-    """Per-epoch train/test loss and test accuracy (a note when no history was recorded)."""
+def training_curves_figure(history: list[dict[str, Any]], title: str = "") -> Any:
+    """Per-epoch train/test loss and accuracy side by side (a note when no history was recorded).
+
+    Accuracy axes span exactly [0, 1], loss axes start at 0; x ticks are the whole epochs. A run
+    of one or two epochs (one point per curve) shows each point's value beside its marker, so it
+    reads as a result rather than a lone dot; longer runs label each curve's final value.
+    """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9.0, 3.4))
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    few = len(set(epochs)) <= 2
     plotted = False
-    for key, style in (("train_loss", "o-"), ("test_loss", "s--")):
-        points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
-        if points:
-            loss_axes.plot(*zip(*points), style, label=key.replace("_", " "))
+    for axes, keys in ((loss_axes, (("train_loss", "o-"), ("test_loss", "s--"))),
+                       (accuracy_axes, (("test_accuracy", "o-"), ("train_accuracy", "s--")))):
+        for key, style in keys:
+            points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
+            if not points:
+                continue
+            line = axes.plot(*zip(*points), style, markersize=7, label=key.replace("_", " "), clip_on=False)[0]
             plotted = True
-    for key, style in (("test_accuracy", "o-"), ("train_accuracy", "s--")):
-        points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
-        if points:
-            accuracy_axes.plot(*zip(*points), style, label=key.replace("_", " "))
-            plotted = True
+            for x, y in points if few else points[-1:]:  # every value of a short run, else the final one
+                shown = f"{y * 100:.1f}%" if "accuracy" in key else f"{y:.3f}"
+                axes.annotate(shown, (x, y), textcoords="offset points", xytext=(8, 0 if style[0] == "o" else -10),
+                              fontsize=8, color=line.get_color(), va="center")
     for axes, label in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         if epochs:
-            axes.set_xticks(sorted(set(epochs)))
+            ticks = sorted(set(epochs))
+            axes.set_xticks(ticks)
+            axes.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5 + 0.1 * len(ticks))  # room for the values
         if axes.lines:
             axes.legend(loc="best", fontsize=8)
+    accuracy_axes.set_ylim(0.0, 1.0)
+    loss_axes.set_ylim(bottom=0.0)
     if not plotted:
         loss_axes.text(0.5, 0.5, "no per-epoch history recorded", ha="center", va="center", transform=loss_axes.transAxes)
     loss_axes.set_title("loss per epoch")
     accuracy_axes.set_title("accuracy per epoch")
     if title:
         figure.suptitle(title, fontsize=10)
-    return _png(figure)
+    return figure
+
+
+def training_curves_png(history: list[dict[str, Any]], title: str = "") -> bytes:
+    """:func:`training_curves_figure` as PNG bytes."""
+    return _png(training_curves_figure(history, title))
 
 
 def confusion_matrix_png(matrix: list[list[int]], classes: list[str], title: str = "") -> bytes:
@@ -201,6 +218,12 @@ def _plots(document: dict[str, Any]) -> dict[str, bytes]:
     return plots
 
 
+def pictures_folder(output: Path) -> Path:
+    """Where a Markdown factsheet's PNGs go: ``<stem>_files/`` beside it (as browsers save a
+    page), so they never litter the use case directory and travel with the page."""
+    return output.with_name(f"{output.stem}_files")
+
+
 def render(document: dict[str, Any], fmt: str, output: Path | None = None) -> tuple[str, dict[str, Path]]:
     """Render ``document`` as ``fmt``; returns the text and any PNG files written beside ``output``."""
     if fmt == "json":
@@ -214,12 +237,14 @@ def render(document: dict[str, Any], fmt: str, output: Path | None = None) -> tu
     if fmt == "md":
         if output is None:
             raise GovernanceError("a Markdown factsheet needs an output file (its PNGs are written beside it)")
+        folder = pictures_folder(output)
+        folder.mkdir(parents=True, exist_ok=True)
         written = {}
         for name, data in plots.items():
-            path = output.with_name(f"{output.stem}_{name}.png")
+            path = folder / f"{name}.png"
             path.write_bytes(data)
             written[name] = path
-        return render_markdown(document, {name: path.name for name, path in written.items()}), written
+        return render_markdown(document, {name: f"{folder.name}/{path.name}" for name, path in written.items()}), written
     raise GovernanceError(f"unknown factsheet format '{fmt}'; choose one of {', '.join(FORMATS)}")
 
 

@@ -1,8 +1,8 @@
 """PNG plots of evaluations (matplotlib's Agg canvas, imported only when plots are written).
 
 ``confusion_matrix.png`` (latest quality), ``drift.png`` (baseline vs current: predicted classes,
-confidence, mean intensity, ink fraction) and ``metric_history.png`` (every metric over the
-stored measurements, with its limits).
+confidence, mean intensity, ink fraction) and ``metric_history.png`` (every metric by evaluation
+number, one panel per unit, with its limits labelled; see :func:`history_figure`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_plots"]
+__all__ = ["history_figure", "write_plots"]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -109,26 +109,91 @@ def _feature_bars(ax: Any, features: list[dict[str, Any]]) -> None:
     ax.set_title("feature drift (KS; categorical: Jensen-Shannon)")
 
 
-def _history(history: list[dict[str, Any]], path: Path) -> str | None:
-    finished = [m for m in history if m["status"] == "finished"]
-    monitors = sorted({m["monitor"] for m in finished})
-    if not monitors:
+#: The panels of ``metric_history.png``, one per unit: (title, y limits or None, the metrics).
+HISTORY_PANELS = ("quality (share, 0–1)", "loss", "drift (distance, 0–1)")
+
+
+def _panel(monitor: str, metric: str) -> str:
+    """The panel of ``metric``: drift distances, losses, or the quality shares (accuracy, rates)."""
+    if monitor == "drift":
+        return HISTORY_PANELS[2]
+    return HISTORY_PANELS[1] if "loss" in metric else HISTORY_PANELS[0]
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def history_figure(history: list[dict[str, Any]]) -> Any:
+    """The figure of ``metric_history.png``, or ``None`` without a finished measurement.
+
+    x is the evaluation number (1 = the oldest evaluation in ``history``; the x label gives the
+    first and last evaluation's UTC time), so two evaluations seconds apart sit side by side
+    instead of on a calendar axis. One panel per unit — quality shares (accuracy, precision,
+    rates: y 0–1), losses, drift distances (y 0–1) — with each metric's limit drawn as a dashed
+    line of its colour and labelled (``accuracy ≥ 0.8``). With a few evaluations, each point
+    carries its value.
+    """
+    finished = sorted((m for m in history if m["status"] == "finished"), key=lambda m: m["timestamp"])
+    if not finished:
         return None
-    figure = _figure(11, 3.6 * len(monitors))
-    axes = np.atleast_1d(figure.subplots(len(monitors), 1))
-    for ax, monitor in zip(axes, monitors):
-        rows = [m for m in finished if m["monitor"] == monitor]
-        times = [datetime.fromtimestamp(m["timestamp"], timezone.utc) for m in rows]
-        for metric in rows[-1]["metrics"]:
-            values = [m["metrics"].get(metric, np.nan) for m in rows]
-            line = ax.plot(times, values, marker="o", label=metric)[0]
-            for threshold in rows[-1]["thresholds"]:
-                if threshold["metric_id"] == metric:
-                    ax.axhline(threshold["value"], color=line.get_color(), linestyle="--", linewidth=0.8)
-        ax.set_title(f"{monitor} history (dashed: limits)")
-        ax.legend(fontsize=7, loc="best")
-    figure.autofmt_xdate()
-    return _save(figure, path)
+    evaluations: dict[str, int] = {}
+    for m in finished:
+        evaluations.setdefault(m.get("run_id") or str(m["timestamp"]), len(evaluations) + 1)
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    limits: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in finished:
+        number = evaluations[m.get("run_id") or str(m["timestamp"])]
+        for metric, value in m["metrics"].items():
+            if value is None or not np.isfinite(value):
+                continue
+            series.setdefault(_panel(m["monitor"], metric), {}).setdefault(metric, []).append((number, float(value)))
+        for threshold in m.get("thresholds") or []:  # the latest limits win
+            limits.setdefault(_panel(m["monitor"], threshold["metric_id"]), {})[threshold["metric_id"]] = threshold
+    panels = [name for name in HISTORY_PANELS if name in series]
+    count = len(evaluations)
+    figure = _figure(10, 3.0 * len(panels) + 0.6)
+    axes = np.atleast_1d(figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0])
+    for ax, panel in zip(axes, panels):
+        for metric, points in sorted(series[panel].items()):
+            xs, ys = zip(*points)
+            line = ax.plot(xs, ys, marker="o", label=metric)[0]
+            threshold = limits.get(panel, {}).get(metric)
+            if count <= 6 and (threshold or len(series[panel]) == 1):  # values of the few points that matter
+                for x, y in points:
+                    ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7,
+                                color=line.get_color())
+            if threshold:
+                sign = "≥" if threshold["type"] == "lower_limit" else "≤"
+                ax.axhline(threshold["value"], color=line.get_color(), linestyle="--", linewidth=0.9)
+                ax.annotate(f"limit: {metric} {sign} {threshold['value']:g}", (1.0, threshold["value"]),
+                            xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(-4, 3),
+                            ha="right", fontsize=7, color=line.get_color())
+        for metric, threshold in limits.get(panel, {}).items():  # a limit on a metric never measured
+            if metric not in series[panel]:
+                ax.axhline(threshold["value"], color="grey", linestyle="--", linewidth=0.9)
+        if panel == HISTORY_PANELS[1]:
+            ax.set_ylim(bottom=0.0)
+        else:
+            ax.set_ylim(0.0, 1.05)
+        ax.set_title(panel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    from matplotlib.ticker import MaxNLocator
+
+    last = axes[-1]
+    last.set_xlim(0.5, count + 0.5)
+    last.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(count, 12)))
+    first_time, last_time = _utc(finished[0]["timestamp"]), _utc(finished[-1]["timestamp"])
+    span = f"1 = {first_time} UTC" + (f", {count} = {last_time} UTC" if count > 1 else "")
+    last.set_xlabel(f"evaluation ({span})")
+    figure.suptitle(f"metric history: {count} evaluation{'s' if count != 1 else ''} (dashed: limits)")
+    return figure
+
+
+def _history(history: list[dict[str, Any]], path: Path) -> str | None:
+    figure = history_figure(history)
+    return _save(figure, path) if figure is not None else None
 
 
 def write_plots(measurements: list[dict[str, Any]], history: list[dict[str, Any]], directory: Path) -> list[str]:

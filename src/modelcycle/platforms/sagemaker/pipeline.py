@@ -39,13 +39,7 @@ WORKFLOW_ROLE_PLACEHOLDER = "<StepFunctions workflow execution role ARN>"
 
 
 def _settings(config: Any) -> aws.AwsSettings:
-    settings = aws.resolve_settings(config.training, config.name)
-    if not settings.bucket:
-        raise ConfigError(
-            "pipeline export needs the S3 bucket by name (it makes no AWS call): set training.bucket "
-            f"or {aws.ENV_BUCKET}"
-        )
-    return settings
+    return aws.resolve_settings(config.training, config.name, bucket_needed_for="pipeline export")
 
 
 def source_uri(settings: aws.AwsSettings) -> str:

@@ -85,12 +85,15 @@ def _default_prefix(name: str) -> str:
     return f"modelcycle/{name}"
 
 
-def resolve_settings(section: Any, name: str, fallback: Any = None, role_key: str = "training.role") -> AwsSettings:
+def resolve_settings(section: Any, name: str, fallback: Any = None, role_key: str = "training.role",
+                     bucket_needed_for: str | None = None) -> AwsSettings:
     """Role, region, bucket and prefix from a config section, then ``fallback`` (another section
     or a mapping), then ``MODELCYCLE_SAGEMAKER_*``; the region last from boto3's configuration.
+    ``bucket_needed_for`` (e.g. ``"pipeline export"``) makes a missing bucket an error too.
 
     Raises:
-        ConfigError: no role or no region, naming the key to set.
+        ConfigError: one error naming *everything* missing (role, region and, when needed, the
+            bucket), each with the key to set, so one fix-up round is enough.
     """
 
     def pick(key: str, env: str) -> str | None:
@@ -99,12 +102,14 @@ def resolve_settings(section: Any, name: str, fallback: Any = None, role_key: st
             value = fallback.get(key) if isinstance(fallback, dict) else getattr(fallback, key, None)
         return value or os.environ.get(env) or None
 
+    section_name = role_key.rsplit(".", 1)[0]
+    missing = []
     role = pick("role", ENV_ROLE)
     if not role:
-        raise ConfigError(
-            f"{role_key} is not set: SageMaker needs an IAM execution role it can assume "
-            f"(e.g. arn:aws:iam::123456789012:role/SageMakerExecutionRole). Set {role_key} in "
-            f"modelcycle.yaml, pass --set {role_key}=ARN, or export {ENV_ROLE}"
+        missing.append(
+            f"{role_key} is not set: the IAM execution role SageMaker assumes (e.g. "
+            f"arn:aws:iam::123456789012:role/SageMakerExecutionRole); set it in modelcycle.yaml, pass "
+            f"--set {role_key}=ARN, or export {ENV_ROLE}"
         )
     region = pick("region", ENV_REGION) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
@@ -115,10 +120,18 @@ def resolve_settings(section: Any, name: str, fallback: Any = None, role_key: st
         except Exception:  # pragma: no cover - boto3 missing is reported elsewhere
             region = None
     if not region:
-        key = role_key.rsplit(".", 1)[0] + ".region"
-        raise ConfigError(f"no AWS region: set {key}, {ENV_REGION} or AWS_DEFAULT_REGION")
+        missing.append(f"{section_name}.region is not set: the AWS region; set it, or export {ENV_REGION} or AWS_DEFAULT_REGION")
+    bucket = pick("bucket", ENV_BUCKET)
+    if bucket_needed_for and not bucket:
+        missing.append(
+            f"{section_name}.bucket is not set: the S3 bucket by name ({bucket_needed_for} makes no AWS call to find "
+            f"SageMaker's default one); set it, or export {ENV_BUCKET}"
+        )
+    if missing:
+        raise ConfigError(missing[0] if len(missing) == 1 else
+                          f"{len(missing)} settings are missing:\n" + "\n".join(f"  - {m}" for m in missing))
     prefix = (pick("prefix", "MODELCYCLE_SAGEMAKER_PREFIX") or _default_prefix(name)).strip("/")
-    return AwsSettings(role=role, region=region, bucket=pick("bucket", ENV_BUCKET), prefix=prefix)
+    return AwsSettings(role=role, region=region, bucket=bucket, prefix=prefix)  # type: ignore[arg-type]
 
 
 def boto_session(region: str) -> Any:
