@@ -27,4 +27,4 @@ def output_fn(prediction: np.ndarray, accept: str, context: ServingContext, scor
     ``prediction_label`` when the classes have names) or NPY."""
     from modelcycle.core.serving.codecs import encode_response
 
-    return encode_response(prediction, accept, scoring_id, context.classes)
+    return encode_response(prediction, accept, scoring_id, getattr(context, "classes", None))  # no context: no names
