@@ -21,7 +21,8 @@ def _write(directory: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("framework", ["pytorch", "lightning"])
 def test_built_ins_offer_their_packaged_mnist_example(framework: str, tmp_path: Path) -> None:
-    assert list_examples(framework) == ["mnist", GENERIC]
+    more = ["fashion-mnist", "imagefolder"] if framework == "pytorch" else []
+    assert list_examples(framework) == [*more, "mnist", GENERIC]
     text = example_config(framework, "mnist", "digits")
     config = load_config(_write(tmp_path / "uc", text))
     assert (config.name, config.framework, config.data.dataset) == ("digits", framework, "mnist")
@@ -62,4 +63,6 @@ def test_an_unknown_example_lists_the_frameworks_examples() -> None:
     with pytest.raises(ConfigError, match=r"framework 'sklearn-mlp' has no example 'mnist'; its examples: generic"):
         example_config("sklearn-mlp", "mnist", "uc")
     with pytest.raises(ConfigError, match="its examples: mnist, generic"):
+        example_config("lightning", "cifar", "uc")
+    with pytest.raises(ConfigError, match="its examples: fashion-mnist, imagefolder, mnist, generic"):
         example_config("pytorch", "cifar", "uc")

@@ -15,6 +15,9 @@ BUILT_INS = {
     "mnist": "modelcycle.datasets.mnist",
     "fashion-mnist": "modelcycle.datasets.fashion_mnist",
     "cifar10": "modelcycle.datasets.cifar10",
+    "imagefolder": "modelcycle.datasets.imagefolder",
+    "npz": "modelcycle.datasets.npz",
+    "loader": "modelcycle.datasets.loader",
 }
 
 

@@ -44,7 +44,7 @@ class DataConfig(_Section):
     """Where the data comes from: ``dataset`` names an installed dataset plugin (entry-point group
     ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``; an unknown name
     fails when the data is loaded, listing the installed ones), ``path`` the files' location
-    (else the plugin's own look-up), ``options`` the plugin's own settings (it validates them).
+    (relative to the use case directory; else the plugin's own look-up), ``options`` the plugin's own settings (it validates them).
     ``train_limit``/``test_limit`` take the first N records."""
 
     dataset: str = Field(default="mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -481,7 +481,8 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> UseCaseConfig:
-    """Load ``directory/modelcycle.yaml`` with environment and explicit overrides applied.
+    """Load ``directory/modelcycle.yaml`` with environment and explicit overrides applied; a
+    relative ``data.path`` becomes absolute, relative to ``directory``.
 
     Raises:
         ConfigError: the file is missing, not UTF-8 or not YAML, or a key or value is invalid (every
@@ -504,4 +505,7 @@ def load_config(
         origin = "override" if overrides and key in overrides else "environment"
         _set_path(data, key.split("."), value, f"{origin} '{key}'")
     source = str(path) + (" (with overrides)" if merged else "")
-    return validate_section(UseCaseConfig, data, "", source)  # type: ignore[return-value]
+    config: UseCaseConfig = validate_section(UseCaseConfig, data, "", source)  # type: ignore[assignment]
+    if config.data.path is not None:  # a relative data.path is relative to the use case directory
+        config.data.path = str(Path(directory).resolve() / Path(config.data.path).expanduser())
+    return config

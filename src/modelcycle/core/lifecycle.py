@@ -431,7 +431,7 @@ class UseCase:
         if images is None:
             from modelcycle.core.datasets import load_dataset
 
-            test = load_dataset(self.config.data.dataset, self.config.data.path).test.take(samples)
+            test = load_dataset(self.config.data.dataset, settings=self.config.data).test.take(samples)
             images, labels = test.images, test.labels
         body = orjson.dumps({"input_data": [{"values": np.asarray(images)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
         started = time.perf_counter()

@@ -126,7 +126,7 @@ def as_labels(y: Any, classes: tuple[str, ...], where: str) -> np.ndarray:
     if array.dtype.kind == "f":
         if array.size and not np.all(np.isfinite(array) & (array == np.rint(array))):
             bad = array[~(np.isfinite(array) & (array == np.rint(array)))][0]
-            raise DatasetIntegrityError(f"{where}: label {bad!r} is not an integer; labels are class indices")
+            raise DatasetIntegrityError(f"{where}: label {bad.item()!r} is not an integer; labels are class indices")
     elif array.dtype.kind not in "iub":
         raise DatasetIntegrityError(f"{where}: labels of dtype {array.dtype} are not class indices")
     labels = array.astype(np.int64)

@@ -48,7 +48,7 @@ def load_model(model_dir: Path, context: ServingContext) -> torch.nn.Module:
         torch.set_num_threads(int(threads))
     manifest = context.manifest
     config = PytorchModelConfig.model_validate(manifest.model)
-    channels, side, _ = manifest.input_schema.shape
+    channels, *side = manifest.input_schema.shape
     model = build_net(config, channels, side, len(manifest.classes))
     try:
         state = torch.load(Path(model_dir) / WEIGHTS, map_location="cpu", weights_only=True)
