@@ -85,7 +85,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     extra = example_files(args.framework, args.example)
     existing = [p for p in [config, *(target / f for f in extra)] if p.exists()]
     if existing and not args.force:
-        raise ConfigError(f"{', '.join(map(str, existing))} already exist(s); pass --force to overwrite")
+        one = len(existing) == 1
+        raise ConfigError(f"{', '.join(map(str, existing))} already exist{'s' if one else ''}; "
+                          f"pass --force to overwrite {'it' if one else 'them'}")
     target.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
     for relative, content in extra.items():
