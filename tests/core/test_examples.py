@@ -66,3 +66,28 @@ def test_an_unknown_example_lists_the_frameworks_examples() -> None:
         example_config("lightning", "cifar", "uc")
     with pytest.raises(ConfigError, match="its examples: fashion-mnist, imagefolder, mnist, generic"):
         example_config("pytorch", "cifar", "uc")
+
+
+def test_an_example_ships_its_extra_files_and_the_default_stays_mnist() -> None:
+    from modelcycle.core.examples import example_files
+
+    files = example_files("pytorch", "imagefolder")
+    assert set(files) == {"make_folders.py"} and "def main(" in files["make_folders.py"]
+    assert example_files("pytorch", "mnist") == {} and example_files("pytorch", GENERIC) == {}
+    assert example_files("pytorch") == {}  # the default example is mnist, declared first
+    assert "dataset: mnist" in example_config("pytorch", None, "uc")
+
+
+def test_init_writes_the_extra_files_and_refuses_to_overwrite_them_without_force(tmp_path: Path) -> None:
+    from modelcycle.cli import main
+
+    target = tmp_path / "images-uc"
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder"]) == 0
+    script = target / "make_folders.py"
+    assert script.is_file() and load_config(target).data.dataset == "imagefolder"
+    (target / "modelcycle.yaml").unlink()
+    script.write_text("# mine\n")
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder"]) == 2
+    assert script.read_text() == "# mine\n" and not (target / "modelcycle.yaml").exists()
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder", "--force"]) == 0
+    assert "def main(" in script.read_text()
