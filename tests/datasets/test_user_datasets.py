@@ -326,3 +326,10 @@ def test_loader_syntax_error_in_the_file_is_reported_with_the_file(tmp_path: Pat
     (tmp_path / "loader.py").write_text("def fetch(:\n")
     with pytest.raises(ConfigError, match=r"importing .*loader.py failed: SyntaxError"):
         _load("loader", tmp_path, function="loader.py:fetch")
+
+
+def test_a_user_dataset_cannot_go_to_a_training_container_and_says_how_to_train_instead(tmp_path: Path) -> None:
+    from modelcycle.core.entrypoint import channel_files
+
+    with pytest.raises(ConfigError, match="dataset 'imagefolder' cannot be shipped .* training.mode: in_process"):
+        channel_files("imagefolder", _folder(tmp_path / "img", {"a": 1, "b": 1}))
