@@ -42,9 +42,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     """Where the data comes from: ``dataset`` names an installed dataset plugin (entry-point group
-    ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``; an unknown name
-    fails when the data is loaded, listing the installed ones), ``path`` the files' location
-    (relative to the use case directory; else the plugin's own look-up), ``options`` the plugin's own settings (it validates them).
+    ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``, ``imagefolder``,
+    ``npz``, ``loader``; an unknown name fails when the data is loaded, listing the installed
+    ones), ``path`` the files' location (relative to the use case directory; else the plugin's
+    own look-up), ``options`` the plugin's own settings (it validates them).
     ``train_limit``/``test_limit`` take the first N records."""
 
     dataset: str = Field(default="mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
