@@ -198,6 +198,7 @@ def cache_load(cache: Path, files: FileList, key: str) -> tuple[np.ndarray, list
 def cache_store(cache: Path, files: FileList, key: str, images: np.ndarray, md5: list[str]) -> None:
     """Replace ``files.root``'s cache entry (atomically; a failure to write is ignored)."""
     entry = _entry_dir(cache, files.root)
+    staging: Path | None = None
     try:
         cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".entry-", dir=cache))
@@ -211,5 +212,6 @@ def cache_store(cache: Path, files: FileList, key: str, images: np.ndarray, md5:
         os.replace(staging, entry)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError:
-        shutil.rmtree(locals().get("staging", cache / ".none"), ignore_errors=True)
+    except OSError:  # a full or read-only cache only costs the next load its speed
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
