@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import json  # noqa: E402
 
 import bench_cli  # noqa: E402
+import bench_datasets  # noqa: E402
 import bench_distributed  # noqa: E402
 import bench_keras  # noqa: E402
 import bench_lightning  # noqa: E402
@@ -29,6 +30,7 @@ MORE = (
     ("tracking", bench_tracking, "Train stage with MLflow tracking on vs off (goal ≤ 3%)"),
     ("monitoring", bench_monitoring, "Payload logging on vs off at concurrency 8 (goal ≤ 10% drop), ingest, evaluation over 100k records (goal ≤ 1 s)"),
     ("resume", bench_resume, "One full-MNIST epoch with vs without a per-epoch checkpoint (goal ≤ 2%)"),
+    ("datasets", bench_datasets, "Loading a 60,000-image PNG folder (cold, warm cache); MNIST through the dataset plugin + 1 epoch vs a direct IDX read + the same epoch (goal ratio ≤ 1.02)"),
     ("distributed", bench_distributed, "1 vs 2 local processes per epoch; container-contract runner vs in-process (goal ≤ 5%)"),
 )
 

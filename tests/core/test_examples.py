@@ -21,7 +21,9 @@ def _write(directory: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("framework", ["pytorch", "lightning"])
 def test_built_ins_offer_their_packaged_mnist_example(framework: str, tmp_path: Path) -> None:
-    assert list_examples(framework) == ["mnist", *(["tabular"] if framework == "pytorch" else []), GENERIC]
+    more = ["fashion-mnist", "imagefolder"] if framework == "pytorch" else []
+    tabular = ["tabular"] if framework == "pytorch" else []
+    assert list_examples(framework) == [*more, "mnist", *tabular, GENERIC]
     text = example_config(framework, "mnist", "digits")
     config = load_config(_write(tmp_path / "uc", text))
     assert (config.name, config.framework, config.data.dataset) == ("digits", framework, "mnist")
@@ -61,5 +63,32 @@ def test_an_unknown_framework_names_the_installed_ones() -> None:
 def test_an_unknown_example_lists_the_frameworks_examples() -> None:
     with pytest.raises(ConfigError, match=r"framework 'sklearn-mlp' has no example 'mnist'; its examples: generic"):
         example_config("sklearn-mlp", "mnist", "uc")
-    with pytest.raises(ConfigError, match="its examples: mnist, tabular, generic"):
+    with pytest.raises(ConfigError, match="its examples: mnist, generic"):
+        example_config("lightning", "cifar", "uc")
+    with pytest.raises(ConfigError, match="its examples: fashion-mnist, imagefolder, mnist, tabular, generic"):
         example_config("pytorch", "cifar", "uc")
+
+
+def test_an_example_ships_its_extra_files_and_the_default_stays_mnist() -> None:
+    from modelcycle.core.examples import example_files
+
+    files = example_files("pytorch", "imagefolder")
+    assert set(files) == {"make_folders.py"} and "def main(" in files["make_folders.py"]
+    assert example_files("pytorch", "mnist") == {} and example_files("pytorch", GENERIC) == {}
+    assert example_files("pytorch") == {}  # the default example is mnist, declared first
+    assert "dataset: mnist" in example_config("pytorch", None, "uc")
+
+
+def test_init_writes_the_extra_files_and_refuses_to_overwrite_them_without_force(tmp_path: Path) -> None:
+    from modelcycle.cli import main
+
+    target = tmp_path / "images-uc"
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder"]) == 0
+    script = target / "make_folders.py"
+    assert script.is_file() and load_config(target).data.dataset == "imagefolder"
+    (target / "modelcycle.yaml").unlink()
+    script.write_text("# mine\n")
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder"]) == 2
+    assert script.read_text() == "# mine\n" and not (target / "modelcycle.yaml").exists()
+    assert main(["init", str(target), "--framework", "pytorch", "--example", "imagefolder", "--force"]) == 0
+    assert "def main(" in script.read_text()

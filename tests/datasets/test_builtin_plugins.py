@@ -17,6 +17,9 @@ BUILT_INS = {
     "cifar10": "modelcycle.datasets.cifar10",
     "csv": "modelcycle.datasets.csv_table",
     "parquet": "modelcycle.datasets.parquet_table",
+    "imagefolder": "modelcycle.datasets.imagefolder",
+    "npz": "modelcycle.datasets.npz",
+    "loader": "modelcycle.datasets.loader",
 }
 
 

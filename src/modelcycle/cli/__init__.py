@@ -76,17 +76,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     import re
 
     from modelcycle.core.errors import ConfigError
-    from modelcycle.core.examples import example_config
+    from modelcycle.core.examples import example_config, example_files
 
     target = Path(args.target)
     config = target / "modelcycle.yaml"
-    if config.exists() and not args.force:
-        raise ConfigError(f"{config} already exists; pass --force to overwrite it")
     name = re.sub(r"[^A-Za-z0-9._-]", "-", target.resolve().name).strip("-._")[:63] or "use-case"
     text = example_config(args.framework, args.example, name)  # fails before anything is written
+    extra = example_files(args.framework, args.example)
+    existing = [p for p in [config, *(target / f for f in extra)] if p.exists()]
+    if existing and not args.force:
+        one = len(existing) == 1
+        raise ConfigError(f"{', '.join(map(str, existing))} already exist{'s' if one else ''}; "
+                          f"pass --force to overwrite {'it' if one else 'them'}")
     target.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
-    print(f"wrote {config} (framework {args.framework}, example {args.example or 'default'})")
+    for relative, content in extra.items():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            (target / relative).write_bytes(content)
+        else:
+            (target / relative).write_text(content)
+    print(f"wrote {config}{f' and {len(extra)} more file(s): ' + ', '.join(extra) if extra else ''} "
+          f"(framework {args.framework}, example {args.example or 'default'})")
     print(f"next: modelcycle -C {target} run --until deploy")
     return 0
 

@@ -42,9 +42,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     """Where the data comes from: ``dataset`` names an installed dataset plugin (entry-point group
-    ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``; an unknown name
-    fails when the data is loaded, listing the installed ones), ``path`` the files' location
-    (else the plugin's own look-up), ``options`` the plugin's own settings (it validates them).
+    ``modelcycle.datasets``; built-ins ``mnist``, ``fashion-mnist``, ``cifar10``, ``imagefolder``,
+    ``npz``, ``loader``; an unknown name fails when the data is loaded, listing the installed
+    ones), ``path`` the files' location (relative to the use case directory; else the plugin's
+    own look-up), ``options`` the plugin's own settings (it validates them).
     ``train_limit``/``test_limit`` take the first N records."""
 
     dataset: str = Field(default="mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -482,7 +483,8 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> UseCaseConfig:
-    """Load ``directory/modelcycle.yaml`` with environment and explicit overrides applied.
+    """Load ``directory/modelcycle.yaml`` with environment and explicit overrides applied; a
+    relative ``data.path`` becomes absolute, relative to ``directory``.
 
     Raises:
         ConfigError: the file is missing, not UTF-8 or not YAML, or a key or value is invalid (every

@@ -138,9 +138,10 @@ def locate_dataset(name: str, path: str | os.PathLike | None = None, *, download
 def _stamp(dataset: Dataset) -> tuple:
     """Sizes and mtimes of the files ``dataset`` was read from (its checksums' keys)."""
     stamp = []
+    source = os.fspath(dataset.source)
     for relative in sorted(dataset.checksums):
         try:
-            st = (dataset.source / relative).stat()
+            st = os.stat(os.path.join(source, relative))  # not pathlib: datasets may hold 100k files
             stamp.append((relative, st.st_mtime_ns, st.st_size))
         except OSError:
             stamp.append((relative, None, None))

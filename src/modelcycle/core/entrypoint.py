@@ -317,8 +317,12 @@ def channel_files(name: str, directory: Path) -> dict[str, list[Path]]:
 
         training = [pick("train-images-idx3-ubyte"), pick("train-labels-idx1-ubyte")]
         testing = [pick("t10k-images-idx3-ubyte"), pick("t10k-labels-idx1-ubyte")]
-    else:  # pragma: no cover - guarded by DataConfig's Literal
-        raise ValueError(f"unknown dataset {name!r}")
+    else:
+        from modelcycle.core.errors import ConfigError
+
+        raise ConfigError(
+            f"dataset '{name}' cannot be shipped to a training container yet (only mnist, fashion-mnist and "
+            "cifar10 can); set training.mode: in_process and training.platform: local to train on it")
     missing = [p.name for p in training + testing if not p.is_file()]
     if missing:
         from modelcycle.core.errors import DatasetNotFoundError

@@ -8,13 +8,14 @@ framework's own ``model:`` options with their defaults and marking what to fill 
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
 from modelcycle.core.errors import ConfigError
 
-__all__ = ["GENERIC", "list_examples", "example_config"]
+__all__ = ["GENERIC", "list_examples", "example_config", "example_files"]
 
 #: The example every framework has: the generic template.
 GENERIC = "generic"
@@ -47,7 +48,8 @@ def list_examples(framework: str) -> list[str]:
 def example_config(framework: str, example: str | None = None, name: str = "use-case") -> str:
     """The ``modelcycle.yaml`` text of ``framework``'s ``example`` for a use case called ``name``.
 
-    ``example`` ``None`` picks the framework's first declared example, else :data:`GENERIC`.
+    ``example`` ``None`` picks the framework's first declared example (in its declaration
+    order), else :data:`GENERIC`.
     In a declared example, ``{name}`` becomes ``name`` (without it, the ``name:`` line is replaced).
 
     Raises:
@@ -57,7 +59,7 @@ def example_config(framework: str, example: str | None = None, name: str = "use-
     info, options = _info_and_options(framework)
     declared = dict(sorted(info.examples.items()))
     if example is None:
-        example = next(iter(declared), GENERIC)
+        example = next(iter(info.examples), GENERIC)
     if example in declared:
         return _named(declared[example], name)
     if example == GENERIC:
@@ -67,6 +69,27 @@ def example_config(framework: str, example: str | None = None, name: str = "use-
         f"framework '{framework}' has no example '{example}'; its examples: {available} "
         f"('{GENERIC}' writes a commented template to fill in)"
     )
+
+
+def example_files(framework: str, example: str | None = None) -> dict[str, str | bytes]:
+    """The files ``framework``'s ``example`` writes beside ``modelcycle.yaml``
+    (``{relative path: content}``; none for :data:`GENERIC` or an example without any).
+
+    Raises:
+        PluginNotFoundError: ``framework`` is not installed.
+        ConfigError: a path is absolute or leaves the use case directory (the plugin's fault).
+    """
+    info, _ = _info_and_options(framework)
+    if example is None:
+        example = next(iter(info.examples), GENERIC)
+    found = dict(getattr(info, "example_files", {}).get(example, {}))
+    for relative in found:
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or relative == "modelcycle.yaml":
+            raise ConfigError(
+                f"framework '{framework}': example '{example}' declares the file '{relative}', which is not a "
+                "relative path inside the use case directory (or is modelcycle.yaml itself)")
+    return found
 
 
 def _named(text: str, name: str) -> str:

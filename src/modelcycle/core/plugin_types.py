@@ -45,6 +45,9 @@ class FrameworkInfo:
         examples: ``{example name: modelcycle.yaml text}`` that ``modelcycle init --example``
             can write; a literal ``{name}`` in the text becomes the use case's name (else the
             text's ``name:`` line is replaced).
+        example_files: ``{example name: {relative path: content}}``: files beside
+            ``modelcycle.yaml`` that ``init`` writes too (a model file, a data-preparing script);
+            text (``str``) or bytes.
         ignored_hyperparameters: shared hyperparameters (``momentum``, ``lr_schedule``, ...) the
             framework does not use; a use case that sets one is warned at ``train``.
         process_group: for frameworks that train data-parallel over several hosts, the
@@ -58,6 +61,7 @@ class FrameworkInfo:
     requirements: tuple[str, ...] = ()
     training_requirements: tuple[str, ...] = ()
     examples: dict[str, str] = field(default_factory=dict)
+    example_files: dict[str, dict[str, str | bytes]] = field(default_factory=dict)
     ignored_hyperparameters: tuple[str, ...] = ()
     process_group: ProcessGroup | None = None
 

@@ -1,6 +1,8 @@
 """The built-in dataset plugins (entry-point group ``modelcycle.datasets``): ``mnist``,
-``fashion-mnist`` and ``cifar10``, one module each, declared in our ``pyproject.toml`` exactly as
-a third party declares its own.
+``fashion-mnist`` and ``cifar10``, and for a user's own data ``imagefolder`` (class folders of
+PNG/JPEG files), ``npz`` (arrays in one file) and ``loader`` (the user's function returns the
+arrays); one module each, declared in our ``pyproject.toml`` exactly as a third party declares
+its own.
 
 Each module implements the :class:`~modelcycle.core.hookspecs.DatasetSpecs` hooks; the readers
 they share live in private modules (IDX files, CIFAR-10 batches, the look-up order and downloads).

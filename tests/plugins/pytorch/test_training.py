@@ -38,6 +38,23 @@ def test_fc_and_cifar_nets_give_log_probabilities() -> None:
     assert cifar(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("architecture", ["cnn", "fc", "cifar"])
+@pytest.mark.parametrize(("channels", "height", "width"), [(3, 24, 32), (1, 40, 19), (4, 64, 64)])
+def test_every_built_in_net_takes_images_of_any_height_width_and_channels(
+        architecture: str, channels: int, height: int, width: int) -> None:
+    from modelcycle.lib.torch.nets import build_net
+
+    net = build_net(PytorchModelConfig(architecture=architecture), channels, (height, width), 7)
+    assert net(torch.rand(2, channels, height, width)).shape == (2, 7)
+    assert build_net(PytorchModelConfig(architecture=architecture), channels, 32, 3)(
+        torch.rand(1, channels, 32, 32)).shape == (1, 3)  # one side: a square
+
+
+def test_images_too_small_for_the_cnn_say_so() -> None:
+    with pytest.raises(ValueError, match=r"images of 10x30 are too small for the cnn .* at least 18 pixels"):
+        ConvNet(image_size=(10, 30))
+
+
 def _context(data_dir: Path, stream: io.StringIO, **hyperparameters: object) -> tuple[TrainingContext, object, PluginRegistry]:
     config = UseCaseConfig(
         name="t", framework="pytorch",

@@ -8,6 +8,8 @@ also takes encoded tabular records ``(N, W)``) and returns log-probabilities of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,14 @@ from modelcycle.core.errors import ConfigError
 from modelcycle.lib.torch.config import PytorchModelConfig
 
 __all__ = ["ConvNet", "FCNet", "CifarNet", "build_net", "build_net_for"]
+
+
+def _sides(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of an image size given as one side (square) or ``(H, W)``."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
 
 
 class ConvNet(nn.Module):
@@ -34,14 +44,18 @@ class ConvNet(nn.Module):
         kernel_size: int = 5,
         fc_size: int = 50,
         dropout: float = 0.5,
-        image_size: int = 28,
+        image_size: int | Sequence[int] = 28,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, conv1_channels, kernel_size=kernel_size)
         self.conv2 = nn.Conv2d(conv1_channels, hidden_channels, kernel_size=kernel_size)
         self.conv2_drop = nn.Dropout2d()
-        side = ((image_size - kernel_size + 1) // 2 - kernel_size + 1) // 2
-        self.flat_features = hidden_channels * side * side
+        height, width = _sides(image_size)
+        h, w = (((s - kernel_size + 1) // 2 - kernel_size + 1) // 2 for s in (height, width))
+        if h < 1 or w < 1:
+            raise ValueError(f"images of {height}x{width} are too small for the cnn (kernel {kernel_size}): "
+                             f"need at least {4 * kernel_size - 2} pixels a side; resize them (image_size)")
+        self.flat_features = hidden_channels * h * w
         self.fc1 = nn.Linear(self.flat_features, fc_size)
         self.fc2 = nn.Linear(fc_size, num_classes)
         self.dropout = dropout
@@ -83,11 +97,15 @@ class FCNet(nn.Module):
 class CifarNet(nn.Module):
     """The PyTorch-tutorial CIFAR-10 CNN of seed ``002``: conv 3→6 k5, conv 6→16 k5, fc 400→120→84→10."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int | Sequence[int] = 32) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 6, 5)
         self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        h, w = (((s - 4) // 2 - 4) // 2 for s in _sides(image_size))
+        if h < 1 or w < 1:
+            raise ValueError(f"images of {image_size} are too small for the cifar net: need at least 18 "
+                             "pixels a side; resize them (image_size)")
+        self.fc1 = nn.Linear(16 * h * w, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
 
@@ -100,9 +118,11 @@ class CifarNet(nn.Module):
         return F.log_softmax(self.fc3(x), dim=1)
 
 
-def build_net(config: PytorchModelConfig, channels: int, side: int, num_classes: int) -> nn.Module:
-    """The network ``config.architecture`` names, for ``channels``×``side``×``side`` images and
-    ``num_classes`` classes (unseeded: callers seed torch first when weights must reproduce)."""
+def build_net(config: PytorchModelConfig, channels: int, side: int | Sequence[int], num_classes: int) -> nn.Module:
+    """The network ``config.architecture`` names, for ``channels`` images of ``side`` (one side
+    of a square, or ``(H, W)``) and ``num_classes`` classes (unseeded: callers seed torch first
+    when weights must reproduce)."""
+    height, width = _sides(side)
     if config.architecture == "cnn":
         return ConvNet(
             in_channels=channels,
@@ -111,11 +131,11 @@ def build_net(config: PytorchModelConfig, channels: int, side: int, num_classes:
             kernel_size=config.kernel_size,
             fc_size=config.fc_size,
             dropout=config.dropout,
-            image_size=side,
+            image_size=(height, width),
         )
     if config.architecture == "fc":
-        return FCNet(in_features=channels * side * side, num_classes=num_classes, hidden_size=config.hidden_size)
-    return CifarNet(in_channels=channels, num_classes=num_classes)
+        return FCNet(in_features=channels * height * width, num_classes=num_classes, hidden_size=config.hidden_size)
+    return CifarNet(in_channels=channels, num_classes=num_classes, image_size=(height, width))
 
 
 def build_net_for(config: PytorchModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -131,5 +151,5 @@ def build_net_for(config: PytorchModelConfig, input_shape: tuple[int, ...], num_
                 f"model.architecture {config.architecture} needs images, but the data set holds tabular "
                 f"records ({input_shape[0]} encoded columns); use architecture: fc or your own model class")
         return FCNet(in_features=input_shape[0], num_classes=num_classes, hidden_size=config.hidden_size)
-    channels, side, _ = input_shape
+    channels, *side = input_shape
     return build_net(config, channels, side, num_classes)

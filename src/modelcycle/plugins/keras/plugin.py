@@ -20,7 +20,7 @@ import tensorflow as tf
 from modelcycle.core.errors import ArtifactError
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.plugin_types import FrameworkInfo
-from modelcycle.lib.examples import packaged_examples
+from modelcycle.lib.examples import packaged_example_files, packaged_examples
 from modelcycle.plugins.keras import model as km
 from modelcycle.plugins.keras.config import KerasModelConfig
 from modelcycle.plugins.keras.user_model import build_user_model, ensure_compiled
@@ -46,6 +46,7 @@ def framework_info() -> FrameworkInfo:
         extras=("keras",),
         libraries=("keras", "tensorflow", "tensorflow-cpu"),
         examples=packaged_examples("keras"),
+        example_files=packaged_example_files("keras"),
     )
 
 

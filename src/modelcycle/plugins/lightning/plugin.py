@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.plugin_types import FrameworkInfo
-from modelcycle.lib.examples import packaged_examples
+from modelcycle.lib.examples import packaged_example_files, packaged_examples
 from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.nets import build_net_for
@@ -93,6 +93,7 @@ def framework_info() -> FrameworkInfo:
         requirements=("lightning>=2.4", "torchmetrics>=1.4"),
         training_requirements=("torchinfo>=1.8",),
         examples=packaged_examples("lightning"),
+        example_files=packaged_example_files("lightning"),
     )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from modelcycle.core.markers import hookimpl
 from modelcycle.core.plugin_types import FrameworkInfo
-from modelcycle.lib.examples import packaged_examples
+from modelcycle.lib.examples import packaged_example_files, packaged_examples
 from modelcycle.lib.torch import artifact, checkpoint
 from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.config import PytorchModelConfig
@@ -41,6 +41,7 @@ def framework_info() -> FrameworkInfo:
         libraries=("torch",),
         training_requirements=("torchinfo>=1.8",),
         examples=packaged_examples("pytorch"),
+        example_files=packaged_example_files("pytorch"),
         process_group=process_group,
     )
 
