@@ -16,7 +16,7 @@ from modelcycle.core.artifacts import read_manifest
 from modelcycle.core.config import DataConfig
 from modelcycle.core.datasets import load_dataset
 from modelcycle.core.errors import ConfigError
-from modelcycle.core.examples import example_config
+from modelcycle.core.examples import example_config, example_files
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.datasets.tabular import write_breast_cancer_csv
 
@@ -34,11 +34,16 @@ def tabular_use_case(directory: Path, framework: str, architecture: str = "fc", 
 
 
 def tabular_example(directory: Path, framework: str) -> Path:
-    """``modelcycle init --example tabular``'s use case, its CSV written beside it."""
-    text = example_config(framework, "tabular", f"bc-{framework}")
-    csv = write_breast_cancer_csv(directory / "data" / "breast_cancer.csv")
+    """What ``modelcycle init --example tabular`` writes: the config, the MLP's ``nets.py`` and
+    the CSV (the same as ``write_breast_cancer_csv`` writes)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "modelcycle.yaml").write_text(text.replace("path: data/breast_cancer.csv", f"path: {csv}"))
+    (directory / "modelcycle.yaml").write_text(example_config(framework, "tabular", f"bc-{framework}"))
+    for relative, content in example_files(framework, "tabular").items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+    shipped = (directory / "data" / "breast_cancer.csv").read_bytes()
+    assert write_breast_cancer_csv(directory / "fresh.csv").read_bytes() == shipped  # the shipped CSV is current
     return directory
 
 
