@@ -169,3 +169,33 @@ def test_tabular_csv_lifecycle_flags_a_shifted_feature(tmp_path: Path) -> None:
     assert cleanup.returncode == 0, cleanup.stderr
     assert "'serving': 1" in cleanup.stdout
     assert pid is not None and not process_alive(pid)
+
+
+def test_keras_tabular_example_trains_deploys_and_scores(tmp_path: Path) -> None:
+    directory = tmp_path / "tabular-keras"
+    rows = _init(directory, "keras")
+    features = [name for name in rows[0] if name != LABEL]
+    pid = None
+    try:
+        _ok(_modelcycle(directory, "train"))
+        status = _status(directory)
+        assert status["framework"] == "keras"
+        assert status["metrics"]["test_accuracy"] >= 0.93, status["metrics"]
+
+        _ok(_modelcycle(directory, "deploy"))
+        endpoint = _status(directory)["endpoint"]
+        url, pid = endpoint["url"], endpoint["pid"]
+        predictions = _score_all(url, rows, features[::-1])
+        truth = [["benign", "malignant"].index(row[LABEL]) for row in rows]
+        accuracy = sum(p == y for p, y in zip(predictions, truth)) / len(rows)
+        assert accuracy >= 0.93, accuracy
+        document = _fields_document(rows[:1], features)
+        document["input_data"][0]["fields"].append("extra")
+        document["input_data"][0]["values"][0].append(1.0)
+        status_code, error = _post(url, document)
+        assert status_code == 400 and "unknown field 'extra'" in error["message"], error
+    finally:
+        cleanup = _modelcycle(directory, "cleanup")
+        stop_deployed(directory)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert pid is not None and not process_alive(pid)
