@@ -136,6 +136,7 @@ def test_tabular_csv_lifecycle_flags_a_shifted_feature(tmp_path: Path) -> None:
         monitor = _ok(_modelcycle(directory, "monitor"))
         assert "held-out csv test records" in monitor
         assert f"│ {CATEGORICAL} " in monitor and "feature" in monitor
+        assert "feature_drift upper_limit 0.25" in monitor and "mean_intensity_drift" not in monitor
 
         payload = _ok(_modelcycle(directory, "log-payload", "--samples", "113"))
         assert "scored 113 csv test records" in payload and "113 of 113 payload records in the store" in payload
@@ -163,6 +164,11 @@ def test_tabular_csv_lifecycle_flags_a_shifted_feature(tmp_path: Path) -> None:
         assert drift["records"]["payload"] == MIN_SAMPLES
         violation = next(v for v in drift["violations"] if v["metric_id"] == "feature_drift")
         assert violation["features"] == [SHIFTED], violation
+
+        _ok(_modelcycle(directory, "govern"))
+        written = _ok(_modelcycle(directory, "factsheet", "--format", "md")).split()
+        factsheet = Path(next(word for word in written if word.endswith(".md"))).read_text()
+        assert "(113 records): accuracy" in factsheet and "size_band" in factsheet
     finally:
         cleanup = _modelcycle(directory, "cleanup")
         stop_deployed(directory)

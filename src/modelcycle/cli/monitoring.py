@@ -60,8 +60,13 @@ def _print_schema(console: Any, schema: list[dict[str, Any]], title: str) -> Non
     print_table(title, columns, rows, out=console)
 
 
-def _thresholds(monitor: dict[str, Any]) -> str:
-    return ", ".join(f"{t['metric_id']} {t['type']} {t['value']:g}" for t in monitor.get("thresholds", [])) or "none"
+#: drift metrics measured only on images, and only on tabular records
+_IMAGE_ONLY, _TABULAR_ONLY = ("mean_intensity_drift", "ink_fraction_drift"), ("feature_drift",)
+
+
+def _thresholds(monitor: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{t['metric_id']} {t['type']} {t['value']:g}" for t in monitor.get("thresholds", [])
+                     if t["metric_id"] not in skip) or "none"
 
 
 def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
@@ -93,7 +98,8 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
     )
     console.print(
         f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
-        f"{drift.get('window', 'last_n')} (at most {drift['max_samples']}); thresholds {_thresholds(drift)}"
+        f"{drift.get('window', 'last_n')} (at most {drift['max_samples']}); thresholds "
+        f"{_thresholds(drift, _IMAGE_ONLY if tabular else _TABULAR_ONLY)}"
     )
     remote = outputs.get(outputs.get("backend", ""))
     if remote:
