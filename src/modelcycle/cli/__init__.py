@@ -214,11 +214,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     rows = [f"\t\t[{p}, [{', '.join(f'{x:.9f}' for x in probs[:3])}, ...]]" for p, probs in zip(result.predictions, result.probabilities)]
     print("{\n\t'fields': ['prediction', 'probability'],\n\t'values': [\n" + ",\n".join(rows) + "\n\t]\n}")
     print(f"scoring_id {result.scoring_id}")
-    print(f"Predicted digits:  {result.predictions}")
+    names = _predicted_names(result.response)
+    digits = names is None or all(str(name).isdigit() for name in names)
+    print(f"Predicted {'digits: ' if digits else 'classes:'} {result.predictions}")
+    if not digits:
+        print(f"Predicted labels:  {names}")
     if result.labels:
         correct = sum(p == y for p, y in zip(result.predictions, result.labels))
         print(f"True labels:       {result.labels}  ({correct}/{len(result.labels)} correct)")
     return 0
+
+
+def _predicted_names(response: dict[str, Any]) -> list[str] | None:
+    """The ``prediction_label`` column of a scoring response (class names), or None without one."""
+    names: list[str] = []
+    for block in response.get("predictions") or []:
+        fields = block.get("fields") or []
+        if "prediction_label" not in fields:
+            return None
+        column = fields.index("prediction_label")
+        names += [row[column] for row in block.get("values") or []]
+    return names or None
 
 
 def _print_repair(result: dict[str, Any]) -> None:
@@ -357,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
 
-    score = commands.add_parser("score", help="score test images on the endpoint")
+    score = commands.add_parser("score", help="score test images (or table records) on the endpoint")
     score.add_argument("--samples", type=int, default=10)
     score.add_argument("--json", action="store_true", help="print the raw response")
     score.set_defaults(func=cmd_score)

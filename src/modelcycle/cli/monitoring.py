@@ -60,8 +60,13 @@ def _print_schema(console: Any, schema: list[dict[str, Any]], title: str) -> Non
     print_table(title, columns, rows, out=console)
 
 
-def _thresholds(monitor: dict[str, Any]) -> str:
-    return ", ".join(f"{t['metric_id']} {t['type']} {t['value']:g}" for t in monitor.get("thresholds", [])) or "none"
+#: drift metrics measured only on images, and only on tabular records
+_IMAGE_ONLY, _TABULAR_ONLY = ("mean_intensity_drift", "ink_fraction_drift"), ("feature_drift",)
+
+
+def _thresholds(monitor: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{t['metric_id']} {t['type']} {t['value']:g}" for t in monitor.get("thresholds", [])
+                     if t["metric_id"] not in skip) or "none"
 
 
 def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[Any], None]) -> int:
@@ -77,8 +82,10 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
     console.print(f"payload     {'logged by the endpoint' if outputs.get('payload_logging') else 'NOT logged (monitoring.payload.enabled is false)'}")
     baseline = outputs.get("baseline", {})
     accuracy = baseline.get("accuracy")
+    tabular = any(field.get("modeling_role") == "feature" for field in outputs["payload_schema"])
     console.print(
-        f"baseline    {baseline.get('records')} held-out {baseline.get('source', {}).get('dataset')} test images"
+        f"baseline    {baseline.get('records')} held-out {baseline.get('source', {}).get('dataset')} test "
+        f"{'records' if tabular else 'images'}"
         + (f", accuracy {accuracy * 100:.2f}%" if accuracy is not None else "")
     )
     console.print()
@@ -91,7 +98,8 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
     )
     console.print(
         f"drift    {'enabled' if drift['enabled'] else 'disabled'}: min_samples {drift['min_samples']}, window "
-        f"{drift.get('window', 'last_n')} (at most {drift['max_samples']}); thresholds {_thresholds(drift)}"
+        f"{drift.get('window', 'last_n')} (at most {drift['max_samples']}); thresholds "
+        f"{_thresholds(drift, _IMAGE_ONLY if tabular else _TABULAR_ONLY)}"
     )
     remote = outputs.get(outputs.get("backend", ""))
     if remote:
@@ -112,7 +120,7 @@ def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callabl
     if args.json:
         print_json({k: v for k, v in result.items() if k != "scoring_ids"})
         return 0
-    print(f"scored {result['records']} {result['dataset']} test images on {result['deployment_id']} "
+    print(f"scored {result['records']} {result['dataset']} test {result.get('unit', 'images')} on {result['deployment_id']} "
           f"in {result['seconds']:.2f} s")
     if not result["payload_logging"]:
         print("payload logging is off for this endpoint (monitoring.payload.enabled: false): nothing stored")
@@ -149,6 +157,20 @@ def _records_text(m: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in (m.get("records") or {}).items())
 
 
+def drifted_features_text(m: dict[str, Any]) -> str | None:
+    """``feature_drift beyond 0.25: mean radius (kolmogorov_smirnov 0.79), ...`` for a
+    measurement whose ``feature_drift`` violation names features; None otherwise."""
+    for violation in m.get("violations") or []:
+        names = violation.get("features")
+        if violation.get("metric_id") != "feature_drift" or not names:
+            continue
+        measured = {f["name"]: f for f in (m.get("details") or {}).get("features") or []}
+        parts = [f"{name} ({measured[name]['algorithm']} {measured[name]['statistic']:.3f})" if name in measured else name
+                 for name in names]
+        return f"feature_drift beyond {violation.get('limit', 0):g}: " + ", ".join(parts)
+    return None
+
+
 def print_measurements(measurements: list[dict[str, Any]], title: str, show_time: bool = False) -> None:
     from modelcycle.cli.tables import Column, print_table
 
@@ -170,6 +192,9 @@ def print_measurements(measurements: list[dict[str, Any]], title: str, show_time
     if not show_time:
         for m in measurements:
             console.print(f"{m['monitor']}: {_records_text(m)}" + (f" — {m['message']}" if m.get("message") else ""))
+            drifted = drifted_features_text(m)
+            if drifted:
+                console.print(f"{m['monitor']}: {drifted}", highlight=False, markup=False)
 
 
 def _print_evaluation(results: list[dict[str, Any]]) -> None:
@@ -222,10 +247,10 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     monitor.add_argument("--json", action="store_true")
     monitor.set_defaults(func=bind(cmd_monitor))
 
-    payload = commands.add_parser("log-payload", help="score test images on the endpoint and wait until they are logged")
+    payload = commands.add_parser("log-payload", help="score test images (or table records) on the endpoint and wait until they are logged")
     payload.add_argument("--samples", type=int, default=100)
     payload.add_argument("--dataset", default=None, help="another dataset's test images (e.g. fashion-mnist: a drift)")
-    payload.add_argument("--offset", type=int, default=0, help="first test image to send")
+    payload.add_argument("--offset", type=int, default=0, help="first test image (or record) to send")
     payload.add_argument("--json", action="store_true")
     payload.set_defaults(func=bind(cmd_log_payload))
 

@@ -32,7 +32,8 @@ EVALUATION_IMAGES = 1000
 def evaluate_confusion(model_dir: str | Path, dataset: str, data: Any, limit: int = EVALUATION_IMAGES) -> dict[str, Any]:
     """Confusion matrix of the model in ``model_dir`` on the first ``limit`` test images.
 
-    Returns ``{"images", "split", "accuracy", "matrix", "classes"}``, or ``{"error"}`` when the
+    Returns ``{"images", "unit", "split", "accuracy", "matrix", "classes"}`` (``images`` counts
+    the samples; ``unit`` is ``records`` for tabular data), or ``{"error"}`` when the
     model or the data cannot be loaded (a factsheet is still useful without it).
     """
     try:
@@ -57,6 +58,7 @@ def evaluate_confusion(model_dir: str | Path, dataset: str, data: Any, limit: in
         np.add.at(matrix, (labels, predictions), 1)
         return {
             "images": int(len(labels)),
+            "unit": "records" if np.asarray(test.images).ndim == 2 else "images",
             "split": f"{dataset} test[:{len(labels)}]",
             "accuracy": float((predictions == labels).mean()),
             "matrix": matrix.tolist(),

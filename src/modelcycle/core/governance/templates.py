@@ -103,7 +103,7 @@ footer { margin-top:36px; color:var(--muted); font-size:12px; border-top:1px sol
 <h2>Evaluation</h2>
 {% if images.confusion_matrix %}
 <div class="grid"><div><img alt="confusion matrix" src="{{ images.confusion_matrix }}"></div>
-<div><table class="kv"><tr><th>data</th><td class="mono">{{ evaluation.split }}</td></tr><tr><th>images</th><td class="num">{{ evaluation.images }}</td></tr><tr><th>accuracy</th><td class="num mono">{{ fmt(evaluation.accuracy) }}</td></tr></table>
+<div><table class="kv"><tr><th>data</th><td class="mono">{{ evaluation.split }}</td></tr><tr><th>{{ evaluation.unit or 'images' }}</th><td class="num">{{ evaluation.images }}</td></tr><tr><th>accuracy</th><td class="num mono">{{ fmt(evaluation.accuracy) }}</td></tr></table>
 <p class="note">Computed when this factsheet was generated, in-process, through the same inference pipeline the endpoint runs.</p></div></div>
 {% else %}<p class="note">No confusion matrix: {{ evaluation.error }}</p>{% endif %}
 
@@ -187,7 +187,7 @@ dataset **{{ dataset.name }}** → run `{{ asset.run_id }}` → model `{{ asset.
 
 ## Evaluation
 
-{% if images.confusion_matrix %}Confusion matrix on {{ evaluation.split }} ({{ evaluation.images }} images): accuracy **{{ fmt(evaluation.accuracy) }}**.
+{% if images.confusion_matrix %}Confusion matrix on {{ evaluation.split }} ({{ evaluation.images }} {{ evaluation.unit or 'images' }}): accuracy **{{ fmt(evaluation.accuracy) }}**.
 
 ![confusion matrix]({{ images.confusion_matrix }})
 {% else %}No confusion matrix: {{ evaluation.error }}

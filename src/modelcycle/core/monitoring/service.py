@@ -314,6 +314,7 @@ def log_payload(use_case: UseCaseView, samples: int = 100, dataset: str | None =
     return _forwarded({
         "deployment_id": endpoint["name"], "dataset": name,
         "records": len(scoring_ids), "stored": stored, "scoring_ids": scoring_ids,
+        "unit": "records" if images.ndim == 2 else "images",
         "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_logging")),
     }, use_case, store, mirror)
 
