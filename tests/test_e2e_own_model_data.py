@@ -21,14 +21,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 
 from modelcycle.platforms.local.endpoints import process_alive
 from conftest import stop_deployed
-
-pytestmark = pytest.mark.slow
 
 TORCH_NETS = '''
 import torch
@@ -147,7 +144,9 @@ def _lifecycle(directory: Path, images: np.ndarray, classes: list[str]) -> int:
         feedback = _ok(_cli(directory, "log-feedback", "--samples", str(FEEDBACK)))
         assert f"{FEEDBACK} feedback records" in feedback
 
-        evaluated = json.loads(_ok(_cli(directory, "evaluate", "--json", "--no-plots")))
+        evaluated = json.loads(_ok(_cli(directory, "evaluate", "--json")))
+        plots = sorted(p.name for p in (directory / ".modelcycle" / "plots").rglob("*.png"))
+        assert any("confusion" in name for name in plots) and any("drift" in name for name in plots), plots
         by_monitor = {m["monitor"]: m for m in evaluated}
         quality = by_monitor["quality"]
         assert quality["status"] == "finished", quality
@@ -160,7 +159,6 @@ def _lifecycle(directory: Path, images: np.ndarray, classes: list[str]) -> int:
         for metric in ("prediction_drift", "confidence_drift", "mean_intensity_drift", "ink_fraction_drift"):
             assert 0.0 <= drift["metrics"][metric] <= 1.0, drift["metrics"]
         text = _ok(_cli(directory, "evaluate", "--no-plots"))
-        print(text)
         assert re.search(r"accuracy\s", text), text
 
         document = json.loads(_ok(_cli(directory, "factsheet", "--format", "json", "-o", "-")))
