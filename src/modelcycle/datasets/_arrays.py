@@ -8,6 +8,9 @@ Conversions (documented for users):
   Anything else (NaN, negative, above 255) is refused.
 - labels: integers in ``0..len(classes) - 1``; strings are mapped to the sorted class names (or
   to ``classes`` when given); integral floats (``3.0``) are accepted. Anything else is refused.
+- feature vectors: a 2-D ``x_train`` (and ``x_test``) of shape ``(N, F)`` is tabular data: every
+  feature numerical, named by an optional ``feature_names`` array (``F`` distinct names), else
+  ``f0 .. f{F-1}`` (see :func:`modelcycle.datasets.tabular.tabular_dataset`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from modelcycle.core.dataset_types import Dataset, Split
 from modelcycle.core.errors import DatasetIntegrityError
+from modelcycle.datasets.tabular import tabular_dataset
 
 __all__ = ["KEYS", "Options", "as_images", "as_labels", "class_names", "from_arrays", "infer_classes", "options",
            "readonly", "split"]
@@ -68,9 +72,8 @@ def as_images(x: Any, where: str) -> np.ndarray:
         raise DatasetIntegrityError(f"{where}: not an array ({exc})") from None
     if array.ndim == 2:
         raise DatasetIntegrityError(
-            f"{where}: shape {list(array.shape)} is 2-D; 2-D arrays are feature vectors (tabular data), "
-            "which this dataset does not take: give images as (N, H, W) or (N, H, W, C), or use a "
-            "tabular dataset")
+            f"{where}: shape {list(array.shape)} is 2-D feature vectors while x_train holds images; give both "
+            "splits as images (N, H, W) or (N, H, W, C), or both as (N, F) feature vectors")
     if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 2, 3, 4)):
         raise DatasetIntegrityError(
             f"{where}: shape {list(array.shape)} is not images; give (N, H, W) grayscale or "
@@ -170,7 +173,8 @@ def split(arrays: Mapping[str, Any], which: str, classes: tuple[str, ...], where
 def from_arrays(name: str, arrays: Mapping[str, Any], source: Path, checksums: dict[str, str],
                 where: str) -> Dataset:
     """A :class:`Dataset` from a user's ``x_train, y_train, x_test, y_test`` (+ optional
-    ``classes``), every array checked and converted (see the module docstring).
+    ``classes``, and ``feature_names`` for feature vectors), every array checked and converted
+    (see the module docstring): images, or a tabular dataset when ``x_train`` is 2-D.
 
     Raises:
         DatasetIntegrityError: naming ``where``: a key is missing, an array is bad, lengths differ,
@@ -182,6 +186,12 @@ def from_arrays(name: str, arrays: Mapping[str, Any], source: Path, checksums: d
             f"{where}: missing {', '.join(missing)}; give x_train, y_train, x_test, y_test "
             f"(and optionally classes), got {', '.join(sorted(arrays)) or 'nothing'}")
     given = class_names(arrays.get("classes"), f"{where} classes")
+    if np.ndim(arrays["x_train"]) == 2:
+        return _feature_vectors(name, arrays, source, checksums, where, given)
+    if arrays.get("feature_names") is not None:
+        raise DatasetIntegrityError(
+            f"{where}: feature_names is given but x_train holds images; feature_names names the columns of "
+            "2-D (N, F) feature vectors, so remove it or give feature vectors")
     classes = infer_classes([arrays["y_train"], arrays["y_test"]], given)
     train = split(arrays, "train", classes, where)
     test = split(arrays, "test", classes, where)
@@ -190,3 +200,21 @@ def from_arrays(name: str, arrays: Mapping[str, Any], source: Path, checksums: d
             f"{where}: train images are {list(train.images.shape[1:])} but test images "
             f"{list(test.images.shape[1:])}; both splits need the same image shape")
     return Dataset(name, train, test, classes, source, checksums)
+
+
+def _feature_vectors(name: str, arrays: Mapping[str, Any], source: Path, checksums: dict[str, str], where: str,
+                     classes: tuple[str, ...] | None) -> Dataset:
+    """A tabular :class:`Dataset` from 2-D ``x_train``/``x_test`` (errors name ``where``)."""
+    names = arrays.get("feature_names")
+    if names is not None:
+        names = np.asarray(names)
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DatasetIntegrityError(
+                f"{where}: feature_names must be a 1-D array of names (strings), got {names.dtype} of shape "
+                f"{list(names.shape)}")
+        names = [str(n) for n in names.tolist()]
+    try:
+        return tabular_dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                               source=source, checksums=checksums, feature_names=names, classes=classes)
+    except DatasetIntegrityError as exc:
+        raise DatasetIntegrityError(f"{where}: {exc}") from None

@@ -6,7 +6,8 @@
 without ``data.path``, relative to the current directory) or ``package.module:NAME`` (an
 installed module). The function is called with ``options.arguments`` as keyword arguments and
 returns ``(x_train, y_train, x_test, y_test)`` or a dict with those keys (+ optional
-``classes``), converted and checked as :mod:`modelcycle.datasets._arrays` states. Lineage: the
+``classes``, and ``feature_names`` for 2-D feature vectors), converted and checked as
+:mod:`modelcycle.datasets._arrays` states: images, or a tabular dataset when ``x_train`` is 2-D. Lineage: the
 md5 of the loader's file, and of every ``options.files`` entry (paths relative to the loader's
 directory, e.g. the raw files it reads; a change to any of them reloads the data).
 """
@@ -118,7 +119,7 @@ def _arrays(result: Any, where: str) -> dict[str, Any]:
     raise DatasetIntegrityError(
         f"{where} returned {type(result).__name__}"
         f"{f' of length {len(result)}' if isinstance(result, (tuple, list)) else ''}; return "
-        "(x_train, y_train, x_test, y_test) or a dict with those keys (+ optional 'classes')")
+        "(x_train, y_train, x_test, y_test) or a dict with those keys (+ optional 'classes', 'feature_names')")
 
 
 @hookimpl

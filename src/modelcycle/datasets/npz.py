@@ -4,8 +4,9 @@
 holds ``x_train, y_train, x_test, y_test`` and optionally ``classes`` (names, index = label).
 Images are ``(N, H, W)`` or ``(N, H, W, C)``: uint8 as is, floats in 0..1 are scaled by 255,
 floats in 0..255 rounded (see :mod:`modelcycle.datasets._arrays`). Labels are class indices, or
-strings mapped to the sorted class names. 2-D ``x`` (feature vectors) is refused: that is
-tabular data. Lineage: the file's md5. No ``options``.
+strings mapped to the sorted class names. 2-D ``x`` of shape ``(N, F)`` holds feature vectors:
+the dataset is then tabular, every feature numerical, named by an optional ``feature_names``
+array, else ``f0 .. f{F-1}``. Lineage: the file's md5. No ``options``.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ footer { margin-top:36px; color:var(--muted); font-size:12px; border-top:1px sol
     {% for d in deployments %}<b>{{ d.name }}</b> <span class="badge {{ 'off' if d.removed_at }}">{{ "removed" if d.removed_at else "active" }}</span><br><span class="mono note">{{ d.url }}</span><br>{% else %}<span class="note">not deployed</span>{% endfor %}</div>
 </div>
 <h3>Dataset files</h3>
-<table><tr><th>file</th><th>md5</th></tr>{% for file, digest in dataset.checksums.items() %}<tr><td class="mono">{{ file }}</td><td class="mono">{{ digest }}</td></tr>{% endfor %}</table>
+<table><tr><th>file</th><th>md5</th></tr>{% for file, digest in dataset_files %}<tr><td class="mono">{{ file }}</td><td class="mono">{{ digest }}</td></tr>{% endfor %}{% if dataset_files_more %}<tr><td colspan="2" class="note">… and {{ dataset_files_more }} more files (every md5 is in the JSON factsheet and the model's manifest)</td></tr>{% endif %}</table>
 
 <h2>Training</h2>
 <div class="grid">
@@ -165,8 +165,9 @@ dataset **{{ dataset.name }}** → run `{{ asset.run_id }}` → model `{{ asset.
 
 | dataset file | md5 |
 |---|---|
-{% for file, digest in dataset.checksums.items() %}| `{{ file }}` | `{{ digest }}` |
-{% endfor %}
+{% for file, digest in dataset_files %}| `{{ file }}` | `{{ digest }}` |
+{% endfor %}{% if dataset_files_more %}| … and {{ dataset_files_more }} more files | every md5 is in the JSON factsheet and the model's manifest |
+{% endif %}
 {{ dataset.train_records }} train and {{ dataset.test_records }} test records.
 
 ## Training
@@ -258,6 +259,11 @@ def _brief(details: Any) -> str:
     return str(details)
 
 
+#: Dataset files listed by the HTML and Markdown factsheets (an image folder has thousands; the
+#: JSON factsheet and the manifest keep every checksum).
+LISTED_FILES = 20
+
+
 def _context(document: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
     from modelcycle.core.governance.stages import STAGES
 
@@ -267,6 +273,7 @@ def _context(document: dict[str, Any], images: dict[str, str]) -> dict[str, Any]
     identity = document.get("identity") or {}
     libraries = identity.get("libraries") or {}
     params = document.get("params") or {}
+    checksums = list(((document.get("dataset") or {}).get("checksums") or {}).items())
     if not params:  # not tracked: the manifest's hyperparameters and model options
         params = {**document.get("hyperparameters", {}), **{f"model.{k}": v for k, v in document.get("model", {}).items()}}
     return {
@@ -275,6 +282,8 @@ def _context(document: dict[str, Any], images: dict[str, str]) -> dict[str, Any]
         "stages": STAGES,
         "stage_index": STAGES.index(document["asset"]["stage"]),
         "history_keys": keys,
+        "dataset_files": checksums[:LISTED_FILES],
+        "dataset_files_more": max(len(checksums) - LISTED_FILES, 0),
         "params_rows": sorted(params.items()),
         "fmt": _fmt,
         "brief": _brief,
