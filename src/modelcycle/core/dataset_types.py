@@ -1,4 +1,4 @@
-"""What a dataset plugin returns: a :class:`Dataset` of two :class:`Split`\ s held in memory.
+"""What a dataset plugin returns: a :class:`Dataset` of two :class:`Split` objects held in memory.
 
 Two kinds of data share these types:
 

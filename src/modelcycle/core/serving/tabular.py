@@ -198,7 +198,7 @@ def records_document(records: np.ndarray, fields: Sequence[Any]) -> dict[str, An
     """Raw ``(N, F)`` records (categorical columns holding the category index) as the OpenScale
     request a client sends: ``{"input_data": [{"fields": [...], "values": [...]}]}``, each
     categorical value as its category's text. ``fields`` are the data set's
-    :class:`~modelcycle.core.dataset_types.Feature`\ s or the schema's fields, in column order."""
+    :class:`~modelcycle.core.dataset_types.Feature` objects or the schema's fields, in column order."""
     columns: list[list[Any]] = []
     for i, field in enumerate(fields):
         column = np.asarray(records)[:, i]
