@@ -201,7 +201,7 @@ def test_torch_model_section_refuses_mixed_keys() -> None:
     assert again.model_dump() == config.model_dump() and again.effective_output == "logits"
     built_in = PytorchModelConfig()
     assert built_in.model_dump() == {"architecture": "cnn", "hidden_channels": 20, "kernel_size": 5,
-                                     "fc_size": 50, "dropout": 0.5, "hidden_size": 64}
+                                     "fc_size": 50, "dropout": 0.5, "conv_dropout": 0.5, "hidden_size": 64}
     assert built_in.effective_output == "log_probs"
 
 

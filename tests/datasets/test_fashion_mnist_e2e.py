@@ -13,7 +13,8 @@ import pytest
 
 from modelcycle.platforms.local.endpoints import process_alive
 
-pytestmark = pytest.mark.slow
+# slow like the other full-data accuracy tests; 2 epochs take longer than the default 600 s on a busy machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

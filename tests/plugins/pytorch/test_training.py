@@ -29,6 +29,24 @@ def test_convnet_hidden_channels_sweep_values_build(hidden_channels: int) -> Non
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_convnet_conv_dropout_is_an_option_defaulting_to_the_seeds_half() -> None:
+    from modelcycle.core.config import validate_section
+    from modelcycle.core.errors import ConfigError
+    from modelcycle.lib.torch.nets import build_net
+
+    assert build_net(PytorchModelConfig(), 1, 28, 10).conv2_drop.p == 0.5  # old manifests: the seed's net
+    net = build_net(PytorchModelConfig(conv_dropout=0.0, dropout=0.2), 1, 28, 10)
+    assert (net.conv2_drop.p, net.dropout) == (0.0, 0.2)
+    features = torch.rand(2, 20, 10, 10)
+    assert torch.equal(net.train().conv2_drop(features), features)  # no channel is dropped in training
+    assert not torch.equal(build_net(PytorchModelConfig(), 1, 28, 10).train().conv2_drop(features), features)
+    assert PytorchModelConfig(conv_dropout=0.1).model_dump()["conv_dropout"] == 0.1  # recorded in the manifest
+    with pytest.raises(ConfigError, match=r"model\.conv_dropout"):
+        validate_section(PytorchModelConfig, {"conv_dropout": 1.0}, "model", "f")
+    with pytest.raises(ConfigError, match="conv_dropout configure a built-in network"):
+        validate_section(PytorchModelConfig, {"class": "nets.py:Net", "conv_dropout": 0.1}, "model", "f")
+
+
 def test_fc_and_cifar_nets_give_log_probabilities() -> None:
     fc = FCNet(hidden_size=32)
     assert fc.layers[1].out_features == 32

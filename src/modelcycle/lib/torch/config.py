@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 __all__ = ["PytorchModelConfig", "BUILT_IN_KEYS"]
 
 #: The keys that configure a built-in network (they do not apply to ``class``).
-BUILT_IN_KEYS = ("architecture", "hidden_channels", "kernel_size", "fc_size", "dropout", "hidden_size")
+BUILT_IN_KEYS = (
+    "architecture", "hidden_channels", "kernel_size", "fc_size", "dropout", "conv_dropout", "hidden_size",
+)
 _USER_KEYS = ("class", "options", "output")
 
 
@@ -17,7 +19,8 @@ class PytorchModelConfig(BaseModel):
     """Which network to build and its sizes.
 
     Built-in networks: ``cnn`` is the seeds' ConvNet (``hidden_channels`` is the seed 004 sweep
-    parameter), ``fc`` the fully connected net (``hidden_size``), ``cifar`` the CIFAR-10
+    parameter; ``dropout`` applies to its fc layer, ``conv_dropout`` — channel dropout — to its
+    second conv), ``fc`` the fully connected net (``hidden_size``), ``cifar`` the CIFAR-10
     tutorial CNN; they return log-probabilities.
 
     Your own network: ``class: "nets.py:MyNet"`` (a file in the use case directory) or
@@ -35,6 +38,7 @@ class PytorchModelConfig(BaseModel):
     kernel_size: int = Field(default=5, gt=0)
     fc_size: int = Field(default=50, gt=0)
     dropout: float = Field(default=0.5, ge=0, lt=1)
+    conv_dropout: float = Field(default=0.5, ge=0, lt=1, description="cnn: Dropout2d after the second conv")
     hidden_size: int = Field(default=64, gt=0)
     class_: str | None = Field(default=None, alias="class", description="'file.py:Name' or 'module:Name'")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the class")

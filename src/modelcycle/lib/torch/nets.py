@@ -33,6 +33,8 @@ class ConvNet(nn.Module):
 
     ``hidden_channels`` (the seed ``004`` sweep parameter) sets the second conv's width; the
     default 20 reproduces the seed's summary (260 / 5,020 / 16,050 / 510 parameters).
+    ``dropout`` is the fc layer's dropout, ``conv_dropout`` the channel dropout (Dropout2d) on the
+    second conv's output; both default to the seed's 0.5.
     """
 
     def __init__(
@@ -45,11 +47,12 @@ class ConvNet(nn.Module):
         fc_size: int = 50,
         dropout: float = 0.5,
         image_size: int | Sequence[int] = 28,
+        conv_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, conv1_channels, kernel_size=kernel_size)
         self.conv2 = nn.Conv2d(conv1_channels, hidden_channels, kernel_size=kernel_size)
-        self.conv2_drop = nn.Dropout2d()
+        self.conv2_drop = nn.Dropout2d(p=conv_dropout)
         height, width = _sides(image_size)
         h, w = (((s - kernel_size + 1) // 2 - kernel_size + 1) // 2 for s in (height, width))
         if h < 1 or w < 1:
@@ -132,6 +135,7 @@ def build_net(config: PytorchModelConfig, channels: int, side: int | Sequence[in
             fc_size=config.fc_size,
             dropout=config.dropout,
             image_size=(height, width),
+            conv_dropout=config.conv_dropout,
         )
     if config.architecture == "fc":
         return FCNet(in_features=channels * height * width, num_classes=num_classes, hidden_size=config.hidden_size)
