@@ -230,7 +230,8 @@ def follow_stage(client: Any, name: str, run_id: str, stage: str) -> dict[str, A
         return None
     if not versions:
         return None
-    version = max(versions, key=lambda v: int(v.version))
+    newest = max(versions, key=lambda v: int(v.version))
+    version = client.get_model_version(name, newest.version)  # a search result may omit the aliases
     alias = STAGE_ALIASES.get(stage)
     for other_alias in set(STAGE_ALIASES.values()) - {alias}:
         if other_alias in (version.aliases or []):
