@@ -20,6 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SMALL, isolated_module_env, stop_deployed, write_use_case
+from modelcycle import hookimpl
 from modelcycle.core.experiments import list_runs
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.mlflow_model import STAGE_ALIASES
@@ -31,19 +32,34 @@ NAME = "native-mnist"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[dict[str, Any]]:
-    """A 1-epoch MNIST use case trained once, with the wall time of its ``train()`` call; its
-    endpoint (deployed by the tests) is stopped by pid at the end."""
+    """A 1-epoch MNIST use case trained once, with the wall time of training: from the
+    ``train()`` call to the end of its stage (the MLflow model is logged and registered after
+    that, before ``train()`` returns); its endpoint (deployed by the tests) is stopped by pid
+    at the end."""
     with isolated_module_env(tmp_path_factory, data_dir):
         directory = write_use_case(tmp_path_factory.mktemp("native") / "uc", name=NAME, **SMALL)
+        use_case, ended = UseCase(directory), _StageEnd()
+        use_case.registry.register(ended)
         started = time.monotonic()
-        outputs = UseCase(directory).train()
-        wall = time.monotonic() - started
-        wait_for_pending_writes()  # the model is logged and registered after the run ends
+        outputs = use_case.train()
+        wall = ended.at["train"] - started
+        wait_for_pending_writes()
         try:
             yield {"directory": directory, "outputs": outputs, "wall_s": wall,
                    "client": MlflowClient(outputs["tracking_uri"])}
         finally:
             stop_deployed(directory)
+
+
+class _StageEnd:
+    """An observer plugin noting when each stage ended."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    @hookimpl
+    def on_stage_end(self, stage: str, use_case: Any, outputs: dict[str, Any]) -> None:
+        self.at[stage] = time.monotonic()
 
 
 def _experiment(trained: dict[str, Any]) -> Any:

@@ -24,7 +24,7 @@ from modelcycle.core.plugin_types import SERVING_STATUSES
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
 from modelcycle.core.state import State, StateDamagedError, StateStore, utcnow
-from modelcycle.core.tracking import RunTracker, record_training, start_tracker
+from modelcycle.core.tracking import RunTracker, record_training, start_tracker, wait_for_pending_writes
 
 __all__ = ["UseCase", "Stage", "PIPELINE", "DEFAULT_UNTIL", "ScoreResult"]
 
@@ -245,7 +245,9 @@ class UseCase:
 
         self.model_config  # a bad framework or model: section fails before any state changes
         self._warn_ignored_hyperparameters()
-        return self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
+        outputs = self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
+        wait_for_pending_writes()  # the MLflow model is logged and registered once the stage is recorded
+        return outputs
 
     def _warn_ignored_hyperparameters(self) -> None:
         """Tell the user which hyperparameters they set that the framework does not use."""

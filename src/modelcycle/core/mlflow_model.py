@@ -22,6 +22,7 @@ operated model with modelcycle's preprocessing. Everything here imports MLflow l
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -134,6 +135,8 @@ def log_trained_model(client: Any, uri: str, run_id: str, model_dir: Path, regis
     Returns ``{"model_id", "model_uri", "version", "network_model_id"}``. MLflow errors propagate
     (the tracker reports them as incomplete tracking; training is never failed by them).
     """
+    # MLflow reloads the logged model to check the input example: no progress bars on the terminal
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.pyfunc
     from modelcycle.core.artifacts import read_manifest
     from modelcycle.core.mlflow_pyfunc import MODEL_CODE, MODEL_DIR_ARTIFACT
@@ -194,8 +197,14 @@ def _log_network(client: Any, uri: str, run_id: str, manifest: Any, model_dir: P
     if not hasattr(network, "state_dict"):
         return None
     example = np.zeros((1, *manifest.model_input_shape), dtype=np.float32)
-    return _log(client, uri, run_id, NETWORK_NAME, mlflow.pytorch, tags, pytorch_model=network.eval(),
-                input_example=example, pip_requirements=requirements)
+    exporter = logging.getLogger("torch._export")  # its notes on the example's batch size are noise here
+    level = exporter.level
+    exporter.setLevel(logging.ERROR)
+    try:
+        return _log(client, uri, run_id, NETWORK_NAME, mlflow.pytorch, tags, pytorch_model=network.eval(),
+                    input_example=example, pip_requirements=requirements)
+    finally:
+        exporter.setLevel(level)
 
 
 def _register(client: Any, name: str, model_id: str, mlflow_run_id: str, run_id: str) -> str:

@@ -14,7 +14,6 @@ queues records. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import queue
@@ -111,7 +110,8 @@ _PENDING_LOCK = threading.Lock()
 
 def wait_for_pending_writes(timeout: float = 300.0) -> None:
     """Block until every ended run's background writes (the logged model, its registration)
-    are done; readers of the MLflow store call it, and so does the process before exiting."""
+    are done: ``train`` calls it once its stage is recorded, readers of the MLflow store call it
+    (a process must not exit before: its writer thread is a daemon)."""
     deadline = time.monotonic() + timeout
     while True:
         with _PENDING_LOCK:
@@ -121,9 +121,6 @@ def wait_for_pending_writes(timeout: float = 300.0) -> None:
         tracker._thread.join(max(0.0, deadline - time.monotonic()))
         if tracker._thread.is_alive():
             log.warning("tracking: the background writes to %s did not finish in %.0f s", tracker.uri, timeout)
-
-
-atexit.register(wait_for_pending_writes)
 
 #: How long the end of the first epoch waits for the MLflow run to be created.
 _FIRST_EPOCH_WAIT_S = 120.0
@@ -320,8 +317,7 @@ class RunTracker:
 
     def submit_after_end(self, action: Callable[[Any, str], None]) -> None:
         """Run ``action(client, mlflow_run_id)`` on the writer thread once the run has ended:
-        :meth:`finish` does not wait for it (:func:`wait_for_pending_writes` does, and so does
-        the process before it exits)."""
+        :meth:`finish` does not wait for it, :func:`wait_for_pending_writes` does."""
         self._after_end.append(action)
 
     def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
