@@ -98,7 +98,7 @@ def test_the_model_is_logged_with_signature_and_example_and_linked_to_the_run(tr
 
     client, run_id = trained["client"], trained["outputs"]["mlflow_run_id"]
     models = {m.name: m for m in client.search_logged_models(experiment_ids=[_experiment(trained).experiment_id])}
-    assert set(models) == {"model", "network"}
+    assert set(models) == {"pyfunc", "network"}
     assert all(m.source_run_id == run_id and str(m.status) in ("READY", "LoggedModelStatus.READY")
                for m in models.values())
     outputs = {o.model_id for o in client.get_run(run_id).outputs.model_outputs}
@@ -106,7 +106,7 @@ def test_the_model_is_logged_with_signature_and_example_and_linked_to_the_run(tr
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(trained["outputs"]["tracking_uri"])
     try:
-        info = mlflow.models.get_model_info(f"models:/{models['model'].model_id}")
+        info = mlflow.models.get_model_info(f"models:/{models['pyfunc'].model_id}")
     finally:
         mlflow.set_tracking_uri(previous)
     assert "python_function" in info.flavors and info.saved_input_example_info is not None

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: governance stage → the registry alias of the version in that stage (other stages: no alias).
 STAGE_ALIASES: dict[str, str] = {"validate": "challenger", "operate": "champion"}
 #: the name of the logged pyfunc model in each run
-PYFUNC_NAME = "model"
+PYFUNC_NAME = "pyfunc"  # not "model": runs:/<id>/model would resolve to it, not to the run's model/ artifacts
 NETWORK_NAME = "network"
 _TORCH_FRAMEWORKS = frozenset({"pytorch", "lightning"})
 # MLflow's model logging reads the process-wide tracking URI: one logger at a time sets it.
