@@ -20,8 +20,7 @@ __all__ = ["LIBRARY_LOGGERS", "LOG_FILE", "route_library_logs", "import_quietly"
 #: Loggers routed to the file with the level they log at there (``modelcycle.libraries``
 #: carries captured import warnings; SQLAlchemy at INFO would log every statement).
 LIBRARY_LOGGERS = {"mlflow": logging.INFO, "alembic": logging.INFO, "sqlalchemy": logging.WARNING,
-                   "huey": logging.WARNING, "modelcycle.libraries": logging.INFO,
-                   "torch._export": logging.WARNING}  # graph export when a torch network is logged
+                   "huey": logging.WARNING, "modelcycle.libraries": logging.INFO}
 #: Where their records go, relative to the use case's ``.modelcycle`` directory.
 LOG_FILE = Path("logs") / "libraries.log"
 
