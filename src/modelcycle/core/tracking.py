@@ -121,6 +121,8 @@ def wait_for_pending_writes(timeout: float = 300.0) -> None:
         tracker._thread.join(max(0.0, deadline - time.monotonic()))
         if tracker._thread.is_alive():
             log.warning("tracking: the background writes to %s did not finish in %.0f s", tracker.uri, timeout)
+        elif tracker.error is not None:
+            log.warning("tracking incomplete for %s: %s", tracker.uri, tracker.error)
 
 #: How long the end of the first epoch waits for the MLflow run to be created.
 _FIRST_EPOCH_WAIT_S = 120.0
@@ -156,7 +158,6 @@ class RunTracker:
         self.error: BaseException | None = None
         self.epochs_logged = 0
         self._ready = threading.Event()
-        self._ended = threading.Event()
         self._after_end: list[Callable[[Any, str], None]] = []
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="modelcycle-tracking", daemon=True)
@@ -323,29 +324,23 @@ class RunTracker:
     def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
         """Write every queued record, end the run with ``status``; returns the MLflow run id.
 
-        The run ends when ``finish`` is called, however long the queued writes take; actions
-        queued by :meth:`submit_after_end` go on in the background."""
+        The run ends when ``finish`` is called, however long the queued writes take. With actions
+        queued by :meth:`submit_after_end`, ``finish`` returns once the run exists and the writes
+        go on in the background (:func:`wait_for_pending_writes` waits for them and reports errors)."""
         ended_ms = int(time.time() * 1000)
 
-        def end(client: Any, run_id: str) -> None:
-            try:
-                client.set_terminated(run_id, status, end_time=ended_ms)
-            finally:
-                self._ended.set()
-
-        self._submit(end)
+        self._submit(lambda client, run_id: client.set_terminated(run_id, status, end_time=ended_ms))
         for action in self._after_end:
             self._submit(action)
         self._queue.put(_STOP)
         self.start()
         deadline = time.monotonic() + timeout
-        while not self._ended.wait(0.05) and self._thread.is_alive() and time.monotonic() < deadline:
-            pass
-        if self._after_end and self._thread.is_alive():
+        if self._after_end:  # the queued writes go on after the stage: train() waits for them at its end
+            self._ready.wait(timeout)
             with _PENDING_LOCK:
                 _PENDING.append(self)
-        else:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+            return self.mlflow_run_id
+        self._thread.join(timeout)
         if self.error is not None:
             log.warning("tracking incomplete for %s: %s", self.uri, self.error)
         return self.mlflow_run_id
