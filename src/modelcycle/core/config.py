@@ -185,6 +185,10 @@ class TrackingConfig(_Section):
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = Field(default=None, description="default: the use case's name")
+    log_model: bool = Field(
+        default=True,
+        description="log the trained model as an MLflow model and register it under the use case's name",
+    )
 
 
 class GovernanceConfig(BaseModel):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelcycle.core.config import Hyperparameters
 from modelcycle.core.errors import ConfigError, StageError
-from modelcycle.core.tracking import default_tracking_uri, mlflow_client
+from modelcycle.core.tracking import default_tracking_uri, mlflow_client, wait_for_pending_writes
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.view import UseCaseView as UseCase
@@ -23,6 +23,7 @@ _METRICS = ("test_accuracy", "test_loss", "train_loss", "duration_s")
 
 def _client(use_case: UseCase) -> tuple[Any, str | None]:
     tracking = use_case.config.tracking
+    wait_for_pending_writes()  # a run of this process may still be logging its model
     client = mlflow_client(tracking.uri or default_tracking_uri(use_case.work_dir))
     experiment = client.get_experiment_by_name(tracking.experiment or use_case.config.name)
     return client, experiment.experiment_id if experiment else None

@@ -24,7 +24,7 @@ from modelcycle.core.plugin_types import SERVING_STATUSES
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
 from modelcycle.core.state import State, StateDamagedError, StateStore, utcnow
-from modelcycle.core.tracking import RunTracker, record_training, start_tracker
+from modelcycle.core.tracking import RunTracker, record_training, start_tracker, wait_for_pending_writes
 
 __all__ = ["UseCase", "Stage", "PIPELINE", "DEFAULT_UNTIL", "ScoreResult"]
 
@@ -183,12 +183,14 @@ class UseCase:
         run and MLflow run, when the training configuration is unchanged; ``restart`` starts a new
         run from epoch 1 instead (and trains even when already trained).
         """
+        started_ms = int(time.time() * 1000)  # the MLflow run's start: loading the framework is training too
 
         def action(state: State) -> dict[str, Any]:
             from contextlib import nullcontext
 
             from modelcycle.core import attempts
             from modelcycle.core.checkpoints import CHECKPOINT_DIR, supports_checkpoints
+            from modelcycle.core.mlflow_model import prepare_model_logging, queue_model_logging
             from modelcycle.core.training import TrainingContext, TrainingReporter
 
             model_config = self.model_config
@@ -211,15 +213,19 @@ class UseCase:
             attempt = plan.begin()
             tracker = start_tracker(self.config, self.work_dir, self.directory, plan.run_id, platform,
                                     resume=plan.resumed is not None, abandoned=tuple(plan.abandoned),
-                                    attempt=attempt.attempt)
+                                    attempt=attempt.attempt, started_ms=started_ms)
             if tracker is not None:
                 registry.register(tracker, name=f"modelcycle.tracking.{plan.run_id}")
+                if self.config.tracking.log_model:
+                    prepare_model_logging(tracker, self.config.framework)
             status = "FAILED"
             try:
                 with _autolog_run(tracker, self.config.capture) if tracker is not None else nullcontext():
                     result = registry.call_platform(platform, "run_training_job", context=context)
                 if tracker is not None:
                     record_training(tracker, result)
+                    if self.config.tracking.log_model and result.model_dir is not None:
+                        queue_model_logging(tracker, Path(result.model_dir), self.config.name)
                 status = "FINISHED"
             except KeyboardInterrupt:
                 status = "KILLED"
@@ -239,7 +245,9 @@ class UseCase:
 
         self.model_config  # a bad framework or model: section fails before any state changes
         self._warn_ignored_hyperparameters()
-        return self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
+        outputs = self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
+        wait_for_pending_writes()  # the MLflow model is logged and registered once the stage is recorded
+        return outputs
 
     def _warn_ignored_hyperparameters(self) -> None:
         """Tell the user which hyperparameters they set that the framework does not use."""

@@ -27,10 +27,25 @@ from typing import Any
 from modelcycle.core.library_logs import import_quietly
 from modelcycle.core.markers import hookimpl
 
-__all__ = ["RunTracker", "default_tracking_uri", "git_commit", "flatten", "mlflow_client"]
+__all__ = [
+    "RunTracker", "default_tracking_uri", "git_commit", "flatten", "mlflow_client", "tag_experiment_kind",
+    "EXPERIMENT_KIND_TAG", "EXPERIMENT_KIND", "wait_for_pending_writes",
+]
 
 log = logging.getLogger(__name__)
 _STOP = object()
+
+
+#: MLflow 3's experiment-kind tag, and the value (model development) that opens MLflow's UI on the
+#: runs table rather than on the GenAI traces overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def tag_experiment_kind(client: Any, experiment: Any) -> None:
+    """Tag ``experiment`` (an MLflow ``Experiment``) as model development unless it names a kind."""
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def default_tracking_uri(work_dir: Path) -> str:
@@ -88,6 +103,27 @@ def _create_sqlite_store(path: Path, client_class: Any) -> None:
         private.unlink(missing_ok=True)
 
 
+#: Trackers whose run has ended but whose writer still works (:meth:`RunTracker.submit_after_end`).
+_PENDING: list[RunTracker] = []
+_PENDING_LOCK = threading.Lock()
+
+
+def wait_for_pending_writes(timeout: float = 300.0) -> None:
+    """Block until every ended run's background writes (the logged model, its registration)
+    are done: ``train`` calls it once its stage is recorded, readers of the MLflow store call it
+    (a process must not exit before: its writer thread is a daemon)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _PENDING_LOCK:
+            if not _PENDING:
+                return
+            tracker = _PENDING.pop(0)
+        tracker._thread.join(max(0.0, deadline - time.monotonic()))
+        if tracker._thread.is_alive():
+            log.warning("tracking: the background writes to %s did not finish in %.0f s", tracker.uri, timeout)
+        elif tracker.error is not None:
+            log.warning("tracking incomplete for %s: %s", tracker.uri, tracker.error)
+
 #: How long the end of the first epoch waits for the MLflow run to be created.
 _FIRST_EPOCH_WAIT_S = 120.0
 
@@ -104,7 +140,7 @@ class RunTracker:
 
     def __init__(
         self, uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: str | None = None,
-        resume: bool = False, abandoned: tuple[str, ...] = (),
+        resume: bool = False, abandoned: tuple[str, ...] = (), started_ms: int | None = None,
     ) -> None:
         self.uri = uri
         #: continue the MLflow run tagged with this run's ``modelcycle.run_id`` when one exists
@@ -112,7 +148,7 @@ class RunTracker:
         #: modelcycle run ids whose MLflow runs, if still ``RUNNING``, end ``KILLED``
         self.abandoned = tuple(abandoned)
         #: when training started: the run's start time even if the store answers late
-        self.started_ms = int(time.time() * 1000)
+        self.started_ms = started_ms or int(time.time() * 1000)
         self.artifact_location = artifact_location
         self.experiment = experiment
         self.run_name = run_name
@@ -122,6 +158,7 @@ class RunTracker:
         self.error: BaseException | None = None
         self.epochs_logged = 0
         self._ready = threading.Event()
+        self._after_end: list[Callable[[Any, str], None]] = []
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="modelcycle-tracking", daemon=True)
 
@@ -160,10 +197,13 @@ class RunTracker:
         try:
             client = mlflow_client(self.uri)
             experiment = client.get_experiment_by_name(self.experiment)
+            if experiment is not None:
+                tag_experiment_kind(client, experiment)  # stores made before the tag existed
             experiment_id = (
                 experiment.experiment_id
                 if experiment
-                else client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                else client.create_experiment(self.experiment, artifact_location=self.artifact_location,
+                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             )
             self.experiment_id = experiment_id
             self.mlflow_run_id = self._open_run(client, experiment_id)
@@ -271,11 +311,35 @@ class RunTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._submit(lambda client, run_id: client.log_artifact(run_id, str(path), artifact_path))
 
+    def submit(self, action: Callable[[Any, str], None]) -> None:
+        """Run ``action(client, mlflow_run_id)`` on the writer thread, after what is queued and
+        before the run ends (an exception is reported as incomplete tracking)."""
+        self._submit(action)
+
+    def submit_after_end(self, action: Callable[[Any, str], None]) -> None:
+        """Run ``action(client, mlflow_run_id)`` on the writer thread once the run has ended:
+        :meth:`finish` does not wait for it, :func:`wait_for_pending_writes` does."""
+        self._after_end.append(action)
+
     def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
-        """Write every queued record, end the run with ``status``; returns the MLflow run id."""
-        self._submit(lambda client, run_id: client.set_terminated(run_id, status))
+        """Write every queued record, end the run with ``status``; returns the MLflow run id.
+
+        The run ends when ``finish`` is called, however long the queued writes take. With actions
+        queued by :meth:`submit_after_end`, ``finish`` returns once the run exists and the writes
+        go on in the background (:func:`wait_for_pending_writes` waits for them and reports errors)."""
+        ended_ms = int(time.time() * 1000)
+
+        self._submit(lambda client, run_id: client.set_terminated(run_id, status, end_time=ended_ms))
+        for action in self._after_end:
+            self._submit(action)
         self._queue.put(_STOP)
         self.start()
+        deadline = time.monotonic() + timeout
+        if self._after_end:  # the queued writes go on after the stage: train() waits for them at its end
+            self._ready.wait(timeout)
+            with _PENDING_LOCK:
+                _PENDING.append(self)
+            return self.mlflow_run_id
         self._thread.join(timeout)
         if self.error is not None:
             log.warning("tracking incomplete for %s: %s", self.uri, self.error)
@@ -299,13 +363,15 @@ class RunTracker:
 
 def start_tracker(
     config: Any, work_dir: Path, directory: Path, run_id: str, platform: str,
-    resume: bool = False, abandoned: tuple[str, ...] = (), attempt: int = 1,
+    resume: bool = False, abandoned: tuple[str, ...] = (), attempt: int = 1, started_ms: int | None = None,
 ) -> RunTracker | None:
     """Start tracking a training run now (``None`` when ``tracking.enabled`` is false): the MLflow
     run exists, ``RUNNING``, from the start. ``resume`` continues the run's MLflow run (tagged
-    ``modelcycle.attempts``); ``abandoned`` run ids end ``KILLED`` if still ``RUNNING``."""
+    ``modelcycle.attempts``); ``abandoned`` run ids end ``KILLED`` if still ``RUNNING``;
+    ``started_ms`` (epoch milliseconds) is the run's start when training began before the tracker."""
     if not config.tracking.enabled:
         return None
+    wait_for_pending_writes()  # the previous run's model logging swaps MLflow's process-wide URI
     tags = {
         "modelcycle.run_id": run_id,
         "modelcycle.use_case": config.name,
@@ -328,6 +394,7 @@ def start_tracker(
         artifact_location=None if config.tracking.uri else (Path(work_dir).resolve() / "mlartifacts").as_uri(),
         resume=resume,
         abandoned=abandoned,
+        started_ms=started_ms,
     )
     tracker.log_params(
         {
@@ -372,3 +439,4 @@ def record_training(tracker: RunTracker, result: Any) -> None:
         tracker.log_artifact(Path(result.model_dir) / "modelcycle.json", "model")
     if result.archive is not None and Path(result.archive).exists():
         tracker.log_artifact(Path(result.archive), "model")
+

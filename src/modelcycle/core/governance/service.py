@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.state import State
     from modelcycle.core.view import UseCaseView
 
-__all__ = ["Governance", "deployment_facts", "on_cleanup"]
+__all__ = ["Governance", "deployment_facts", "follow_stage_in_registry", "on_cleanup"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Governance:
         if stage is not None:
             self.store.move_stage(asset["id"], stage, self.who, reason=reason, force=force, source="govern")
         asset = self.store.get_asset(asset["id"])
+        registered = follow_stage_in_registry(self.use_case, asset["run_id"], asset["stage"])
         remote = backend.publish(self, asset, deployment)
         if remote is not None:
             self.store.set_remote(asset["id"], remote)
@@ -159,6 +160,8 @@ class Governance:
         }
         if remote:
             result["remote"] = remote
+        if registered:
+            result["registered_model"] = registered
         return result
 
     # -- facts -------------------------------------------------------------------------------
@@ -294,6 +297,28 @@ def deployment_facts(asset: dict[str, Any], endpoint: dict[str, Any]) -> dict[st
         "created_at": endpoint.get("started_at") or endpoint.get("created_at"),
         "details": details,
     }
+
+
+def follow_stage_in_registry(use_case: UseCaseView, run_id: str, stage: str) -> dict[str, Any] | None:
+    """Move the MLflow Model Registry alias of the run's registered version to follow ``stage``
+    (see :data:`modelcycle.core.mlflow_model.STAGE_ALIASES`). ``None`` when the run has no
+    registered version (tracking or model logging off) or the registry cannot be reached: the
+    local store stays the record of the stage, and a warning says the alias did not follow."""
+    tracking = use_case.config.tracking
+    if not (tracking.enabled and tracking.log_model):
+        return None
+    if not tracking.uri and not (use_case.work_dir / "mlflow.db").exists():
+        return None
+    from modelcycle.core.mlflow_model import follow_stage
+    from modelcycle.core.tracking import default_tracking_uri, mlflow_client, wait_for_pending_writes
+
+    wait_for_pending_writes()  # the run's version may still be being registered
+    try:
+        client = mlflow_client(tracking.uri or default_tracking_uri(use_case.work_dir))
+        return follow_stage(client, use_case.config.name, run_id, stage)
+    except Exception as exc:  # noqa: BLE001 - the governance store is the record; MLflow mirrors it
+        log.warning("governance: the MLflow registry alias of run %s did not follow stage %s: %s", run_id, stage, exc)
+        return None
 
 
 def on_cleanup(use_case: UseCaseView, remove: bool = False) -> dict[str, int]:
