@@ -24,6 +24,9 @@ NO_POSTGRES = (
     "or set MODELCYCLE_TEST_POSTGRES_URL to a database you own (postgresql+psycopg://user:password@host:port/db)"
 )
 DATABASES = ("sqlite", "postgresql")
+#: Trained models are not logged to MLflow as MLflow models (``tracking.log_model``) in tests but
+#: those of ``tests/core/test_mlflow_native.py``, which remove this: elsewhere it only costs time.
+NO_LOGGED_MODELS = ("MODELCYCLE_TRACKING__LOG_MODEL", "false")
 
 
 def _data_dir() -> Path | None:
@@ -63,6 +66,7 @@ def isolated_module_env(tmp_path_factory: pytest.TempPathFactory, data_dir: Path
                 mp.delenv(name)
         mp.setenv("MODELCYCLE_DATA_DIR", str(data_dir))
         mp.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv(*NO_LOGGED_MODELS)
         yield mp
 
 
@@ -112,6 +116,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
         if name.startswith("MODELCYCLE_") and name != "MODELCYCLE_DATA_DIR":
             monkeypatch.delenv(name)
     monkeypatch.setenv("MODELCYCLE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv(*NO_LOGGED_MODELS)
     found = _data_dir()
     if found is not None:
         monkeypatch.setenv("MODELCYCLE_DATA_DIR", str(found))

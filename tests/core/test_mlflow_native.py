@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SMALL, isolated_module_env, stop_deployed, write_use_case
+from conftest import NO_LOGGED_MODELS, SMALL, isolated_module_env, stop_deployed, write_use_case
 from modelcycle import hookimpl
 from modelcycle.core.experiments import list_runs
 from modelcycle.core.lifecycle import UseCase
@@ -30,13 +30,20 @@ from modelcycle.core.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, RunTr
 NAME = "native-mnist"
 
 
+@pytest.fixture(autouse=True)
+def _models_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module tests the logged models: ``tracking.log_model`` at its default (true)."""
+    monkeypatch.delenv(NO_LOGGED_MODELS[0], raising=False)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[dict[str, Any]]:
     """A 1-epoch MNIST use case trained once, with the wall time of training: from the
     ``train()`` call to the end of its stage (the MLflow model is logged and registered after
     that, before ``train()`` returns); its endpoint (deployed by the tests) is stopped by pid
     at the end."""
-    with isolated_module_env(tmp_path_factory, data_dir):
+    with isolated_module_env(tmp_path_factory, data_dir) as env:
+        env.delenv(NO_LOGGED_MODELS[0])  # this module tests the logged models
         directory = write_use_case(tmp_path_factory.mktemp("native") / "uc", name=NAME, **SMALL)
         use_case, ended = UseCase(directory), _StageEnd()
         use_case.registry.register(ended)
