@@ -334,7 +334,6 @@ class RunTracker:
             self._submit(action)
         self._queue.put(_STOP)
         self.start()
-        deadline = time.monotonic() + timeout
         if self._after_end:  # the queued writes go on after the stage: train() waits for them at its end
             self._ready.wait(timeout)
             with _PENDING_LOCK:
