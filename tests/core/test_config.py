@@ -266,6 +266,7 @@ def test_settings_variables_are_not_config_keys(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("MODELCYCLE_DEBUG", "1")
     monkeypatch.setenv("MODELCYCLE_ENDPOINT_TOKEN", "secret")
     monkeypatch.setenv("MODELCYCLE_SERVING_THREADS", "2")
+    monkeypatch.delenv("MODELCYCLE_TRACKING__LOG_MODEL", raising=False)  # a config key the test suite sets
     config = load_config(directory)
     assert config.data.path is None
     assert config.data.dataset == "mnist"
