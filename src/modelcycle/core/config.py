@@ -10,6 +10,7 @@ section forbids unknown keys; errors name the key's path and the allowed keys or
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -74,6 +75,30 @@ class Hyperparameters(_Section):
 
 _INSTANCE_TYPE = r"^(ml\.[a-z0-9-]+\.[a-z0-9-]+|local)$"
 
+#: a script's hyperparameter value (passed as ``--name value``, the way SageMaker passes them)
+HyperparameterValue = str | int | float | bool
+
+
+class MetricDefinition(BaseModel):
+    """SageMaker's metric definition: ``Regex``'s first group, found in the training script's
+    output, is the value of the metric ``Name`` (one MLflow step per match)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(alias="Name", min_length=1, pattern=r"^[A-Za-z0-9_.:/ -]+$")
+    regex: str = Field(alias="Regex", min_length=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc}); e.g. 'Accuracy: ([0-9.]+)'") from None
+        if compiled.groups < 1:
+            raise ValueError("needs a group capturing the value, e.g. 'Accuracy: ([0-9.]+)'")
+        return value
+
 
 class TrainingConfig(_Section):
     """Where and how the model trains.
@@ -108,6 +133,24 @@ class TrainingConfig(_Section):
     requirements: list[str] | None = Field(
         default=None, description="lines of the source dir's requirements.txt; default: modelcycle==<version>"
     )
+    # -- script mode: the user's own SageMaker training script ---------------------------------
+    entry_point: str | None = Field(
+        default=None, description="script mode: the user's training script (SageMaker's entry_point), in source_dir"
+    )
+    source_dir: str | None = Field(
+        default=None, description="script mode: the directory holding entry_point; default the use case directory"
+    )
+    hyperparameters: dict[str, HyperparameterValue] = Field(
+        default_factory=dict, description="script mode: passed to entry_point as --name value arguments"
+    )
+    metric_definitions: list[MetricDefinition] = Field(
+        default_factory=list, description="script mode: [{Name, Regex}] turning the script's output into metrics"
+    )
+
+    @property
+    def script_mode(self) -> bool:
+        """Whether the user's own ``entry_point`` trains (rather than the framework plugin)."""
+        return self.entry_point is not None
 
     @model_validator(mode="after")
     def _distributed_needs_backend(self) -> TrainingConfig:
@@ -144,6 +187,11 @@ class ServingConfig(_Section):
     framework_version: str | None = None
     py_version: str | None = Field(default=None, pattern=r"^py3\d+$")
     deploy_timeout_s: float = Field(default=1800.0, gt=0, description="wait for InService at most this long")
+    entry_point: str | None = Field(
+        default=None,
+        description="script mode: the user's inference handlers (model_fn, input_fn, predict_fn, output_fn), "
+        "in training.source_dir",
+    )
 
     #: the shortest bearer token an endpoint accepts
     MIN_TOKEN_LENGTH: ClassVar[int] = 16
