@@ -44,6 +44,7 @@ __all__ = [
     "InputSchema",
     "Preprocessing",
     "DatasetLineage",
+    "ScriptMode",
     "Provider",
     "Manifest",
     "write_manifest",
@@ -188,6 +189,20 @@ class Provider(_Frozen):
         return f"{self.distribution}{extras}=={self.version}"
 
 
+class ScriptMode(_Frozen):
+    """A model trained by the user's own SageMaker script (``training.entry_point``).
+
+    The model directory is then SageMaker's: whatever the script wrote to ``SM_MODEL_DIR`` at the
+    top level, and the source dir (``inference.py``, ``requirements.txt``...) under ``code/``.
+    ``serving_entry_point`` (relative to ``code/``) holds the handlers the endpoint loads
+    (``model_fn``, optional ``input_fn``/``predict_fn``/``output_fn`` or ``transform_fn``);
+    ``None`` means the framework's default handlers."""
+
+    training_entry_point: str
+    serving_entry_point: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
 class Manifest(_Frozen):
     """The ``modelcycle.json`` that travels with every model artifact.
 
@@ -216,6 +231,7 @@ class Manifest(_Frozen):
     providers: dict[str, Provider] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> SHA-256 of every model file")
     user_code: dict[str, str] = Field(default_factory=dict, description="the model.class code copied into code/user/")
+    script: ScriptMode | None = Field(default=None, description="set when the user's own training script trained the model")
 
     @property
     def model_input_shape(self) -> tuple[int, ...]:
