@@ -80,6 +80,8 @@ class FakeTrainingService:
             document["SecondaryStatus"] = {"InProgress": "Training"}.get(job["status"], job["status"])
             if job["status"] == "Failed":
                 document["FailureReason"] = job.get("reason", "")
+            if job["status"] == "Completed" and job.get("metrics") is not None:
+                document["FinalMetricDataList"] = job["metrics"]
             payload = json.dumps(document, default=str).encode()
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], headers + [("Content-Length", str(len(payload)))])
@@ -130,9 +132,27 @@ class FakeTrainingService:
             s3.upload_file(str(outcome.model_archive), bucket, f"{key}/model.tar.gz")
             if outcome.output_archive is not None:
                 s3.upload_file(str(outcome.output_archive), bucket, f"{key}/output.tar.gz")
-            self.jobs[name] = {"status": "Completed", "outcome": outcome}
+            self.jobs[name] = {"status": "Completed", "outcome": outcome, "metrics": _final_metrics(request, outcome)}
         except Exception as exc:  # reported through DescribeTrainingJob, as SageMaker does
             self.jobs[name] = {"status": "Failed", "reason": f"{type(exc).__name__}: {exc}"[:1000]}
+
+
+def _final_metrics(request: dict[str, Any], outcome: Any) -> list[dict[str, Any]] | None:
+    """SageMaker's FinalMetricDataList: the last value each MetricDefinitions regex finds in the
+    lead host's output (``None``: the job defined no metrics, moto's default answer stays)."""
+    import re
+
+    definitions = request["AlgorithmSpecification"].get("MetricDefinitions")
+    if not definitions:
+        return None
+    log = (outcome.job_dir / "logs" / f"{outcome.hosts[0]}.log").read_text(errors="replace")
+    found = []
+    for definition in definitions:
+        matches = re.findall(definition["Regex"], log)
+        if matches:
+            value = matches[-1][0] if isinstance(matches[-1], tuple) else matches[-1]
+            found.append({"MetricName": definition["Name"], "Value": float(value), "Timestamp": 0})
+    return found
 
 
 @pytest.fixture

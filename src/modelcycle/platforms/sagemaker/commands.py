@@ -39,6 +39,10 @@ def cmd_import_signature(args: argparse.Namespace) -> int:
 
     target, result = import_signature(Path(args.signature), Path(args.output) if args.output else None, force=args.force)
     print(f"wrote {target} (use case '{result.config['name']}', framework {result.config['framework']})")
+    if result.kept:
+        print("kept (script mode):")
+        for line in result.kept:
+            print(f"  - {line}")
     if result.dropped:
         print("dropped:")
         for line in result.dropped:

@@ -2,7 +2,9 @@
 
 The endpoint runs the artifact's ``code/inference.py`` in AWS's PyTorch inference container:
 the same ``model_fn/input_fn/predict_fn/output_fn`` handlers the local endpoint runs, so a
-request body that scores locally scores the same way there.
+request body that scores locally scores the same way there. A script-mode model
+(``Manifest.script``) runs the user's own handlers instead (``serving.entry_point`` with the
+model's ``code/`` as source dir) in the PyTorch or TensorFlow inference container.
 """
 
 from __future__ import annotations
@@ -71,6 +73,28 @@ def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None
     return code
 
 
+def _script_code(model_dir: Path, manifest: Any, scratch: Path) -> tuple[Path, str | None]:
+    """The source dir and entry point of a script-mode model: its ``code/`` and the user's
+    ``serving.entry_point``. TensorFlow Serving's container runs only ``code/inference.py``, so
+    for keras a differently named entry point is served from a copy where it is ``inference.py``.
+
+    Raises:
+        ConfigError: a keras model whose ``code/`` holds both the entry point and another ``inference.py``.
+    """
+    code, entry_point = model_dir / "code", manifest.script.serving_entry_point
+    if aws.SDK_FRAMEWORK[manifest.framework] != "tensorflow" or entry_point in (None, "inference.py"):
+        return code, entry_point
+    if (code / "inference.py").exists():
+        raise ConfigError(
+            f"serving.entry_point is {entry_point} but {code} also holds an inference.py: SageMaker's TensorFlow "
+            "Serving container runs only code/inference.py; rename one of them"
+        )
+    copy = scratch / "code"
+    shutil.copytree(code, copy)
+    shutil.copyfile(code / entry_point, copy / "inference.py")
+    return copy, "inference.py"
+
+
 def _sdk_session(region: str) -> Any:
     """A cached SDK session per region and endpoint override (creating one builds ~8 clients)."""
     import os
@@ -98,6 +122,19 @@ def _model_data(s3: Any, model_dir: Path, settings: aws.AwsSettings, job: dict[s
     with tempfile.TemporaryDirectory(prefix="modelcycle-sm-") as tmp:
         aws.upload_file(s3, package_directory(model_dir, Path(tmp) / "model.tar.gz"), uri)
     return uri
+
+
+def _framework_model(framework: str, **kwargs: Any) -> Any:
+    """``PyTorchModel`` (pytorch, lightning) or ``TensorFlowModel`` (keras; its image has no
+    ``py_version``) with ``kwargs``; ``entry_point`` ``None`` leaves the container's default handlers."""
+    if aws.SDK_FRAMEWORK[framework] == "tensorflow":
+        from sagemaker.tensorflow import TensorFlowModel
+
+        kwargs.pop("py_version", None)
+        return TensorFlowModel(**kwargs)
+    from sagemaker.pytorch import PyTorchModel
+
+    return PyTorchModel(**kwargs)
 
 
 def _wait_in_service(client: Any, name: str, timeout_s: float) -> dict[str, Any]:
@@ -167,7 +204,11 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    if aws.SDK_FRAMEWORK.get(manifest.framework) != "pytorch":
+    script = manifest.script is not None
+    if script and manifest.framework not in aws.SDK_FRAMEWORK:
+        raise ConfigError(f"a script-mode '{manifest.framework}' model has no SageMaker inference container "
+                          f"(frameworks {', '.join(aws.SDK_FRAMEWORK)}); serve it locally (serving.platform: local)")
+    if not script and aws.SDK_FRAMEWORK.get(manifest.framework) != "pytorch":
         raise ConfigError(
             f"serving a '{manifest.framework}' model on SageMaker is not supported yet: modelcycle's "
             "handlers run in the PyTorch inference container (frameworks pytorch, lightning); "
@@ -180,20 +221,23 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
     sm_name = endpoint_name(name)
     version, py_version = aws.framework_versions(manifest.framework, settings_section)
     sm_session = aws.sagemaker_session(session, settings.bucket)
-    from sagemaker.pytorch import PyTorchModel
 
     client = sm_session.sagemaker_client
     scratch = tempfile.TemporaryDirectory(prefix="modelcycle-sm-")
     try:
-        code = _serving_code(model_dir, manifest, fallback["requirements"], Path(scratch.name))
+        if script:  # the user's handlers and source dir, as the model directory's code/ holds them
+            code, entry_point = _script_code(model_dir, manifest, Path(scratch.name))
+        else:
+            code, entry_point = _serving_code(model_dir, manifest, fallback["requirements"], Path(scratch.name)), "inference.py"
         model_data = _model_data(session.client("s3"), model_dir, settings, fallback["job"], manifest.run_id)
         _delete_leftovers(client, sm_name)
         print(f"Deploying model: [{model_data}] as SageMaker endpoint {sm_name} "
               f"({settings_section.instance_count} x {settings_section.instance_type})", file=sys.stderr, flush=True)
-        model = PyTorchModel(
+        model = _framework_model(
+            manifest.framework,
             model_data=model_data,
             role=settings.role,
-            entry_point="inference.py",
+            entry_point=entry_point,
             source_dir=str(code),  # repacked into the archive's code/ by the SDK
             framework_version=version,
             py_version=py_version,

@@ -1,13 +1,21 @@
 """``modelcycle import-signature``: an mlmonitor ``model_signature.json`` → ``modelcycle.yaml``.
 
-Kept: the framework (``aws_runtime.train_framework``), the dataset, the hyperparameters (hyphens
-→ underscores, known aliases mapped, model-shape keys moved to ``model:``), the SageMaker
-instance types, S3 prefix and base job name, and the quality monitor (``min_feedback_data_size``
-and thresholds, the limit moved under ``value`` — mlmonitor writes it under ``lower_limit``,
-which OpenScale ignores). Everything else is listed as dropped, with the reason: WML and Azure
-runtimes, the fairness/drift/explainability/MRM/custom monitors, mlmonitor's scripts and fetch
-functions (modelcycle ships its own entry point and handlers), container versions older than
-modelcycle's Python floor, and unknown keys.
+Kept: the framework (``aws_runtime.train_framework``), the dataset, the SageMaker instance
+types, S3 prefix and base job name, and the quality monitor (``min_feedback_data_size`` and
+thresholds, the limit moved under ``value`` — mlmonitor writes it under ``lower_limit``, which
+OpenScale ignores).
+
+With ``aws_runtime.train_script`` the use case runs in script mode, the user's scripts unchanged:
+``training.entry_point`` is the train script, ``training.source_dir`` the signature's directory
+(relative to where ``modelcycle.yaml`` is written; the scripts must be there),
+``training.hyperparameters`` the signature's hyperparameters as the script expects them
+(hyphenated names and values as given, mlmonitor's system arguments dropped) and
+``serving.entry_point`` the inference script. Without a train script the hyperparameters become
+modelcycle's (hyphens → underscores, known aliases mapped, model-shape keys moved to ``model:``).
+
+Everything else is listed as dropped, with the reason: WML and Azure runtimes, the
+fairness/drift/explainability/MRM/custom monitors, fetch functions, container versions older
+than modelcycle's Python floor, and unknown keys.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class ImportResult:
     config: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
 
 
 def _name(signature: dict[str, Any], source: Path | None) -> str:
@@ -61,7 +70,7 @@ def _name(signature: dict[str, Any], source: Path | None) -> str:
         source.parent.name if source is not None else "",
     ]
     for raw in candidates:
-        text = re.sub(r"^use_case_", "", raw)
+        text = re.sub(r"^use_case_", "", raw.rstrip("/").rsplit("/", 1)[-1])  # mlmonitor writes "/use_case_x" too
         text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
         if text:
             return text[:63]
@@ -125,6 +134,61 @@ def _hyperparameters(raw: dict[str, Any], framework: str, result: ImportResult) 
     return hps, model
 
 
+def _script_hyperparameters(raw: dict[str, Any], result: ImportResult) -> dict[str, Any]:
+    """The train script's own arguments: names and values as the signature gives them, without
+    mlmonitor's system arguments (governance keys and credentials names)."""
+    hps: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SYSTEM_HPS:
+            result.dropped.append(f"hyperparameters.{key}: mlmonitor system argument (governance/credentials)")
+        elif isinstance(value, (str, int, float, bool)):
+            hps[str(key)] = value
+        else:
+            result.dropped.append(f"hyperparameters.{key}: {type(value).__name__} value (a script argument is a "
+                                  "string, number or boolean)")
+    return hps
+
+
+def _script_mode(runtime: dict[str, Any], raw_hps: dict[str, Any], source: Path | None, target_dir: Path | None,
+                 result: ImportResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``training:`` and ``serving:`` script-mode keys of a signature naming a train script.
+
+    Raises:
+        ConfigError: a named script is not beside the signature (names the file and the directory).
+    """
+    import os
+
+    scripts = {"train_script": str(runtime["train_script"])}
+    if runtime.get("inference_script"):
+        scripts["inference_script"] = str(runtime["inference_script"])
+    if source is not None:
+        directory = source.resolve().parent
+        for key, name in scripts.items():
+            if not (directory / name).is_file():
+                raise ConfigError(
+                    f"aws_runtime.{key} '{name}' is not in {directory} (the signature's directory, where the use "
+                    "case's scripts must be): put the script there or fix the signature"
+                )
+        where = Path(target_dir).resolve() if target_dir is not None else directory
+        source_dir = Path(os.path.relpath(directory, where)).as_posix()
+    else:
+        source_dir = "."
+    training: dict[str, Any] = {"entry_point": scripts["train_script"], "source_dir": source_dir}
+    hps = _script_hyperparameters(raw_hps, result)
+    if hps:
+        training["hyperparameters"] = hps
+    result.kept.append(f"aws_runtime.train_script ({scripts['train_script']}) → training.entry_point, run unchanged "
+                       f"from training.source_dir {source_dir}")
+    result.kept.append(f"hyperparameters → training.hyperparameters ({', '.join(hps) or 'none'}), passed to the "
+                       "script as --name value")
+    serving: dict[str, Any] = {}
+    if "inference_script" in scripts:
+        serving["entry_point"] = scripts["inference_script"]
+        result.kept.append(f"aws_runtime.inference_script ({scripts['inference_script']}) → serving.entry_point "
+                           "(the endpoint runs its handlers)")
+    return training, serving
+
+
 def _quality(section: dict[str, Any], result: ImportResult) -> dict[str, Any] | None:
     if not section:
         return None
@@ -156,8 +220,14 @@ def _quality(section: dict[str, Any], result: ImportResult) -> dict[str, Any] | 
     return quality
 
 
-def convert_signature(signature: dict[str, Any], source: Path | None = None) -> ImportResult:
-    """Convert a parsed ``model_signature.json``; nothing is written."""
+def convert_signature(signature: dict[str, Any], source: Path | None = None,
+                      target_dir: Path | None = None) -> ImportResult:
+    """Convert a parsed ``model_signature.json`` read from ``source`` for a ``modelcycle.yaml``
+    in ``target_dir`` (default: beside the signature); nothing is written.
+
+    Raises:
+        ConfigError: not a JSON object; a script it names is not beside ``source``.
+    """
     if not isinstance(signature, dict):
         raise ConfigError("a model_signature.json holds a JSON object (signature, aws_runtime, ...)")
     result = ImportResult(config={})
@@ -170,7 +240,14 @@ def convert_signature(signature: dict[str, Any], source: Path | None = None) -> 
     config["framework"] = framework
     config["capture"] = "autolog" if framework in ("keras", "lightning") else "manual"
 
-    hps, model = _hyperparameters(dict(signature.get("hyperparameters") or {}), framework, result)
+    raw_hps = dict(signature.get("hyperparameters") or {})
+    script_training: dict[str, Any] = {}
+    script_serving: dict[str, Any] = {}
+    if runtime.get("train_script"):
+        script_training, script_serving = _script_mode(runtime, raw_hps, source, target_dir, result)
+        hps, model = {}, {}
+    else:
+        hps, model = _hyperparameters(raw_hps, framework, result)
     if model:
         config["model"] = model
     datasets = dict(signature.get("datasets") or {})
@@ -185,8 +262,8 @@ def convert_signature(signature: dict[str, Any], source: Path | None = None) -> 
     if hps:
         config["hyperparameters"] = hps
 
-    training: dict[str, Any] = {"platform": "sagemaker"}
-    serving: dict[str, Any] = {"platform": "sagemaker"}
+    training: dict[str, Any] = {"platform": "sagemaker", **script_training}
+    serving: dict[str, Any] = {"platform": "sagemaker", **script_serving}
     if runtime.get("train_instance"):
         training["instance_type"] = str(runtime["train_instance"]).replace("_", ".")
     if runtime.get("inference_instance"):
@@ -202,10 +279,9 @@ def convert_signature(signature: dict[str, Any], source: Path | None = None) -> 
                 f"aws_runtime.{scope}_framework_version/{scope}_py_version ({version}/{py}): modelcycle needs "
                 "Python >= 3.11 in the container; its default framework images are used"
             )
-    for key in ("train_script", "inference_script"):
-        if runtime.get(key):
-            result.dropped.append(f"aws_runtime.{key} ({runtime[key]}): modelcycle ships its own entry point "
-                                  "(train.py) and handlers (code/inference.py)")
+    if runtime.get("inference_script") and not runtime.get("train_script"):
+        result.dropped.append(f"aws_runtime.inference_script ({runtime['inference_script']}): without a "
+                              "train_script modelcycle trains with its own entry point and serves its own handlers")
     for key in ("serializer", "deserializer"):
         if runtime.get(key) not in (None, "json"):
             result.dropped.append(f"aws_runtime.{key} ({runtime[key]}): modelcycle endpoints speak JSON and NPY")
@@ -263,13 +339,14 @@ def import_signature(path: Path, output_dir: Path | None = None, force: bool = F
         signature = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {path} as JSON: {exc}") from None
-    result = convert_signature(signature, path)
     target_dir = Path(output_dir) if output_dir is not None else path.parent
+    result = convert_signature(signature, path, target_dir)
     target = target_dir / CONFIG_FILE
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; pass --force to overwrite it or -o another directory")
     target_dir.mkdir(parents=True, exist_ok=True)
     header = (f"# converted by 'modelcycle import-signature' from {path.name}\n"
+              + "".join(f"# kept: {line}\n" for line in result.kept)
               + "".join(f"# dropped: {line}\n" for line in result.dropped))
     target.write_text(header + yaml.safe_dump(result.config, sort_keys=False))
     return target, result

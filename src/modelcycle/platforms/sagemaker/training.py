@@ -1,7 +1,9 @@
 """SageMaker training jobs: upload the data and source dir, run the estimator, fetch the model.
 
 The job runs the same entry point as the local container runner (``train.py`` →
-:mod:`modelcycle.core.entrypoint`) with the use case's resolved ``modelcycle.yaml`` beside it.
+:mod:`modelcycle.core.entrypoint`) with the use case's resolved ``modelcycle.yaml`` beside it;
+in script mode (``training.entry_point``) it runs the user's own script instead
+(:mod:`modelcycle.platforms.sagemaker.script`).
 S3 layout under ``s3://<bucket>/<prefix>/``: ``data/<dataset>/{training,testing}/`` (uploaded
 once, skipped when unchanged), ``code/<job>/source/sourcedir.tar.gz``, ``output/<job>/output/
 {model.tar.gz,output.tar.gz}``. The run directory gets the model (downloaded and extracted) and
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelcycle.platforms.sagemaker import session as aws
+from modelcycle.platforms.sagemaker.script import final_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.training import TrainingContext, TrainingResult
@@ -49,9 +52,14 @@ def _estimator(config: Any, settings: aws.AwsSettings, sm_session: Any, source_d
 
     training = config.training
     version, py_version = aws.framework_versions(config.framework, training)
+    if training.script_mode:  # the user's own script, hyperparameters and metric definitions
+        from modelcycle.platforms.sagemaker.script import estimator_arguments
+
+        script = estimator_arguments(config, source_dir)
+    else:
+        script = dict(entry_point=ENTRY_SCRIPT, source_dir=str(source_dir), hyperparameters=job_hyperparameters(config))
     kwargs: dict[str, Any] = dict(
-        entry_point=ENTRY_SCRIPT,
-        source_dir=str(source_dir),
+        **script,
         role=settings.role,
         framework_version=version,
         py_version=py_version,
@@ -61,7 +69,6 @@ def _estimator(config: Any, settings: aws.AwsSettings, sm_session: Any, source_d
         max_run=training.max_run,
         output_path=settings.s3_uri("output"),
         code_location=settings.s3_uri("code"),
-        hyperparameters=job_hyperparameters(config),
         base_job_name=training.base_job_name or None,
         environment={"MODELCYCLE_RUN_ID": run_id},
         sagemaker_session=sm_session,
@@ -94,6 +101,11 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
     from modelcycle.core.providers import framework_info
 
     config = context.config
+    user_source = None
+    if config.training.script_mode:  # a missing script is named before anything reaches AWS
+        from modelcycle.platforms.sagemaker.script import user_source_dir
+
+        user_source = user_source_dir(config, context.source_dir)
     settings = aws.resolve_settings(config.training, config.name)
     session = aws.boto_session(settings.region)
     settings = aws.resolve_bucket(settings, session)
@@ -101,7 +113,12 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
     out = None if context.reporter.quiet else context.reporter.stream
     name = job_name(config.training.base_job_name or config.name, context.run_id)
     source = Path(context.output_dir) / "source"
-    write_source_dir(config, source, framework_info(context.registry, config.framework), context.source_dir)
+    if user_source is not None:
+        from modelcycle.platforms.sagemaker.script import stage_source_dir
+
+        stage_source_dir(user_source, source)
+    else:
+        write_source_dir(config, source, framework_info(context.registry, config.framework), context.source_dir)
     try:
         channels = upload_dataset(session.client("s3"), config, settings)
         estimator = _estimator(config, settings, sm_session, source, context.run_id)
@@ -146,6 +163,8 @@ def launch_training_job(context: TrainingContext) -> dict[str, Any]:
         "output_path": settings.s3_uri("output"),
         "model_data": description["ModelArtifacts"]["S3ModelArtifacts"],
         "billable_seconds": description.get("BillableTimeInSeconds"),
+        "final_metrics": final_metrics(description),
+        "source_dir": str(source),
     }
 
 
@@ -201,8 +220,13 @@ def run_training_job(context: TrainingContext) -> TrainingResult:
             ) from exc
         except BotoCoreError as exc:
             raise aws.aws_error(f"downloading {job['model_data']}", exc) from exc
-        record = _metrics_record(s3, job["model_data"], scratch)
-        result = training_result(context, archive, record, time.perf_counter() - started, job)
+        if context.config.training.script_mode:
+            from modelcycle.platforms.sagemaker.script import script_result
+
+            result = script_result(context, archive, Path(job["source_dir"]), job["final_metrics"], job, started)
+        else:
+            record = _metrics_record(s3, job["model_data"], scratch)
+            result = training_result(context, archive, record, time.perf_counter() - started, job)
     out = None if context.reporter.quiet else context.reporter.stream
     if out is not None:
         print(f"Training job {job['name']} completed; model artifact {job['model_data']}", file=out, flush=True)
