@@ -264,3 +264,48 @@ def test_a_script_that_saves_nothing_is_an_error_naming_sm_model_dir(aws: FakeTr
     with pytest.raises(StageError, match=r"train\.py wrote nothing to SM_MODEL_DIR"):
         use_case.train()
     assert use_case.state().stage("train").status == "failed"
+
+
+def test_an_imported_mlmonitor_signature_trains_and_deploys_without_edits(
+    aws: FakeTrainingService, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from modelcycle.cli import main
+    from modelcycle.core.lifecycle import UseCase
+
+    directory = tmp_path / "use_case_mnist_pt"
+    directory.mkdir()
+    for name, text in (("pytorch_train.py", TRAIN), ("pytorch_inference.py", INFERENCE), ("mnist_io.py", MNIST_IO)):
+        (directory / name).write_text(text)
+    signature = {
+        "signature": {"problem_type": "multiclass", "data_type": "unstructured_image"},
+        "datasets": {"data_dir": "mnist"},
+        "aws_runtime": {"train_script": "pytorch_train.py", "inference_script": "pytorch_inference.py",
+                        "train_framework": "pytorch", "train_instance": "ml_c4_xlarge",
+                        "inference_instance": "ml.c4.xlarge", "prefix": "DEMO-mnist-mlmonitor",
+                        "job_name": "sm-mnist-pytorch"},
+        "hyperparameters": {"batch-size": 128, "epochs": 1, "learning-rate": 0.001, "ibm-key-name": "IBM_KEYS"},
+        "source_dir": "use_case_mnist_pt",
+    }
+    (directory / "model_signature.json").write_text(json.dumps(signature))
+    assert main(["import-signature", str(directory / "model_signature.json")]) == 0
+    monkeypatch.setenv("MODELCYCLE_SAGEMAKER_ROLE", ROLE)
+    monkeypatch.setenv("MODELCYCLE_SAGEMAKER_BUCKET", BUCKET)
+
+    use_case = UseCase(directory)
+    outputs = use_case.train()
+    job = json.loads((Path(outputs["model_dir"]).parent / "sagemaker.json").read_text())["name"]
+    request = aws.requests[job]
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "pytorch_train.py"
+    assert {k: v for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")} == {
+        "batch-size": "128", "epochs": "1", "learning-rate": "0.001"}  # mlmonitor's system argument dropped
+    assert request["ResourceConfig"]["InstanceType"] == "ml.c4.xlarge"
+    log = (aws.jobs[job]["outcome"].job_dir / "logs" / "algo-1.log").read_text()
+    assert "Test set: Average loss:" in log and (Path(outputs["model_dir"]) / "model.pth").is_file()
+
+    endpoint = use_case.deploy()
+    container = boto3.client("sagemaker", region_name=REGION).describe_model(
+        ModelName=endpoint["model_name"])["PrimaryContainer"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "pytorch_inference.py"
+    assert use_case.cleanup()["serving"] == 3
