@@ -144,7 +144,7 @@ def seed_use_case(directory: Path, framework: str, **training: Any) -> Path:
         "data": {"dataset": "mnist"},
         "training": {"platform": "sagemaker", "role": ROLE, "bucket": BUCKET, "instance_type": "ml.c5.xlarge",
                      "entry_point": "train.py", "source_dir": ".", "hyperparameters": hyperparameters,
-                     "metric_definitions": METRICS, **training},
+                     "metric_definitions": METRICS, "logs": False, **training},
         "serving": {"platform": "sagemaker", "instance_type": "ml.m5.large", "entry_point": HANDLERS[framework]},
     }
     (directory / "modelcycle.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -215,6 +215,7 @@ def test_the_users_script_trains_and_its_handlers_deploy(aws: FakeTrainingServic
     assert manifest.script.serving_entry_point == HANDLERS[framework]
     assert manifest.script.hyperparameters == json.loads(json.dumps(dict(HYPERPARAMETERS, export=json.loads(export))))
     assert manifest.framework == framework and manifest.dataset.train_records == 60000
+    assert manifest.libraries == ({"pytorch": "2.6"} if framework == "pytorch" else {"tensorflow": "2.19"}) | {"python": "py312"}
     assert manifest.input_schema.shape == (1, 28, 28) and manifest.preprocessing.scale == 1.0
     weights = "model.pth" if framework == "pytorch" else "1/variables/centroids.npy"
     assert manifest.model_files == [weights]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelcycle.core.errors import ConfigError
+from modelcycle.platforms.sagemaker.session import SDK_FRAMEWORK
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.training import TrainingContext, TrainingResult
@@ -113,7 +114,8 @@ def _manifest(context: TrainingContext, model_dir: Path, metrics: dict[str, floa
         framework=config.framework,
         framework_version=providers["framework"].version,
         modelcycle_version=current_version(),
-        libraries={str(job.get("framework")): str(job.get("framework_version")), "python": str(job.get("py_version"))},
+        libraries={SDK_FRAMEWORK[config.framework]: str(job.get("framework_version")),  # the job's container
+                   "python": str(job.get("py_version"))},
         run_id=context.run_id,
         created_at=Manifest.now(),
         model_files=[name for name in files if not name.startswith("code/")],
