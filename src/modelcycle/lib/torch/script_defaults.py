@@ -3,8 +3,8 @@
 As SageMaker's PyTorch inference toolkit (``DefaultPytorchInferenceHandler``) defines them:
 
 * ``model_fn``: a TorchScript model, ``model.pt`` or the one ``.pt``/``.pth`` file at the top of
-  the model directory, loaded with ``torch.jit.load`` on the CPU; offered only when such a file
-  exists (a state dict needs the user's own ``model_fn``, which builds the network);
+  the model directory, loaded with ``torch.jit.load`` on the CPU; offered only when that file is
+  TorchScript (a state dict needs the user's own ``model_fn``, which builds the network);
 * ``input_fn``: the toolkit's JSON/CSV/NPY decoding, then a tensor (float32 for JSON and CSV);
 * ``predict_fn``: ``model(torch.as_tensor(data))`` in eval mode under ``torch.no_grad()``;
 * ``output_fn``: the tensor as numpy, encoded as JSON/CSV/NPY.
@@ -12,6 +12,7 @@ As SageMaker's PyTorch inference toolkit (``DefaultPytorchInferenceHandler``) de
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,12 +27,21 @@ __all__ = ["default_handlers", "input_fn", "predict_fn", "output_fn"]
 TORCHSCRIPT_FILE = "model.pt"
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (a zip with ``constants.pkl``), not a ``torch.save``d state dict."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _torchscript_file(model_dir: Path) -> Path | None:
+    """``model.pt``, else the one ``.pt``/``.pth`` file, when it is TorchScript."""
     preferred = model_dir / TORCHSCRIPT_FILE
-    if preferred.is_file():
-        return preferred
-    candidates = [p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".pt", ".pth")]
-    return candidates[0] if len(candidates) == 1 else None
+    candidates = [preferred] if preferred.is_file() else [
+        p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".pt", ".pth")]
+    return candidates[0] if len(candidates) == 1 and _is_torchscript(candidates[0]) else None
 
 
 def input_fn(body: bytes, content_type: str) -> torch.Tensor:
