@@ -218,7 +218,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def test_keras_handlers_answer_json_and_npy_and_every_request_is_logged_with_its_prediction(
     keras_endpoint: dict[str, Any], keras_model_dir: Path, mnist_test_images: tuple[Any, Any]
 ) -> None:
-    images, _ = mnist_test_images
+    images, labels = mnist_test_images
     handlers = _import_handlers(keras_model_dir / "code", "keras_handlers_in_test")
     model = handlers.model_fn(str(keras_model_dir))
     expected = handlers.predict_fn(handlers.input_fn(_npy(images[:5]), NPY_TYPE), model)
@@ -232,7 +232,12 @@ def test_keras_handlers_answer_json_and_npy_and_every_request_is_logged_with_its
                                   headers={"Content-Type": NPY_TYPE})
         assert http.post("/payload/flush").status_code == 200
         metrics = http.get("/metrics").text
+        inline = http.post("/feedback", json={"fields": ["scoring_input", "label"],
+                                              "values": [[images[5].tolist(), int(labels[5])]]})
+        by_id = http.post("/feedback", json={"scoring_id": f"{as_json.headers['x-scoring-id']}-0", "label": int(labels[0])})
 
+    assert inline.status_code == 200 and inline.json()["stored"] == 1, inline.text  # scored through the handlers
+    assert by_id.status_code == 200 and by_id.json()["stored"] == 1, by_id.text
     assert as_json.status_code == 200, as_json.text
     assert as_json.headers["content-type"] == JSON_TYPE
     assert np.allclose(as_json.json()["predictions"], expected[:3], atol=1e-5)
@@ -240,7 +245,9 @@ def test_keras_handlers_answer_json_and_npy_and_every_request_is_logged_with_its
     assert np.allclose(np.load(io.BytesIO(as_npy.content)), expected[3:5], atol=1e-5)
     assert unauthorized.status_code == 401
 
-    records = MonitoringStore(keras_endpoint["database_url"]).payload_records("script-keras")
+    store = MonitoringStore(keras_endpoint["database_url"])
+    assert store.feedback_count("script-keras") == 2
+    records = store.payload_records("script-keras")
     by_request = {}
     for record in records:
         by_request.setdefault(record["request_id"], []).append(record)
@@ -301,6 +308,37 @@ def test_torch_defaults_encode_the_handlers_prediction_and_log_probabilities_are
         row = expected[int(record["scoring_id"].rsplit("-", 1)[1])]
         assert np.allclose(np.frombuffer(record["probability"], "<f4"), np.exp(row), atol=1e-5)
         assert record["prediction"] == int(row.argmax())
+
+
+EMBEDDING_INFERENCE = TORCH_INFERENCE.replace(
+    "        return model(input_data)", '        return {"embedding": model.fc(input_data).tolist()}')
+
+
+def test_a_prediction_that_is_not_class_probabilities_is_served_and_logged_without_one(
+    tmp_path: Path, torch_model_dir: Path, mnist_test_images: tuple[Any, Any]
+) -> None:
+    images, _ = mnist_test_images
+    model_dir = tmp_path / "model"
+    shutil.copytree(torch_model_dir, model_dir)
+    (model_dir / "code" / "inference.py").write_text(EMBEDDING_INFERENCE)
+    _manifest(model_dir, "pytorch", "inference.py", 0)
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    record = start_endpoint("script-embedding", model_dir, tmp_path / "run", timeout=600,
+                            payload={"journal": str(tmp_path / "embedding.journal"), "database_url": url})
+    try:
+        with httpx.Client(base_url=record["url"], timeout=120) as http:
+            answers = [http.post("/invocations", content=_npy(images[i:i + 2]), headers={"Content-Type": NPY_TYPE})
+                       for i in (0, 2)]
+            assert http.post("/payload/flush").status_code == 200
+    finally:
+        stop_endpoint(record)
+        assert not process_alive(record["pid"])
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(answers[0].json()["embedding"]) == 2  # the handlers' own answer, served as it is
+    records = MonitoringStore(url).payload_records("script-embedding")
+    assert sorted(bytes(r["scoring_input"]) for r in records) == sorted(i.tobytes() for i in images[:4])
+    assert all(r["prediction"] is None and r["probability"] is None for r in records)
+    assert Path(record["log"]).read_text().count("is not class probabilities") == 1  # said once
 
 
 def _use_case_with(tmp_path: Path, model_dir: Path, inference: str | None) -> tuple[Path, Path]:
@@ -391,3 +429,24 @@ def test_a_handler_value_error_is_a_client_error() -> None:
     with pytest.raises(ServingError) as raised, client_errors():
         raise ValueError("bad pixels")
     assert raised.value.status_code == 400 and str(raised.value) == "bad pixels"
+
+
+def test_transform_fn_answers_alone_and_its_requests_carry_no_prediction(tmp_path: Path, torch_model_dir: Path) -> None:
+    from modelcycle.core.serving.script_pipeline import ScriptPipeline
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(torch_model_dir, model_dir)
+    (model_dir / "code" / "inference.py").write_text(TORCH_INFERENCE.split("def input_fn")[0] + '''
+def transform_fn(model, request_body, content_type, accept):
+    if content_type != "text/plain":
+        raise TypeError(f"send text/plain, not {content_type}")
+    return f"{type(model).__name__} got {request_body.decode()}", "text/plain"
+''')
+    _manifest(model_dir, "pytorch", "inference.py", 0)
+    pipeline = ScriptPipeline(model_dir)
+    scored = pipeline.score(b"hello", "text/plain", "*/*")
+    assert (scored.body, scored.content_type) == (b"Net got hello", "text/plain")
+    assert scored.inputs is None and scored.probabilities.shape == (1, 0)
+    with pytest.raises(ServingError, match="send text/plain, not application/json") as raised:
+        pipeline.score(b"{}", "application/json", "")
+    assert raised.value.status_code == 400
