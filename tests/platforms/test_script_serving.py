@@ -367,7 +367,7 @@ def test_deploy_refuses_a_handler_file_with_a_syntax_error_naming_file_and_line(
         with pytest.raises(ModelcycleError) as raised:
             UseCase(directory).deploy()
         assert f"{handler}:3: syntax error" in str(raised.value)
-        assert not list((directory / ".modelcycle").rglob("*.ready.json"))  # no endpoint was started
+        assert not list((directory / ".modelcycle").rglob("*.log"))  # refused before any endpoint started
     finally:
         stop_deployed(directory)
 
@@ -382,6 +382,7 @@ def test_deploy_refuses_handlers_without_model_fn_when_the_framework_has_no_defa
         with pytest.raises(ModelcycleError) as raised:
             UseCase(directory).deploy()
         assert str(handler) in str(raised.value) and "defines no model_fn" in str(raised.value)
+        assert not list((directory / ".modelcycle").rglob("*.log"))
     finally:
         stop_deployed(directory)
 

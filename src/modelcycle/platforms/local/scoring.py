@@ -143,7 +143,10 @@ class ScoringApp:
 
     Args:
         fallback: the ASGI app serving every other route.
-        pipeline: the loaded model's :class:`~modelcycle.core.serving.pipeline.InferencePipeline`.
+        pipeline: the loaded model's :class:`~modelcycle.core.serving.pipeline.InferencePipeline`,
+            or for a script-mode model its
+            :class:`~modelcycle.core.serving.script_pipeline.ScriptPipeline` (the user's handlers
+            answer, one request at a time; the response body is theirs, unchanged).
         name: the endpoint's name (the runtime path's ``{name}`` must match it, else 404).
         token: when set, requests need ``Authorization: Bearer <token>`` (401 otherwise).
         max_body_bytes: larger bodies get 413.
