@@ -528,6 +528,7 @@ FROZEN_SPECS = [
     ("ServingSpecs", "input_fn", ("body", "content_type", "context"), _FR),
     ("ServingSpecs", "predict_fn", ("data", "model", "context"), _FR),
     ("ServingSpecs", "output_fn", ("prediction", "accept", "context", "scoring_id"), _FR),
+    ("ServingSpecs", "script_handler_defaults", ("model_dir", "context"), _FR),
     ("FactsSpecs", "collect_facts", ("context", "stage"), _ALL),
     ("LifecycleSpecs", "on_stage_start", ("stage", "use_case"), _ALL),
     ("LifecycleSpecs", "on_stage_end", ("stage", "use_case", "outputs"), _ALL),

@@ -212,6 +212,21 @@ class ServingSpecs:
         endpoint also sends it as the ``X-Scoring-Id`` header).
         """
 
+    @hookspec(firstresult=True)
+    def script_handler_defaults(self, model_dir: Path, context: ServingContext) -> dict[str, Any]:
+        """Return the default SageMaker handlers for a script-mode model's ``inference.py``
+        (:mod:`modelcycle.core.serving.script_handlers`): ``{"model_fn": f(model_dir),
+        "input_fn": f(body, content_type), "predict_fn": f(data, model), "output_fn":
+        f(prediction, accept)}``, any subset, as the framework's SageMaker inference toolkit
+        defines them; the core's JSON/CSV/NPY ``input_fn``/``output_fn``
+        (:mod:`~modelcycle.core.serving.script_codecs`) fill what is left out. Offer
+        ``model_fn`` only when ``model_dir`` holds what it loads.
+
+        Called when a script-mode model is checked at ``deploy`` and when its endpoint starts.
+        Optional: a framework without it has no defaults (``model_fn`` and ``predict_fn`` are then
+        required of the user). firstresult.
+        """
+
 
 class FactsSpecs:
     """Facts about a run, collected from every plugin and merged."""

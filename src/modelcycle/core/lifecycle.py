@@ -297,6 +297,9 @@ class UseCase:
         def action(state: State) -> dict[str, Any]:
             target_run, model_dir = target(state)
             verify_model(model_dir)  # a corrupt or changed model is refused before any endpoint changes
+            from modelcycle.core.serving.script_handlers import check_handlers
+
+            check_handlers(model_dir)  # a script model's inference.py: syntax (file:line), model_fn
             previous = dict(state.stage("deploy").outputs)
             self._stop_unrecorded_endpoints(previous)
             platform = self._platform("serving")

@@ -111,7 +111,9 @@ def build_records(
         scoring_ids, request_ids, timestamps, latencies: one per image (``m`` each).
         pixel_bytes: the ``m`` images' uint8 pixels back to back, ``chw`` bytes each (tabular:
             ``chw`` little-endian float32 values each, the image statistics left None).
-        probability_bytes: their little-endian float32 probabilities, ``classes`` each.
+        probability_bytes: their little-endian float32 probabilities, ``classes`` each; with
+            ``classes`` 0 the records carry no prediction (``prediction``, ``probability`` and
+            ``prediction_probability`` None).
     """
     size = chw * (4 if tabular else 1)
     m = len(pixel_bytes) // size
@@ -124,11 +126,18 @@ def build_records(
         pixels = np.frombuffer(pixel_bytes, np.uint8).reshape(m, chw)
         mean = (pixels.sum(axis=1, dtype=np.int64) / (255.0 * chw)).tolist()
         ink = (np.count_nonzero(pixels > 127, axis=1) / chw).tolist()
-    prediction = probabilities.argmax(axis=1).tolist()
-    confidence = probabilities.max(axis=1).astype(np.float64).tolist()
     pk = 4 * classes
+    prediction: Any
+    confidence: Any
+    probability: Any
+    if classes:
+        prediction = probabilities.argmax(axis=1).tolist()
+        confidence = probabilities.max(axis=1).astype(np.float64).tolist()
+        probability = [probability_bytes[i:i + pk] for i in range(0, m * pk, pk)]
+    else:  # logged without a prediction (a script model's handlers gave none readable)
+        prediction = confidence = probability = repeat(None)
     return list(map(PayloadRecord._make, zip(
         scoring_ids, request_ids, timestamps, repeat(deployment_id), repeat(asset_revision),
         [pixel_bytes[i:i + size] for i in range(0, m * size, size)], prediction,
-        [probability_bytes[i:i + pk] for i in range(0, m * pk, pk)], confidence, latencies, mean, ink,
+        probability, confidence, latencies, mean, ink,
     )))

@@ -13,7 +13,7 @@ from modelcycle.core.providers import load_artifact_framework
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.serving.context import ServingContext
 
-__all__ = ["InferencePipeline", "sagemaker_handlers"]
+__all__ = ["InferencePipeline", "load_pipeline", "sagemaker_handlers"]
 
 
 class InferencePipeline:
@@ -54,6 +54,18 @@ class InferencePipeline:
     def encode(self, probabilities: np.ndarray, accept: str, scoring_id: str | None = None) -> tuple[bytes, str]:
         """Probabilities → ``(body, content_type)`` for the negotiated ``accept`` type."""
         return self._output_fn(prediction=probabilities, accept=accept, context=self.context, scoring_id=scoring_id)
+
+
+def load_pipeline(model_dir: str | Path, registry: PluginRegistry | None = None) -> Any:
+    """The endpoint's pipeline for ``model_dir``: a model trained by the user's own script
+    (``manifest.script``) is served through its SageMaker handlers
+    (:class:`~modelcycle.core.serving.script_pipeline.ScriptPipeline`), a built-in one by the
+    framework plugin's hooks (:class:`InferencePipeline`)."""
+    if read_manifest(Path(model_dir)).script is not None:
+        from modelcycle.core.serving.script_pipeline import ScriptPipeline
+
+        return ScriptPipeline(model_dir, registry)
+    return InferencePipeline(model_dir, registry)
 
 
 def sagemaker_handlers() -> tuple[Any, Any, Any, Any]:

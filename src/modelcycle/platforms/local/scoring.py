@@ -143,7 +143,10 @@ class ScoringApp:
 
     Args:
         fallback: the ASGI app serving every other route.
-        pipeline: the loaded model's :class:`~modelcycle.core.serving.pipeline.InferencePipeline`.
+        pipeline: the loaded model's :class:`~modelcycle.core.serving.pipeline.InferencePipeline`,
+            or for a script-mode model its
+            :class:`~modelcycle.core.serving.script_pipeline.ScriptPipeline` (the user's handlers
+            answer, one request at a time; the response body is theirs, unchanged).
         name: the endpoint's name (the runtime path's ``{name}`` must match it, else 404).
         token: when set, requests need ``Authorization: Bearer <token>`` (401 otherwise).
         max_body_bytes: larger bodies get 413.
@@ -165,6 +168,8 @@ class ScoringApp:
         self._runtime_path = f"/endpoints/{name}/invocations"
         self._token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
+        self._script = hasattr(pipeline, "score")  # a script-mode model: the user's handlers answer
+        batching = batching and getattr(pipeline, "batchable", True)
         self._predict = Batcher(pipeline.predict, max_batch_records).predict if batching else None
         self.payload_logger = payload_logger
         self._tabular = bool(pipeline.context.tabular)  # tabular records are journaled as float32 values
@@ -202,22 +207,30 @@ class ScoringApp:
             self.observe(status, 0, time.perf_counter() - started)
             return
         try:
-            accept = negotiate_accept(_text(headers.get(b"accept")))
+            accept = _text(headers.get(b"accept"))
+            accept = accept if self._script else negotiate_accept(accept)  # the user's output_fn negotiates
             declared = headers.get(b"content-length")
             body = await read_body(receive, declared.decode("latin-1") if declared else None, self.max_body_bytes)
-            data = self.pipeline.decode(body, _text(headers.get(b"content-type")))
-            probabilities = await self._predict(data) if self._predict else self.pipeline.predict(data)
-            scoring_id = uuid.uuid4().hex
-            payload, content_type = self.pipeline.encode(probabilities, accept, scoring_id)
-            records = len(probabilities)
-            if self.payload_logger is not None:  # durable before the 200; ids: {scoring_id}-{i} for N > 1
+            tabular = self._tabular
+            if self._script:
+                scored = self.pipeline.score(body, _text(headers.get(b"content-type")), accept)
+                data, probabilities, tabular = scored.inputs, scored.probabilities, scored.tabular
+                scoring_id = uuid.uuid4().hex
+                payload, content_type, records = scored.body, scored.content_type, scored.records
+            else:
+                data = self.pipeline.decode(body, _text(headers.get(b"content-type")))
+                probabilities = await self._predict(data) if self._predict else self.pipeline.predict(data)
+                scoring_id = uuid.uuid4().hex
+                payload, content_type = self.pipeline.encode(probabilities, accept, scoring_id)
+                records = len(probabilities)
+            if self.payload_logger is not None and data is not None:  # durable before the 200; ids: {scoring_id}-{i}
                 try:
                     self.payload_logger.log(scoring_id, data, probabilities, (time.perf_counter() - started) * 1000,
-                                            tabular=self._tabular)
+                                            tabular=tabular)
                 except OSError as exc:
                     log.error("payload journal write failed: %s", exc)
                     raise ServingError(f"payload journal unavailable ({exc}); the request was not logged", 503) from None
-            if records > 1 and content_type == "application/json":
+            if records > 1 and content_type == "application/json" and not self._script:
                 from modelcycle.platforms.local.routes import with_record_ids
 
                 payload = with_record_ids(payload, record_ids(scoring_id, records))
@@ -228,8 +241,10 @@ class ScoringApp:
         except ServingError as exc:
             status = await self._answer_error(send, exc.status_code, str(exc))
         except Exception:  # a server-side defect, never a client's mistake
-            log.exception("scoring failed")
-            status = await self._answer_error(send, 500, "internal error while scoring; see the endpoint log")
+            request_id = uuid.uuid4().hex
+            log.exception("scoring failed (request id %s)", request_id)
+            status = await self._answer_error(
+                send, 500, f"internal error while scoring (request id {request_id}); see the endpoint log")
         self.observe(status, records, time.perf_counter() - started)
 
     @staticmethod

@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from modelcycle.platforms.local.app import create_app
-    from modelcycle.core.serving.pipeline import InferencePipeline
+    from modelcycle.core.serving.pipeline import load_pipeline
 
-    pipeline = InferencePipeline(args.model_dir)
+    pipeline = load_pipeline(args.model_dir)
     payload_logger = None
     if args.payload_journal:
         from modelcycle.platforms.local.payload import PayloadLogger

@@ -172,3 +172,11 @@ def predict_fn(data: np.ndarray, model: keras.Model, context: ServingContext) ->
     inputs = np.ascontiguousarray(normalised if normalised.ndim == 2 else normalised.transpose(0, 2, 3, 1),
                                   dtype=np.float32)
     return km.serving_forward(model)(inputs).numpy()
+
+
+@hookimpl
+def script_handler_defaults(model_dir: Path) -> dict[str, Any]:
+    """TensorFlow Serving's conventions for a script-mode model (:mod:`.script_defaults`)."""
+    from modelcycle.plugins.keras.script_defaults import default_handlers
+
+    return default_handlers(model_dir)

@@ -355,3 +355,11 @@ def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
 def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels as in training and return probabilities ``(N, K)`` (PyTorch's)."""
     return artifact.predict(data, model, context)
+
+
+@hookimpl
+def script_handler_defaults(model_dir: Path) -> dict[str, Any]:
+    """A script-mode Lightning model is served as PyTorch's (SageMaker's PyTorch container)."""
+    from modelcycle.lib.torch.script_defaults import default_handlers
+
+    return default_handlers(model_dir)

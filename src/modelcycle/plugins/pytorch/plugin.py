@@ -126,3 +126,12 @@ def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
 def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels as in training, forward, and return probabilities ``(N, K)``."""
     return artifact.predict(data, model, context)
+
+
+@hookimpl
+def script_handler_defaults(model_dir: Path) -> dict[str, Any]:
+    """SageMaker's PyTorch toolkit defaults for a script-mode model
+    (:mod:`modelcycle.lib.torch.script_defaults`)."""
+    from modelcycle.lib.torch.script_defaults import default_handlers
+
+    return default_handlers(model_dir)
