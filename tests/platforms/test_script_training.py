@@ -99,14 +99,12 @@ def test_the_model_directory_has_sagemakers_layout_and_a_verified_manifest(train
 
 
 def test_a_changed_model_file_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
-    from modelcycle.core.artifacts import verify_files
+    from modelcycle.core.artifacts import read_manifest, verify_files
     from modelcycle.core.errors import ArtifactError
 
     copy = tmp_path / "model"
     shutil.copytree(trained["outputs"]["model_dir"], copy)
     (copy / "code" / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
-    from modelcycle.core.artifacts import read_manifest
-
     with pytest.raises(ArtifactError, match="inference.py does not match"):
         verify_files(copy, read_manifest(copy))
 
