@@ -30,6 +30,7 @@ __all__ = [
     "ServingConfig",
     "load_config",
     "parse_overrides",
+    "script_source_dir",
     "validate_section",
 ]
 
@@ -154,7 +155,8 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _distributed_needs_backend(self) -> TrainingConfig:
-        if self.instance_count > 1 and self.backend is None:
+        # a user's script opens its own process group (e.g. from a --backend hyperparameter)
+        if self.instance_count > 1 and self.backend is None and not self.script_mode:
             raise ValueError(
                 f"instance_count {self.instance_count} needs a distributed backend: set "
                 "training.backend: gloo (or instance_count: 1)"
@@ -530,6 +532,39 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
+def script_source_dir(config: UseCaseConfig, directory: str | os.PathLike[str]) -> Path:
+    """Script mode: the directory holding ``training.entry_point`` — ``training.source_dir``
+    relative to the use case ``directory`` (absolute paths as given), default ``directory``."""
+    base = Path(directory)
+    given = config.training.source_dir
+    return (base / Path(given).expanduser()).resolve() if given else base.resolve()
+
+
+def check_script_paths(config: UseCaseConfig, directory: Path, source: str) -> None:
+    """Script mode: ``training.source_dir`` must be a directory and ``training.entry_point`` a
+    file inside it.
+
+    Raises:
+        ConfigError: naming the key, the path looked at and the fix.
+    """
+    source_dir = script_source_dir(config, directory)
+    if not source_dir.is_dir():
+        raise ConfigError(
+            f"invalid configuration in {source}: training.source_dir {config.training.source_dir!r} is not a "
+            f"directory ({source_dir}); point it at the directory holding your training script, relative to "
+            f"{Path(directory).resolve()}")
+    entry = config.training.entry_point or ""
+    script = (source_dir / entry).resolve()
+    if Path(entry).is_absolute() or not script.is_relative_to(source_dir):
+        raise ConfigError(
+            f"invalid configuration in {source}: training.entry_point {entry!r} must be a path inside "
+            f"training.source_dir ({source_dir}), e.g. train.py")
+    if not script.is_file():
+        raise ConfigError(
+            f"invalid configuration in {source}: training.entry_point {entry!r} not found: {script} does not "
+            f"exist; put the script in {source_dir} or fix training.entry_point / training.source_dir")
+
+
 def load_config(
     directory: str | os.PathLike[str] = ".",
     overrides: Mapping[str, Any] | None = None,
@@ -560,6 +595,8 @@ def load_config(
         _set_path(data, key.split("."), value, f"{origin} '{key}'")
     source = str(path) + (" (with overrides)" if merged else "")
     config: UseCaseConfig = validate_section(UseCaseConfig, data, "", source)  # type: ignore[assignment]
+    if config.training.script_mode:
+        check_script_paths(config, Path(directory), source)
     if config.data.path and not Path(config.data.path).expanduser().is_absolute():
         # a relative data path is the use case's, wherever modelcycle runs from
         location = (Path(directory) / config.data.path).resolve()

@@ -23,8 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
 @hookimpl
 def run_training_job(context: TrainingContext) -> TrainingResult:
     """Train in this process, or — with ``training.mode: container`` or several instances — run
-    the SageMaker container contract locally (``SM_*`` environment, one process per host)."""
+    the SageMaker container contract locally (``SM_*`` environment, one process per host); in
+    script mode (``training.entry_point``) the user's own script runs through that contract."""
     training = context.config.training
+    if training.script_mode:
+        from modelcycle.platforms.local.script_job import run_script_job
+
+        return run_script_job(context)
     if training.mode == "container" or training.instance_count > 1:
         from modelcycle.platforms.local.container import run_container_job
 
