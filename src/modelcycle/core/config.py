@@ -125,6 +125,9 @@ class TrainingConfig(_Section):
     bucket: str | None = Field(default=None, description="S3 bucket; default sagemaker-<region>-<account>")
     region: str | None = None
     prefix: str | None = Field(default=None, description="S3 key prefix; default modelcycle/<name>")
+    workflow_role: str | None = Field(
+        default=None, description="IAM role Step Functions assumes to run 'modelcycle pipeline' (trusts states.amazonaws.com)"
+    )
     base_job_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,37}$")
     framework_version: str | None = Field(default=None, description="container framework version, e.g. 2.6")
     py_version: str | None = Field(default=None, pattern=r"^py3\d+$")
@@ -164,6 +167,18 @@ class TrainingConfig(_Section):
         return self
 
 
+class ServingVariant(_Section):
+    """One SageMaker production variant: ``weight`` its share of traffic (relative to the other
+    variants' weights); ``instance_type``/``instance_count`` default to the ``serving:`` section's;
+    ``run`` serves that tracked run's model (a run id prefix) instead of the deployed one."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    weight: float = Field(ge=0)
+    instance_type: str | None = Field(default=None, pattern=_INSTANCE_TYPE)
+    instance_count: int | None = Field(default=None, ge=1)
+    run: str | None = Field(default=None, pattern=r"^[0-9a-f]{4,32}$")
+
+
 class ServingConfig(_Section):
     """Endpoint settings. ``token`` (or ``MODELCYCLE_ENDPOINT_TOKEN``) turns on bearer auth.
 
@@ -194,6 +209,20 @@ class ServingConfig(_Section):
         description="script mode: the user's inference handlers (model_fn, input_fn, predict_fn, output_fn), "
         "in training.source_dir",
     )
+    variants: list[ServingVariant] = Field(
+        default_factory=list,
+        description="SageMaker production variants splitting traffic by weight (canaries); default: one, AllTraffic",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_split_traffic(cls, value: list[ServingVariant]) -> list[ServingVariant]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if value and not any(v.weight > 0 for v in value):
+            raise ValueError("at least one variant needs a weight > 0 (the weights split the traffic)")
+        return value
 
     #: the shortest bearer token an endpoint accepts
     MIN_TOKEN_LENGTH: ClassVar[int] = 16

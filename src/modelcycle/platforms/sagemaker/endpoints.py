@@ -5,6 +5,11 @@ the same ``model_fn/input_fn/predict_fn/output_fn`` handlers the local endpoint 
 request body that scores locally scores the same way there. A script-mode model
 (``Manifest.script``) runs the user's own handlers instead (``serving.entry_point`` with the
 model's ``code/`` as source dir) in the PyTorch or TensorFlow inference container.
+
+Redeploying onto an in-service endpoint of the same name updates it blue/green (a new endpoint
+config, ``UpdateEndpoint``, the old config deleted once the endpoint is InService on the new one:
+:mod:`~modelcycle.platforms.sagemaker.rollout`); ``serving.variants`` split the traffic between
+weighted production variants (canaries), each serving the deployed model or a tracked ``run``'s.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcycle.core.errors import ConfigError, EndpointError
+from modelcycle.platforms.sagemaker import rollout
 from modelcycle.platforms.sagemaker import session as aws
 
 __all__ = ["deploy", "invoke", "describe", "delete", "predictor", "endpoint_name"]
@@ -162,20 +168,26 @@ def _wait_in_service(client: Any, name: str, timeout_s: float) -> dict[str, Any]
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _delete_leftovers(client: Any, name: str) -> None:
-    """Remove a model / endpoint config of ``name`` left by an interrupted deploy; an existing
-    endpoint of that name is an error (it is not ours to replace silently)."""
+def _existing_endpoint(client: Any, name: str) -> dict[str, Any] | None:
+    """The description of the endpoint ``name`` when it is InService (a redeploy updates it),
+    ``None`` when there is none; any other status is an error (it is not ours to replace)."""
     from botocore.exceptions import ClientError
 
     try:
         existing = client.describe_endpoint(EndpointName=name)
     except ClientError:
-        existing = None
-    if existing is not None:
+        return None
+    if existing["EndpointStatus"] != "InService":
         raise EndpointError(
-            f"SageMaker endpoint {name} already exists ({existing['EndpointStatus']}); delete it first "
-            "('modelcycle cleanup', or the SageMaker console) or deploy another run"
+            f"SageMaker endpoint {name} already exists ({existing['EndpointStatus']}); wait until it is InService "
+            "to update it, or delete it first ('modelcycle cleanup', or the SageMaker console)"
         )
+    return dict(existing)
+
+
+def _delete_leftovers(client: Any, name: str) -> None:
+    """Remove a model / endpoint config of ``name`` left by an interrupted deploy."""
+    from botocore.exceptions import ClientError
 
     for call, kwargs in (
         (client.delete_endpoint_config, {"EndpointConfigName": name}),
@@ -187,22 +199,14 @@ def _delete_leftovers(client: Any, name: str) -> None:
             pass
 
 
-def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) -> dict[str, Any]:
-    """Create model → endpoint config → endpoint for ``model_dir``; wait until InService.
-
-    Returns:
-        The endpoint record: ``name``, ``platform``, ``url``, ``status``, ``arn``,
-        ``endpoint_config_name``, ``model_name``, ``region``, ``model_data``, ``image``...
+def _servable(model_dir: Path) -> Any:
+    """The manifest of ``model_dir`` when SageMaker has a container for it.
 
     Raises:
-        ConfigError: no role or region; a framework SageMaker cannot serve with these handlers.
-        EndpointError: the endpoint failed or did not come up in ``deploy_timeout_s``.
+        ConfigError: a framework SageMaker cannot serve with these handlers.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from modelcycle.core.artifacts import read_manifest
 
-    model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     script = manifest.script is not None
     if script and manifest.framework not in aws.SDK_FRAMEWORK:
@@ -214,45 +218,123 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
             "handlers run in the PyTorch inference container (frameworks pytorch, lightning); "
             "serve it locally (serving.platform: local)"
         )
+    return manifest
+
+
+def _run_model_dir(work_dir: Path, run: str) -> Path:
+    """The model directory of the tracked run whose id starts with ``run`` (``serving.variants[].run``).
+
+    Raises:
+        ConfigError: no run, or several, match.
+    """
+    runs = sorted(d for d in (work_dir / "runs").glob("*") if (d / "model" / "modelcycle.json").is_file())
+    matches = [d for d in runs if d.name.startswith(run)]
+    if len(matches) != 1:
+        known = ", ".join(d.name[:8] for d in runs) or "none"
+        raise ConfigError(f"serving.variants: run '{run}' matches {len(matches)} trained runs with a model "
+                          f"(runs: {known}); give a longer prefix of one of them ('modelcycle runs' lists them)")
+    return matches[0] / "model"
+
+
+def _roll_out(client: Any, name: str, existing: dict[str, Any] | None, model: Any, section: Any,
+              build_run: Any) -> tuple[dict[str, Any], list[str]]:
+    """Create ``model`` (and one model per variant ``run``), an endpoint config of the weighted
+    variants, then the endpoint, or (``existing``) update it blue/green. Returns the endpoint's
+    description and its model names."""
+    model.create(instance_type=section.instance_type)
+    models: dict[str | None, str] = {None: model.name}
+    for run in sorted({v.run for v in section.variants if v.run}):
+        other = build_run(run)
+        other.create(instance_type=section.instance_type)
+        models[run] = other.name
+    variants = rollout.production_variants(section, models)
+    if existing is not None:
+        return rollout.update(client, name, existing, variants, section.deploy_timeout_s), sorted(set(models.values()))
+    config = rollout.create_config(client, name, variants)
+    client.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    return _wait_in_service(client, name, section.deploy_timeout_s), sorted(set(models.values()))
+
+
+def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) -> dict[str, Any]:
+    """Create model → endpoint config → endpoint for ``model_dir``; wait until InService.
+
+    Returns:
+        The endpoint record: ``name``, ``platform``, ``url``, ``status``, ``arn``,
+        ``endpoint_config_name``, ``model_name`` (the deployed model's), ``model_names`` (every
+        variant's), ``variants``, ``region``, ``model_data``, ``image``...
+
+    An endpoint of that name already InService is updated blue/green (:func:`rollout.update`):
+    it serves throughout, and if the update fails it keeps serving its previous config.
+
+    Raises:
+        ConfigError: no role or region; a framework SageMaker cannot serve with these handlers.
+        EndpointError: the endpoint failed or did not come up in ``deploy_timeout_s``; an update
+            failed (the message says the previous config keeps serving).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    model_dir = Path(model_dir)
+    manifest = _servable(model_dir)
     fallback = _fallback(model_dir, work_dir)
     settings = aws.resolve_settings(settings_section, manifest.use_case, fallback, role_key="serving.role")
     session = aws.boto_session(settings.region)
     settings = aws.resolve_bucket(settings, session)
     sm_name = endpoint_name(name)
-    version, py_version = aws.framework_versions(manifest.framework, settings_section)
+    runs = {v.run: _run_model_dir(Path(work_dir), v.run) for v in settings_section.variants if v.run}
+    run_manifests = {run: _servable(directory) for run, directory in runs.items()}  # refused before any AWS change
     sm_session = aws.sagemaker_session(session, settings.bucket)
 
     client = sm_session.sagemaker_client
     scratch = tempfile.TemporaryDirectory(prefix="modelcycle-sm-")
     try:
-        if script:  # the user's handlers and source dir, as the model directory's code/ holds them
-            code, entry_point = _script_code(model_dir, manifest, Path(scratch.name))
-        else:
-            code, entry_point = _serving_code(model_dir, manifest, fallback["requirements"], Path(scratch.name)), "inference.py"
-        model_data = _model_data(session.client("s3"), model_dir, settings, fallback["job"], manifest.run_id)
-        _delete_leftovers(client, sm_name)
+        existing = _existing_endpoint(client, sm_name)
+        plain = existing is None and not settings_section.variants  # the SDK's deploy: all named sm_name
+        model_name = sm_name if plain else rollout.unique_name(sm_name)
+
+        def build(directory: Path, built: Any, job: dict[str, Any], name: str) -> Any:
+            scratch_dir = Path(scratch.name) / name
+            scratch_dir.mkdir()
+            if built.script is not None:  # the user's handlers and source dir, as the model directory's code/ holds them
+                code, entry_point = _script_code(directory, built, scratch_dir)
+            else:
+                code, entry_point = _serving_code(directory, built, fallback["requirements"], scratch_dir), "inference.py"
+            data = _model_data(session.client("s3"), directory, settings, job, built.run_id)
+            version, py_version = aws.framework_versions(built.framework, settings_section)
+            return _framework_model(
+                built.framework,
+                model_data=data,
+                role=settings.role,
+                entry_point=entry_point,
+                source_dir=str(code),  # repacked into the archive's code/ by the SDK
+                framework_version=version,
+                py_version=py_version,
+                sagemaker_session=sm_session,
+                name=name,
+                code_location=settings.s3_uri("models"),
+            )
+
+        model = build(model_dir, manifest, fallback["job"], model_name)
+        model_data = model.model_data
+        if existing is None:
+            _delete_leftovers(client, sm_name)
         print(f"Deploying model: [{model_data}] as SageMaker endpoint {sm_name} "
               f"({settings_section.instance_count} x {settings_section.instance_type})", file=sys.stderr, flush=True)
-        model = _framework_model(
-            manifest.framework,
-            model_data=model_data,
-            role=settings.role,
-            entry_point=entry_point,
-            source_dir=str(code),  # repacked into the archive's code/ by the SDK
-            framework_version=version,
-            py_version=py_version,
-            sagemaker_session=sm_session,
-            name=sm_name,
-            code_location=settings.s3_uri("models"),
-        )
-        model.deploy(
-            initial_instance_count=settings_section.instance_count,
-            instance_type=settings_section.instance_type,
-            endpoint_name=sm_name,
-            wait=False,
-        )
-        description = _wait_in_service(client, sm_name, settings_section.deploy_timeout_s)
-        container = client.describe_model(ModelName=sm_name).get("PrimaryContainer", {})
+        if plain:
+            model.deploy(
+                initial_instance_count=settings_section.instance_count,
+                instance_type=settings_section.instance_type,
+                endpoint_name=sm_name,
+                wait=False,
+            )
+            description = _wait_in_service(client, sm_name, settings_section.deploy_timeout_s)
+            models = [sm_name]
+        else:
+            def build_run(run: str) -> Any:
+                return build(runs[run], run_manifests[run], _fallback(runs[run], work_dir)["job"],
+                             rollout.unique_name(f"{sm_name}-{run[:8]}"))
+
+            description, models = _roll_out(client, sm_name, existing, model, settings_section, build_run)
+        container = client.describe_model(ModelName=model_name).get("PrimaryContainer", {})
     except (BotoCoreError, ClientError) as exc:
         raise aws.aws_error(f"deploying endpoint {sm_name}", exc) from exc
     finally:
@@ -264,7 +346,10 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
         "status": description["EndpointStatus"],
         "arn": description["EndpointArn"],
         "endpoint_config_name": description["EndpointConfigName"],
-        "model_name": sm_name,
+        "model_name": model_name,
+        "model_names": models,
+        "variants": [v["VariantName"] for v in client.describe_endpoint_config(
+            EndpointConfigName=description["EndpointConfigName"])["ProductionVariants"]],
         "region": settings.region,
         "instance_type": settings_section.instance_type,
         "instance_count": settings_section.instance_count,
@@ -351,16 +436,17 @@ def describe(endpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def delete(endpoint: dict[str, Any]) -> int:
-    """Delete the endpoint, its endpoint config and its model; returns how many were removed."""
+    """Delete the endpoint, its endpoint config and its models; returns how many were removed."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = aws.boto_session(endpoint["region"]).client("sagemaker")
     name = endpoint["name"]
     removed = 0
+    models = endpoint.get("model_names") or [endpoint.get("model_name", name)]
     for call, kwargs in (
         (client.delete_endpoint, {"EndpointName": name}),
         (client.delete_endpoint_config, {"EndpointConfigName": endpoint.get("endpoint_config_name", name)}),
-        (client.delete_model, {"ModelName": endpoint.get("model_name", name)}),
+        *((client.delete_model, {"ModelName": model}) for model in models),
     ):
         try:
             call(**kwargs)
