@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ from modelcycle.core.errors import ModelcycleError
 from modelcycle.ui.discovery import CONFIG_NAME, find_use_cases
 
 __all__ = ["Catalog", "ErrorCard", "Entry", "jsonable", "latest_evaluation", "scrape_metrics"]
+
+#: Seconds a directory search is reused: a new use case shows up within this.
+RESCAN_S = 2.0
 
 
 def jsonable(data: Any) -> Any:
@@ -100,14 +104,15 @@ class Catalog:
     def __init__(self, roots: list[Path]) -> None:
         self.roots = [Path(r).resolve() for r in roots]
         self._entries: dict[Path, Entry] = {}
-        self._lock = threading.Lock()  # guards the dict only, never a use case
+        self._lock = threading.Lock()  # guards these caches only, never a use case
+        self._found: tuple[float, list[Path]] | None = None
 
     # -- discovery and opening ------------------------------------------------------------
     def scan(self) -> tuple[list[Entry], list[ErrorCard]]:
         """Every use case under the roots: the ones that open, and an error card for each that does
         not (two directories with one use case name: the second is an error card)."""
         entries, errors, names = [], [], {}
-        for directory in find_use_cases(self.roots):
+        for directory in self._directories():
             opened = self.open(directory)
             if isinstance(opened, ErrorCard):
                 errors.append(opened)
@@ -118,6 +123,18 @@ class Catalog:
                 names[opened.name] = str(directory)
                 entries.append(opened)
         return entries, errors
+
+    def _directories(self) -> list[Path]:
+        """The use case directories under the roots, searched again at most every
+        :data:`RESCAN_S` seconds (one page view asks several times; a big tree costs a walk)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._found is not None and now - self._found[0] < RESCAN_S:
+                return self._found[1]
+        found = find_use_cases(self.roots)
+        with self._lock:
+            self._found = (now, found)
+        return found
 
     def open(self, directory: Path) -> Entry | ErrorCard:
         """The use case in ``directory`` (reopened when its ``modelcycle.yaml`` changed), or an
