@@ -336,9 +336,25 @@ def test_ui_command_prints_its_url_and_stops_on_sigterm(root: Path) -> None:
         match = re.fullmatch(r"modelcycle ui: serving on (http://127\.0\.0\.1:(\d+)/)\n", line)
         assert match, line + process.stderr.read() if process.poll() is not None else line
         assert int(match.group(2)) > 0
-        with urllib.request.urlopen(match.group(1), timeout=60) as response:
-            html = response.read().decode()
+        base = match.group(1)
+        # the first requests of a fresh server arrive together, while it warms its caches: each
+        # thread must find MLflow imported whole (no half-initialised module, no hang)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(path: str) -> tuple[int, str]:
+            with urllib.request.urlopen(base + path, timeout=120) as response:
+                return response.status, response.read().decode()
+
+        paths = ["", f"use-cases/{NAME}/runs", f"api/use-cases/{NAME}/runs", f"use-cases/{NAME}/model",
+                 f"api/use-cases/{NAME}/inventory"]
+        with ThreadPoolExecutor(len(paths)) as pool:
+            answers = dict(zip(paths, pool.map(fetch, paths)))
+        assert all(status == 200 for status, _ in answers.values())
+        html = answers[""][1]
         assert f'data-use-case="{NAME}"' in html and "ui-untrained" not in html
+        assert '<tr class="run"' in answers[f"use-cases/{NAME}/runs"][1]
+        assert 'class="error-card"' not in answers[f"use-cases/{NAME}/model"][1]
+        assert len(json.loads(answers[f"api/use-cases/{NAME}/runs"][1])) == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert process.stdout.read() == ""  # exactly one line

@@ -55,7 +55,8 @@ def serve(directories: list[str], host: str = "127.0.0.1", port: int = 0, token:
 
     import signal
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                           timeout_graceful_shutdown=5))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
     # it found: SIGTERM is the normal way to stop this server, so that handler ends with exit 0
     # (SIGINT keeps Python's: 'interrupted', exit 130, like every command)

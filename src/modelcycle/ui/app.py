@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from modelcycle.core.errors import ModelcycleError
 from modelcycle.ui import charts, security
-from modelcycle.ui.data import Catalog, Entry, ErrorCard, jsonable
+from modelcycle.ui.data import Catalog, Entry, ErrorCard, jsonable, mlflow_ready
 from modelcycle.ui.tables import number_text
 
 __all__ = ["create_app", "plotly_js"]
@@ -236,7 +236,7 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         from starlette.concurrency import run_in_threadpool
 
         try:
-            await run_in_threadpool(entry.use_case.deploy, run_id=run_id)
+            await run_in_threadpool(_with_mlflow, entry.use_case.deploy, run_id=run_id)
         except ModelcycleError as exc:
             return action_failed(request, name, "deploy", exc)
         return RedirectResponse(f"/use-cases/{name}/endpoint", status_code=303)
@@ -254,7 +254,7 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         from starlette.concurrency import run_in_threadpool
 
         try:
-            await run_in_threadpool(_promote, entry, stage, reason)
+            await run_in_threadpool(_with_mlflow, _promote, entry, stage, reason)
         except ModelcycleError as exc:
             return action_failed(request, name, "promote", exc)
         return RedirectResponse(f"/use-cases/{name}/model", status_code=303)
@@ -268,7 +268,7 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         from starlette.concurrency import run_in_threadpool
 
         try:
-            await run_in_threadpool(entry.use_case.evaluate, plots=False)
+            await run_in_threadpool(_with_mlflow, entry.use_case.evaluate, plots=False)
         except ModelcycleError as exc:
             return action_failed(request, name, "evaluate", exc)
         return RedirectResponse(f"/use-cases/{name}/monitoring", status_code=303)
@@ -322,6 +322,12 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         return api(name, catalog.endpoint)
 
     return app
+
+
+def _with_mlflow(action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an action that may use MLflow once MLflow is imported (see :func:`mlflow_ready`)."""
+    mlflow_ready()
+    return action(*args, **kwargs)
 
 
 def _card(entry: Entry, exc: Exception) -> ErrorCard:

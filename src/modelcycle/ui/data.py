@@ -24,10 +24,30 @@ from typing import Any
 from modelcycle.core.errors import ModelcycleError
 from modelcycle.ui.discovery import CONFIG_NAME, find_use_cases
 
-__all__ = ["Catalog", "ErrorCard", "Entry", "jsonable", "latest_evaluation", "scrape_metrics"]
+__all__ = ["Catalog", "ErrorCard", "Entry", "jsonable", "latest_evaluation", "mlflow_ready", "scrape_metrics"]
 
 #: Seconds a directory search is reused: a new use case shows up within this.
 RESCAN_S = 2.0
+
+
+_MLFLOW_LOCK = threading.Lock()
+_mlflow_imported = False
+
+
+def mlflow_ready() -> None:
+    """Import MLflow once, in one thread at a time. The dashboard serves requests (and warms its
+    caches) on several threads; two of them importing MLflow at once could see it half
+    initialised, so every read that may touch MLflow calls this first."""
+    global _mlflow_imported
+    if _mlflow_imported:
+        return
+    from modelcycle.core.library_logs import import_quietly
+
+    with _MLFLOW_LOCK:
+        if not _mlflow_imported:
+            import_quietly("mlflow.tracking")
+            import_quietly("mlflow.entities")
+            _mlflow_imported = True
 
 
 def jsonable(data: Any) -> Any:
@@ -201,6 +221,7 @@ class Catalog:
         exists, stamp = self._runs_store(entry)
         if not exists:
             return []
+        mlflow_ready()
         return entry.cached("runs", stamp, lambda: jsonable(entry.use_case.runs()))
 
     def runs_table(self, entry: Entry) -> Any:
@@ -208,6 +229,7 @@ class Catalog:
         from modelcycle.ui.tables import runs_table
 
         exists, stamp = self._runs_store(entry)  # one stamp for both: the table is of these runs
+        mlflow_ready()
         runs = entry.cached("runs", stamp, lambda: jsonable(entry.use_case.runs())) if exists else []
         return entry.cached("runs_table", stamp, lambda: runs_table(entry.name, runs))
 
@@ -215,6 +237,7 @@ class Catalog:
     def inventory(entry: Entry) -> list[dict[str, Any]]:
         """``modelcycle inventory --json`` (imports finished runs into the governance store, as
         the CLI does; that store is not the use case's lock)."""
+        mlflow_ready()
         return jsonable(entry.use_case.inventory())
 
     @staticmethod
@@ -294,6 +317,7 @@ class Catalog:
         audit trail and custom facts; ``{"asset": None, "message"}`` when there is none yet."""
         from modelcycle.core.governance.service import Governance
 
+        mlflow_ready()  # importing new runs into the inventory reads them from MLflow
         governance = Governance(entry.use_case)
         try:
             asset = governance.asset()
