@@ -549,6 +549,7 @@ FROZEN_SPECS = [
     ("MonitoringSpecs", "monitoring_settings_class", (), _FR),
     ("MonitoringSpecs", "monitoring_backend", ("settings",), _FR),
     ("CommandSpecs", "add_commands", ("subparsers", "use_case", "print_json"), _ALL),
+    ("CommandSpecs", "dashboard_panels", ("use_case",), _ALL),
 ]
 
 

@@ -424,7 +424,7 @@ class MonitoringSpecs:
 
 
 class CommandSpecs:
-    """Command-line extension, like pytest's ``addoption``."""
+    """Command-line and dashboard extension, like pytest's ``addoption``."""
 
     @hookspec
     def add_commands(self, subparsers: Any, use_case: Any, print_json: Any) -> None:
@@ -436,6 +436,17 @@ class CommandSpecs:
         Called on every installed platform, governance and monitoring plugin when the CLI
         builds its parser, so those modules must import nothing heavy at module level
         (``modelcycle --help`` stays fast). All called.
+        """
+
+    @hookspec
+    def dashboard_panels(self, use_case: Any) -> list[dict[str, Any]]:
+        """Return panels for ``use_case``'s Model page of ``modelcycle ui``: a list of
+        ``{"title": str, "html": str}`` (an HTML fragment, shown as the plugin's trusted output)
+        or ``{"title": str, "figure": dict}`` (a plotly figure ``{"data", "layout"}``).
+
+        Called on every installed platform, governance and monitoring plugin each time the page
+        renders, so it must be quick and must not take the use case's lock; an exception shows
+        as an error in the panel area. All called.
         """
 
 
