@@ -71,6 +71,12 @@ def accuracy_column(browser: Any) -> list[tuple[str, float]]:
     return rows
 
 
+def assert_order(shown: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
+    """The same runs in the same order, with the same accuracies."""
+    assert [run for run, _ in shown] == [run for run, _ in expected], shown
+    assert [value for _, value in shown] == pytest.approx([value for _, value in expected])
+
+
 def epoch_series(use_case: UseCase, mlflow_run_id: str) -> dict[str, list[int]]:
     """The run's per-epoch metric series straight from MLflow: ``{metric: [epochs]}``."""
     from modelcycle.core.tracking import default_tracking_uri, mlflow_client
@@ -110,9 +116,9 @@ def test_runs_sort_by_accuracy(browser: Any, ui_server: UiServer, dashboard: Das
     header = one(browser, f'#runs th[data-sort="{ACCURACY}"]')
     header.click()  # metrics sort descending on the first click
     descending = sorted(tracked.items(), key=lambda item: -item[1])
-    assert accuracy_column(browser) == pytest.approx(descending)
+    assert_order(accuracy_column(browser), descending)
     header.click()  # and toggle
-    assert accuracy_column(browser) == pytest.approx(descending[::-1])
+    assert_order(accuracy_column(browser), descending[::-1])
 
 
 def test_best_run_draws_one_point_per_epoch_and_series(browser: Any, ui_server: UiServer, dashboard: Dashboard) -> None:
@@ -214,16 +220,18 @@ def test_screenshot_of_every_page(browser: Any, ui_server: UiServer, dashboard: 
         "monitoring": (f"{base}/monitoring", "#quality-chart .main-svg"),
     }
     assert tuple(pages) == PAGES
+    heights = {}
     try:
         for page, (url, ready) in pages.items():
             open_page(browser, url)
             wait_for(browser, lambda b: css(b, ready), f"{ready} on the {page} page")
-            height = browser.execute_script("return document.documentElement.scrollHeight;")
-            browser.set_window_size(1280, max(900, min(int(height), 2400)))
+            # the whole page (up to 2,400 px), not only what the 1280×900 window shows
+            heights[page] = min(int(browser.execute_script("return document.documentElement.scrollHeight;")), 2400)
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": 1280, "height": heights[page], "deviceScaleFactor": 1, "mobile": False})
             assert browser.save_screenshot(str(target / f"ui-{page}.png"))
-            browser.set_window_size(1280, 900)
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     finally:
-        browser.set_window_size(1280, 900)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     for page in PAGES:
-        width, height = _png_size(target / f"ui-{page}.png")
-        assert width == 1280 and height >= 900, (page, width, height)
+        assert _png_size(target / f"ui-{page}.png") == (1280, heights[page]), page
