@@ -51,10 +51,17 @@ def serve(directories: list[str], host: str = "127.0.0.1", port: int = 0, token:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     import uvicorn
 
+    import signal
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
+    # it found: SIGTERM is the normal way to stop this server, so that handler ends with exit 0
+    # (SIGINT keeps Python's: 'interrupted', exit 130, like every command)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run(sockets=[sock])  # uvicorn stops cleanly on SIGINT and SIGTERM
+        server.run(sockets=[sock])
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
     return 0
 

@@ -110,7 +110,7 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         return page(request, "message.html", status_code=status_code, title="refused", message=message)
 
     async def checked_form(request: Request) -> tuple[dict[str, Any], HTMLResponse | None]:
-        form = dict(await request.form())
+        form = await _form(request)
         problem = security.csrf_problem(form.get("csrf"), dict(request.cookies), request.headers)
         return form, (refused(request, problem) if problem else None)
 
@@ -312,6 +312,17 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         return api(name, catalog.endpoint)
 
     return app
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the only kind the dashboard's forms send;
+    anything else reads as an empty form, which the CSRF check then refuses)."""
+    from urllib.parse import parse_qsl
+
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return {}
+    body = await request.body()
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100))
 
 
 def _number(value: Any) -> str:
