@@ -147,10 +147,11 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Itera
 # -- the server -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UiServer:
-    """A running ``modelcycle ui``: its base URL (ending in ``/``) and process."""
+    """A running ``modelcycle ui``: its base URL (ending in ``/``), process and error output."""
 
     url: str
     process: subprocess.Popen[bytes]
+    stderr: Path
 
 
 def server_environment(data_dir: Path, cache_dir: Path) -> dict[str, str]:
@@ -192,7 +193,7 @@ def start_ui(directories: list[Path], env: dict[str, str], logs: Path) -> UiServ
             found = SERVING_LINE.search(stdout.read_text(errors="replace"))
             if found:
                 assert found.group(2) != "0", f"the real port, not 0: {found.group(0)}"
-                return UiServer(url=found.group(1), process=process)
+                return UiServer(url=found.group(1), process=process, stderr=stderr)
             ended = process.poll()
             if ended is not None or time.monotonic() > deadline:
                 raise AssertionError(
@@ -247,8 +248,12 @@ def _artifact_name(nodeid: str) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """On a failed browser test, save what the browser showed: ``test-artifacts/ui/<test>.png``
-    (a screenshot) and ``<test>.html`` (the page source)."""
+    (a screenshot) and ``<test>.html`` (the page source); the report adds the end of the
+    server's error output."""
     report = yield
+    server = getattr(item, "funcargs", {}).get("ui_server")
+    if server is not None and report.failed and report.when in ("setup", "call"):
+        report.sections.append(("modelcycle ui stderr (end)", server.stderr.read_text(errors="replace")[-4000:]))
     driver = getattr(item, "funcargs", {}).get("browser")
     if driver is not None and report.failed and report.when in ("setup", "call"):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,14 @@ def wait_for(browser: Any, condition: Callable[[Any], Any], what: str, timeout: 
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def checked(driver: Any) -> Any:
+        if not css(driver, "nav") and "Internal Server Error" in driver.page_source:
+            raise AssertionError(f"{driver.current_url} answered Internal Server Error (waiting for {what}); "
+                                 "the server's traceback is in its ui.stderr under pytest's ui-logs directory")
+        return condition(driver)
+
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(checked)
     except TimeoutException:
         pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} on {browser.current_url}")
 
