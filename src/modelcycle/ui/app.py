@@ -9,17 +9,19 @@ CLI's ``--json``. A use case that cannot be read shows as an error card (HTTP 20
 from __future__ import annotations
 
 import importlib.util
+from html import escape
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from modelcycle.core.errors import ModelcycleError
 from modelcycle.ui import charts, security
 from modelcycle.ui.data import Catalog, Entry, ErrorCard, jsonable
+from modelcycle.ui.tables import number_text
 
 __all__ = ["create_app", "plotly_js"]
 
@@ -156,18 +158,22 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         return page(request, "overview.html", page="overview", rows=rows, errors=errors)
 
     @app.get("/use-cases/{name}/runs", response_class=HTMLResponse, include_in_schema=False)
-    def runs_page(request: Request, name: str, compare: list[str] | None = None) -> HTMLResponse:
+    def runs_page(request: Request, name: str, compare: list[str] = Query(default=[])) -> HTMLResponse:
         def build(entry: Entry) -> dict[str, Any]:
-            runs = catalog.runs(entry)
-            metric_keys = sorted({k for r in runs for k in r["metrics"]})
-            param_keys = _varying_params(runs)
-            figure = None
+            from markupsafe import Markup
+
+            table = catalog.runs_table(entry)
             chosen = [c for c in (compare or []) if c][:10]
+            rows = table.rows_html
+            figure = None
             if chosen:
+                for run_id in chosen:  # keep the selection ticked
+                    rows = rows.replace(f'name="compare" value="{escape(run_id)}">',
+                                        f'name="compare" value="{escape(run_id)}" checked>')
                 details = [(d["run_id"][:8], d["series"]) for d in (catalog.run_detail(entry, c) for c in chosen) if d]
                 figure = charts.run_curves(details)
-            return {"runs": runs, "metric_keys": metric_keys, "param_keys": param_keys, "compare_figure": figure,
-                    "compared": chosen}
+            return {"table": table, "rows_html": Markup(rows), "run_count": table.count,
+                    "compare_figure": figure, "compared": chosen}
 
         return use_case_page(request, name, "runs", "runs.html", build)
 
@@ -325,12 +331,6 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100))
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "" if value is None else str(value)
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def _timestamp(value: Any, scale: float = 1000.0) -> str:
     """An epoch time (milliseconds, as MLflow stores it; seconds with ``scale=1``) as UTC text."""
     from datetime import datetime, timezone
@@ -342,21 +342,12 @@ def _timestamp(value: Any, scale: float = 1000.0) -> str:
 
 #: Jinja2 filters the templates use.
 FILTERS: dict[str, Callable[..., str]] = {
-    "number": _number,
+    "number": number_text,
     "timestamp": _timestamp,
     "timestamp_s": lambda v: _timestamp(v, 1.0),
     "ms": lambda v: "—" if v is None else f"{v:.1f} ms",
     "percent": lambda v: "—" if v is None else f"{100 * v:.2f} %",
 }
-
-
-def _varying_params(runs: list[dict[str, Any]]) -> list[str]:
-    """The parameters whose value differs between runs (the others make no useful column)."""
-    values: dict[str, set[str]] = {}
-    for run in runs:
-        for key, value in run["params"].items():
-            values.setdefault(key, set()).add(str(value))
-    return sorted(k for k, v in values.items() if len(v) > 1 or len(runs) == 1)
 
 
 def _panels(entry: Entry) -> list[dict[str, Any]]:

@@ -157,15 +157,30 @@ class Catalog:
         return jsonable(entry.use_case.status())
 
     @staticmethod
-    def runs(entry: Entry) -> list[dict[str, Any]]:
-        """``modelcycle runs --json``, cached on the MLflow store's modification time."""
+    def _runs_store(entry: Entry) -> tuple[bool, Any]:
+        """``(exists, stamp)`` of the use case's MLflow store (a missing SQLite file: nothing
+        tracked yet, and the store is not created by looking)."""
         from modelcycle.core.tracking import default_tracking_uri
 
         tracking = entry.use_case.config.tracking
         uri = tracking.uri or default_tracking_uri(entry.use_case.work_dir)
-        if _sqlite_file(uri) is not None and not _sqlite_file(uri).exists():  # type: ignore[union-attr]
-            return []  # nothing tracked yet: do not create the store
-        return entry.cached("runs", _sqlite_stamp(uri), lambda: jsonable(entry.use_case.runs()))
+        path = _sqlite_file(uri)
+        return (path is None or path.exists()), _sqlite_stamp(uri)
+
+    def runs(self, entry: Entry) -> list[dict[str, Any]]:
+        """``modelcycle runs --json``, cached on the MLflow store's modification time."""
+        exists, stamp = self._runs_store(entry)
+        if not exists:
+            return []
+        return entry.cached("runs", stamp, lambda: jsonable(entry.use_case.runs()))
+
+    def runs_table(self, entry: Entry) -> Any:
+        """The runs page's table (:class:`~modelcycle.ui.tables.RunsTable`), cached with the runs."""
+        from modelcycle.ui.tables import runs_table
+
+        exists, stamp = self._runs_store(entry)  # one stamp for both: the table is of these runs
+        runs = entry.cached("runs", stamp, lambda: jsonable(entry.use_case.runs())) if exists else []
+        return entry.cached("runs_table", stamp, lambda: runs_table(entry.name, runs))
 
     @staticmethod
     def inventory(entry: Entry) -> list[dict[str, Any]]:
