@@ -37,7 +37,7 @@ def wait_for(browser: Any, condition: Callable[[Any], Any], what: str, timeout: 
     def checked(driver: Any) -> Any:
         if not css(driver, "nav") and "Internal Server Error" in driver.page_source:
             raise AssertionError(f"{driver.current_url} answered Internal Server Error (waiting for {what}); "
-                                 "the server's traceback is in its ui.stderr under pytest's ui-logs directory")
+                                 "the end of the server's error output follows in this report")
         return condition(driver)
 
     try:
