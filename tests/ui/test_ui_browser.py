@@ -177,7 +177,8 @@ def test_failed_evaluation_shows_a_violation_on_the_overview(browser: Any, ui_se
     open_page(browser, f"{ui_server.url}use-cases/{dashboard.pytorch_name}/monitoring")
     one(browser, "form#evaluate-now").find_element("css selector", '[type="submit"]').click()
     violations = wait_for(browser, lambda b: css(b, "tr.violation"), "a violation row on the monitoring page")
-    assert any("accuracy" in row.text for row in violations)
+    [accuracy_row] = [row for row in violations if "quality" in row.text and "accuracy" in row.text]
+    assert "lower_limit 0.999" in accuracy_row.text  # the limit, not the measured value
     [quality] = [m for m in use_case.evaluations() if m["monitor"] == "quality"]
     assert [v["metric_id"] for v in quality["violations"]] == ["accuracy"] and quality["metrics"]["accuracy"] < 0.999
 
