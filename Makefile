@@ -30,6 +30,8 @@ demo: setup
 	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) deploy; \
 	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) score --samples 10; \
 	  $(VENV)/bin/modelcycle -C $(DEMO_DIR) status
+	@echo "open the dashboard (runs, model, monitoring) with:"
+	@echo "  modelcycle ui $(DEMO_DIR)"
 
 # The example third-party adapter is installed the way a user installs one (not editable).
 ADAPTER := tests/resources/modelcycle-example-adapter

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from html import unescape as html_text
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,8 @@ def root(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[P
         from modelcycle.core.lifecycle import UseCase
 
         base = tmp_path_factory.mktemp("ui")
-        trained = write_use_case(base / "trained", name=NAME, **SMALL)
+        strict = {"quality": {"thresholds": [{"metric_id": "accuracy", "type": "lower_limit", "value": 0.999}]}}
+        trained = write_use_case(base / "trained", name=NAME, monitoring=strict, **SMALL)
         UseCase(trained).train()
         write_use_case(base / "group" / "untrained", name="ui-untrained", **SMALL)
         (base / "broken").mkdir()
@@ -233,7 +235,17 @@ def test_promote_with_a_reason_shows_in_the_audit_trail(client: Any) -> None:
     skipped = client.post(f"{page}/promote", data={"csrf": csrf, "stage": "operate", "reason": "too early"},
                           headers=headers)
     assert skipped.status_code == 409 and "validate" in skipped.text  # the transition rules still hold
+    again = client.post(f"{page}/promote", data={"csrf": csrf, "stage": "test", "reason": "twice"}, headers=headers)
+    assert again.status_code == 409 and "already in stage 'test'" in html_text(again.text)
     assert '<td class="stage">test</td>' in client.get("/").text
+    assert client.get(page).text.count('<tr class="audit-entry">') == html.count('<tr class="audit-entry">')
+
+
+def test_an_action_that_cannot_run_answers_with_its_reason(client: Any) -> None:
+    page = f"/use-cases/{NAME}/monitoring"
+    refused = client.post(f"{page}/evaluate", data={"csrf": _csrf(client, page)}, headers={"Origin": "http://testserver"})
+    assert refused.status_code == 409
+    assert "evaluate failed" in refused.text and "modelcycle" in refused.text  # the message says what to run
 
 
 def test_beyond_loopback_a_token_is_required(root: Path) -> None:
@@ -346,8 +358,8 @@ def test_ui_help_stays_light() -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-# -- deploy from the run page, then the endpoint's live numbers (last: it deploys) ----------------
-def test_deploy_a_run_and_watch_the_endpoint_count_requests(client: Any, root: Path) -> None:
+# -- deploy from the run page, the endpoint's live numbers, evaluate now (last: it deploys) ---------
+def test_deploy_a_run_watch_its_requests_and_see_a_violation(client: Any, root: Path) -> None:
     from modelcycle.core.lifecycle import UseCase
 
     run_id = client.get(f"/api/use-cases/{NAME}/runs").json()[0]["run_id"]
@@ -372,5 +384,27 @@ def test_deploy_a_run_and_watch_the_endpoint_count_requests(client: Any, root: P
         row = re.search(rf'<tr class="use-case" data-use-case="{NAME}">(.*?)</tr>', client.get("/").text, re.S).group(1)
         assert re.search(r'data-badge="deployed" data-on="true"', row)
         assert 'data-status="InService"' in row
+
+        # monitor it, send traffic with feedback, then "run evaluate now": the strict accuracy
+        # threshold (0.999) fails, and the overview and monitoring page show the violation
+        use_case = UseCase(root / "trained")
+        use_case.monitor()
+        use_case.log_payload(samples=100)
+        use_case.log_feedback(samples=100)
+        page = f"/use-cases/{NAME}/monitoring"
+        evaluated = client.post(f"{page}/evaluate", data={"csrf": _csrf(client, page)},
+                                headers={"Origin": "http://testserver"}, follow_redirects=False)
+        assert evaluated.status_code == 303 and evaluated.headers["location"] == page
+        overview = client.get("/").text
+        row = re.search(rf'<tr class="use-case" data-use-case="{NAME}">(.*?)</tr>', overview, re.S).group(1)
+        assert '<td class="evaluation" data-status="violation">' in row
+        monitoring = client.get(page).text
+        assert re.search(r'<tr class="violation">.*?<td class="metric">accuracy</td>', monitoring, re.S)
+        quality = _figure(monitoring, "quality-chart")
+        assert any(t["name"] == "accuracy" and len(t["y"]) == 1 for t in quality["data"])
+        assert any(t["name"] == "violation" for t in quality["data"])
+        matrix = _figure(monitoring, "confusion-matrix")["data"][0]
+        assert matrix["type"] == "heatmap" and sum(map(sum, matrix["z"])) == 100
+        assert client.get(f"/api/use-cases/{NAME}/endpoint").json()["feedback_count"] == 100
     finally:
         stop_deployed(root / "trained")

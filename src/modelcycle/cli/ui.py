@@ -44,8 +44,10 @@ def serve(directories: list[str], host: str = "127.0.0.1", port: int = 0, token:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/"
     print(f"modelcycle ui: serving on {url}", flush=True)
+    import threading
+
+    threading.Thread(target=app.state.catalog.warm, name="modelcycle-ui-warm", daemon=True).start()
     if open_browser:
-        import threading
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()

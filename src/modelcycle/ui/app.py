@@ -9,6 +9,7 @@ CLI's ``--json``. A use case that cannot be read shows as an error card (HTTP 20
 from __future__ import annotations
 
 import importlib.util
+import logging
 from html import escape
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from modelcycle.ui.tables import number_text
 
 __all__ = ["create_app", "plotly_js"]
 
+log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 PAGES = ("overview", "runs", "model", "endpoint", "monitoring")
 
@@ -103,9 +105,11 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         entry = entry_or_404(name)
         try:
             context = build(entry)
-        except ModelcycleError as exc:
+        except HTTPException:
+            raise
+        except Exception as exc:  # a half-written store may fail anywhere: a card, never a 500
             return page(request, "error.html", use_case=name, page=page_name,
-                        errors=[ErrorCard(str(entry.directory), str(exc))])
+                        errors=[_card(entry, exc)])
         return page(request, template, use_case=name, page=page_name, **context)
 
     def refused(request: Request, message: str, status_code: int = 403) -> HTMLResponse:
@@ -153,8 +157,8 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         for entry in entries:
             try:
                 rows.append(catalog.overview_row(entry))
-            except ModelcycleError as exc:
-                errors.append(ErrorCard(str(entry.directory), str(exc)))
+            except Exception as exc:  # one unreadable use case must not hide the others
+                errors.append(_card(entry, exc))
         return page(request, "overview.html", page="overview", rows=rows, errors=errors)
 
     @app.get("/use-cases/{name}/runs", response_class=HTMLResponse, include_in_schema=False)
@@ -320,6 +324,15 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
     return app
 
 
+def _card(entry: Entry, exc: Exception) -> ErrorCard:
+    """The error card of a use case whose data could not be read: a modelcycle error's message
+    says what to do; anything else is named by type and logged with its traceback."""
+    if isinstance(exc, ModelcycleError):
+        return ErrorCard(str(entry.directory), str(exc))
+    log.error("modelcycle ui: reading %s failed", entry.directory, exc_info=exc)
+    return ErrorCard(str(entry.directory), f"reading this use case failed: {type(exc).__name__}: {exc}")
+
+
 async def _form(request: Request) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body (the only kind the dashboard's forms send;
     anything else reads as an empty form, which the CSRF check then refuses)."""
@@ -369,17 +382,23 @@ def _panels(entry: Entry) -> list[dict[str, Any]]:
 
 
 def _promote(entry: Entry, stage: str, reason: str) -> None:
-    """Move the served (else latest) model asset to ``stage`` with ``reason``, audited with source
-    ``ui``. A deployed use case goes through ``UseCase.govern`` (so the governance backend
-    mirrors it); otherwise the local inventory records the move."""
-    from modelcycle.core.governance.service import Governance
+    """Move the served (else latest) model asset to ``stage`` with ``reason``: recorded in the
+    local inventory (audited with source ``ui``) and followed by the run's MLflow registry alias,
+    as ``govern --stage`` does. An asset a governance backend mirrors, whose endpoint serves, goes
+    through ``UseCase.govern`` instead, so the backend records the move too."""
+    from modelcycle.core.governance.service import Governance, follow_stage_in_registry
 
     use_case = entry.use_case
-    if use_case.state().done("deploy"):
-        endpoint = use_case.endpoint()
-        if endpoint and endpoint.get("status") == "InService":
-            use_case.govern(stage=stage, reason=reason)
-            return
     governance = Governance(use_case)
     asset = governance.asset()
-    governance.store.move_stage(asset["id"], stage, governance.who, reason=reason, source="ui")
+    if asset.get("remote") and asset["stage"] != "develop" and use_case.state().done("deploy"):
+        endpoint = use_case.endpoint()
+        if endpoint and endpoint.get("status") == "InService" and endpoint.get("run_id") == asset["run_id"]:
+            use_case.govern(stage=stage, reason=reason)
+            return
+    moved = governance.store.move_stage(asset["id"], stage, governance.who, reason=reason, source="ui")
+    if not moved["moved"]:
+        from modelcycle.core.governance.errors import TransitionError
+
+        raise TransitionError(f"the model of run {asset['run_id']} is already in stage '{stage}': pick another stage")
+    follow_stage_in_registry(use_case, asset["run_id"], stage)

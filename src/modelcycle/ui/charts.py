@@ -68,7 +68,8 @@ def confusion_figure(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None
     for row in reversed(evaluations):
         details = row.get("details") or {}
         if row.get("monitor") == "quality" and details.get("confusion_matrix"):
-            classes = [str(c) for c in details.get("classes") or range(len(details["confusion_matrix"]))]
+            count = details.get("classes")  # the number of classes K (labels 0 … K-1)
+            classes = [str(c) for c in (count if isinstance(count, list) else range(len(details["confusion_matrix"])))]
             return {"data": [{"type": "heatmap", "z": details["confusion_matrix"], "x": classes, "y": classes,
                               "colorscale": "Blues"}],
                     "layout": {**_LAYOUT, "title": {"text": f"confusion matrix ({row.get('time')})"},

@@ -150,6 +150,18 @@ class Catalog:
         entries, _ = self.scan()
         return next((e for e in entries if e.name == name), None)
 
+    def warm(self) -> None:
+        """Fill the caches (MLflow runs and the runs tables, evaluations) of every use case, so the
+        first page view does not pay for importing MLflow and reading every run. Errors are left
+        for the pages to show."""
+        entries, _ = self.scan()
+        for entry in entries:
+            try:
+                self.runs_table(entry)
+                self.evaluations(entry)
+            except Exception:  # noqa: BLE001 - the page that needs it reports it
+                continue
+
     # -- the same data as the CLI's --json ----------------------------------------------------
     @staticmethod
     def status(entry: Entry) -> dict[str, Any]:
