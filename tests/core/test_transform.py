@@ -22,7 +22,7 @@ from conftest import deployed_and_monitored, isolated_module_env, mark_trained, 
 from modelcycle.core.datasets import load_dataset
 from modelcycle.core.errors import StageError
 from modelcycle.core.lifecycle import UseCase
-from modelcycle.core.monitoring.service import store_for
+from modelcycle.core.monitoring.service import flush_payload, store_for
 from modelcycle.core.transform import TransformError
 
 
@@ -106,6 +106,7 @@ def test_log_payload_stores_every_record_for_evaluate(served: Path, tmp_path: Pa
     use_case = UseCase(served)
     deployment = use_case.endpoint()["name"]  # type: ignore[index]
     store = store_for(use_case)
+    flush_payload(use_case, store)  # what earlier tests scored on the endpoint is stored first
     before = store.payload_count(deployment)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -172,13 +173,15 @@ def test_bad_inputs_and_outputs_are_refused_with_the_fix(served: Path, tmp_path:
 
 def test_an_untrained_use_case_and_payload_without_an_endpoint(tmp_path: Path, data_dir: Path,
                                                                trained_model_dir: Path) -> None:
-    directory = write_use_case(tmp_path / "uc", name="untrained", data={"dataset": "mnist", "test_limit": 20})
+    directory = write_use_case(tmp_path / "uc", name="untrained", data={"dataset": "mnist"})
+    records = tmp_path / "records.npy"
+    np.save(records, np.zeros((20, 28, 28), np.uint8))
     with pytest.raises(StageError, match="no trained model to score with: run 'modelcycle train'"):
-        UseCase(directory).transform(tmp_path / "out.jsonl", split="test")
+        UseCase(directory).transform(tmp_path / "out.jsonl", input=records)
     mark_trained(directory, trained_model_dir)
     with pytest.raises(StageError, match="nothing is deployed: run 'modelcycle deploy'"):
-        UseCase(directory).transform(tmp_path / "out.jsonl", split="test", log_payload=True)
-    result = UseCase(directory).transform(tmp_path / "out.jsonl", split="test")  # the latest trained model
+        UseCase(directory).transform(tmp_path / "out.jsonl", input=records, log_payload=True)
+    result = UseCase(directory).transform(tmp_path / "out.jsonl", input=records)  # the latest trained model
     assert result["records"] == 20 and not (tmp_path / "uc" / ".modelcycle" / "endpoints").exists()
 
 
@@ -263,7 +266,7 @@ def test_a_script_mode_model_answers_through_its_own_handlers(tmp_path: Path, da
     import torch
 
     model_dir = _script_model(tmp_path / "script")
-    directory = write_use_case(tmp_path / "uc", name="script-transform", data={"dataset": "mnist", "test_limit": 30})
+    directory = write_use_case(tmp_path / "uc", name="script-transform", data={"dataset": "mnist"})
     mark_trained(directory, model_dir)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -271,7 +274,8 @@ def test_a_script_mode_model_answers_through_its_own_handlers(tmp_path: Path, da
     (folder / "lines.jsonl").write_text(json.dumps(images[:3].tolist()) + "\n" + json.dumps([1, 2]) + "\n")
     use_case = UseCase(directory)
 
-    result = use_case.transform(tmp_path / "split.jsonl", split="test")
+    np.save(tmp_path / "images.npy", images[:30])
+    result = use_case.transform(tmp_path / "split.jsonl", input=tmp_path / "images.npy")
     lines = _lines(tmp_path / "split.jsonl")
     assert result["script"] is True and result["records"] == len(lines) == 30
     layer = torch.nn.Linear(784, 10)

@@ -33,6 +33,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,22 @@ def _deployment_id(use_case: UseCaseView) -> str:
         raise StageError("transform", "--log-payload stores the records as payload of the deployed endpoint, and "
                          "nothing is deployed: run 'modelcycle deploy' (and 'modelcycle monitor') first")
     return str(name)
+
+
+@contextmanager
+def _serving_threads(threads: int) -> Iterator[None]:
+    """Load the model with the endpoint's intra-op thread count (``serving.threads``, passed as
+    ``MODELCYCLE_SERVING_THREADS``, which the framework plugins apply when they load a model)
+    unless the environment already sets one. On a busy machine more threads than free cores
+    make a forward pass several times slower, which is why the endpoint runs one per process."""
+    if os.environ.get("MODELCYCLE_SERVING_THREADS"):
+        yield
+        return
+    os.environ["MODELCYCLE_SERVING_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        os.environ.pop("MODELCYCLE_SERVING_THREADS", None)
 
 
 def _check_paths(input_path: Path | None, output: Path, force: bool) -> None:
@@ -142,6 +159,23 @@ def _with_fields(body: bytes, fields: dict[str, Any]) -> bytes:
     return stripped[:-1] + separator + extra
 
 
+def _split_response(body: bytes, records: int) -> tuple[dict[str, Any], list[Any]] | None:
+    """``(block without values, values)`` of a batch's JSON answer in the OpenScale shape
+    (``{"predictions": [{"fields": [...], "values": [one row per record]}]}``), so each record's
+    line is that answer for it alone; ``None`` for any other shape."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    blocks = document.get("predictions") if isinstance(document, dict) else None
+    if not isinstance(blocks, list) or len(blocks) != 1 or not isinstance(blocks[0], dict):
+        return None
+    values = blocks[0].get("values")
+    if not isinstance(values, list) or len(values) != records:
+        return None
+    return {key: value for key, value in blocks[0].items() if key != "values"}, values
+
+
 def _where(source: Source, index: int) -> dict[str, Any]:
     where: dict[str, Any] = {"source": source.name, "index": index}
     if source.lines is not None:
@@ -185,11 +219,16 @@ def _score_builtin(pipeline: Any, sources: list[Source], batch_size: int, write:
         probabilities = pipeline.predict(data)
         batch_id = uuid.uuid4().hex
         ids = record_ids(batch_id, len(data))
+        lines = _split_response(pipeline.encode(probabilities, JSON)[0], len(data))
         row = 0
         for source, start, stop in pieces:
             for index in range(start, stop):
-                body, _ = pipeline.encode(probabilities[row:row + 1], JSON, ids[row])
-                write(_with_fields(body, _where(source, index)) + b"\n")
+                where = {"scoring_id": ids[row], **_where(source, index)}
+                if lines is not None:
+                    write(orjson.dumps({"predictions": [{**lines[0], "values": [lines[1][row]]}], **where}) + b"\n")
+                else:  # a plugin's own output_fn: encoded record by record
+                    body, _ = pipeline.encode(probabilities[row:row + 1], JSON, ids[row])
+                    write(_with_fields(body, _where(source, index)) + b"\n")
                 row += 1
         if payload is not None:
             payload.add(ids, batch_id, data, probabilities, tabular)
@@ -279,7 +318,8 @@ def transform(
     _check_paths(input_path, output_path, force)
     model_dir = model_dir_for(use_case)
     deployment_id = _deployment_id(use_case) if log_payload else None
-    pipeline = load_pipeline(model_dir)
+    with _serving_threads(use_case.config.serving.threads):
+        pipeline = load_pipeline(model_dir)
     script = hasattr(pipeline, "score")
     sources, invalid = _sources(use_case, pipeline, input, split, script)
     if invalid and not skip_invalid:
