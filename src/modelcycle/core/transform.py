@@ -15,6 +15,9 @@ time: each record of a split or ``.npy`` file is sent as a one-record NPY body, 
 line as its JSON body; the line written is the handlers' JSON object answer (another answer goes
 under ``"response"``) plus the same source fields.
 
+The forward passes use ``serving.threads`` intra-op threads when the configuration sets it, else
+the machine's idle cores (see :func:`_threads`).
+
 With ``log_payload`` the records are stored as payload of the deployed endpoint in the monitoring
 store (the same :class:`~modelcycle.core.monitoring.records.PayloadRecord` an endpoint logs, ids
 ``{batch id}-{i}`` as the endpoint gives a request's records) and forwarded to the monitoring
@@ -84,12 +87,25 @@ def _deployment_id(use_case: UseCaseView) -> str:
     return str(name)
 
 
+def _threads(serving: Any) -> int:
+    """Intra-op threads to score with: ``serving.threads`` when the configuration sets it, else
+    the cores that are idle (cores minus the 1-minute load average, at least 1). A batch job
+    should use the free cores, but more threads than free cores make a forward pass several
+    times slower (the threads wait on each other), which is why the endpoint runs one."""
+    if "threads" in serving.model_fields_set:
+        return int(serving.threads)
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return int(serving.threads)
+    return max(1, min(cores, cores - int(busy + 0.5)))
+
+
 @contextmanager
 def _serving_threads(threads: int) -> Iterator[None]:
-    """Load the model with the endpoint's intra-op thread count (``serving.threads``, passed as
-    ``MODELCYCLE_SERVING_THREADS``, which the framework plugins apply when they load a model)
-    unless the environment already sets one. On a busy machine more threads than free cores
-    make a forward pass several times slower, which is why the endpoint runs one per process."""
+    """Load the model with ``threads`` intra-op threads (``MODELCYCLE_SERVING_THREADS``, which
+    the framework plugins apply when they load a model) unless the environment already sets it."""
     if os.environ.get("MODELCYCLE_SERVING_THREADS"):
         yield
         return
@@ -303,7 +319,7 @@ def transform(
 
     Returns:
         ``{"output", "records", "sources", "invalid": [...], "seconds", "records_per_second",
-        "run_id", "model_dir", "script", "batch_size", "logged", "deployment_id"}``.
+        "run_id", "model_dir", "script", "batch_size", "threads", "logged", "deployment_id"}``.
 
     Raises:
         TransformError: a bad input or output path, invalid records (without ``skip_invalid``).
@@ -318,7 +334,8 @@ def transform(
     _check_paths(input_path, output_path, force)
     model_dir = model_dir_for(use_case)
     deployment_id = _deployment_id(use_case) if log_payload else None
-    with _serving_threads(use_case.config.serving.threads):
+    threads = _threads(use_case.config.serving)
+    with _serving_threads(threads):
         pipeline = load_pipeline(model_dir)
     script = hasattr(pipeline, "score")
     sources, invalid = _sources(use_case, pipeline, input, split, script)
@@ -347,7 +364,7 @@ def transform(
         "output": str(output_path), "records": records, "sources": [s.name for s in sources],
         "invalid": [str(record) for record in invalid], "seconds": seconds,
         "records_per_second": records / seconds if seconds > 0 else 0.0, "run_id": pipeline.manifest.run_id,
-        "model_dir": str(model_dir), "script": script, "batch_size": batch_size, "logged": logged,
+        "model_dir": str(model_dir), "script": script, "batch_size": batch_size, "threads": threads, "logged": logged,
         "deployment_id": deployment_id,
     }
 
