@@ -128,24 +128,31 @@ def _check_paths(input_path: Path | None, output: Path, force: bool) -> None:
 
 def _sources(use_case: UseCaseView, pipeline: Any, input: str | os.PathLike[str] | None, split: str | None,
              script: bool) -> tuple[list[Source], list[InvalidRecord]]:
-    if (input is None) == (split is None):
-        raise TransformError("give exactly one of --input PATH (a folder of .npy/.jsonl files, or one file) "
-                             "and --split test|train")
     if split is not None:
-        if split not in ("test", "train"):
-            raise TransformError(f"--split must be 'test' or 'train', not {split!r}")
         from modelcycle.core.datasets import load_dataset
 
         dataset = load_dataset(use_case.config.data.dataset, settings=use_case.config.data)
         return [split_source(split, getattr(dataset, split).images, pipeline.context.schema)], []
-    text = os.fspath(input)  # type: ignore[arg-type]
+    decode = None if script else pipeline.decode
+    return file_sources(Path(input), pipeline.context.schema, decode)  # type: ignore[arg-type]
+
+
+def _check_input(input: str | os.PathLike[str] | None, split: str | None) -> None:
+    """Refuse a missing or doubled input, an unknown split and a remote input before any model loads."""
+    if (input is None) == (split is None):
+        raise TransformError("give exactly one of --input PATH (a folder of .npy/.jsonl files, or one file) "
+                             "and --split test|train")
+    if split is not None and split not in ("test", "train"):
+        raise TransformError(f"--split must be 'test' or 'train', not {split!r}")
+    text = os.fspath(input) if input is not None else ""
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise TransformError(f"reading inputs from {scheme}:// is not supported yet: copy them to a local folder "
                              f"(e.g. 'aws s3 cp --recursive {text} DIR') and pass --input DIR, or score a data set "
                              "split with --split test|train")
-    decode = None if script else pipeline.decode
-    return file_sources(Path(text), pipeline.context.schema, decode)
+    if input is not None and not Path(text).exists():
+        raise TransformError(f"input {text} does not exist: give a folder of .npy/.jsonl files, one such file, "
+                             "or --split test|train")
 
 
 def _batches(sources: list[Source], batch_size: int) -> Iterator[list[tuple[Source, int, int]]]:
@@ -329,8 +336,9 @@ def transform(
 
     if batch_size < 1:
         raise TransformError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_input(input, split)
     output_path = Path(output)
-    input_path = Path(input) if input is not None and "://" not in os.fspath(input) else None
+    input_path = Path(input) if input is not None else None
     _check_paths(input_path, output_path, force)
     model_dir = model_dir_for(use_case)
     deployment_id = _deployment_id(use_case) if log_payload else None
