@@ -72,7 +72,7 @@ def _write_evaluations(work_dir: Path, evaluations: int) -> None:
         store.add_measurement({
             **common, "monitor": "quality", "metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01},
             "thresholds": [{"metric_id": "accuracy", "type": "lower_limit", "value": 0.8}],
-            "violations": ([{"metric_id": "accuracy", "type": "lower_limit", "value": 0.8}] if accuracy < 0.8 else []),
+            "violations": ([{"metric_id": "accuracy", "type": "lower_limit", "limit": 0.8, "value": accuracy}] if accuracy < 0.8 else []),
             "records": {"feedback": 500}, "details": {"confusion_matrix": [[rng.randint(0, 50) for _ in range(10)]
                                                                           for _ in range(10)], "classes": 10},
         })

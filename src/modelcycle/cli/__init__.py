@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 #: The core's own command modules beside this one (``add_commands(subparsers, use_case,
 #: print_json)``); plugins add theirs through the ``add_commands`` hook. None may import anything
 #: heavy at module level (``modelcycle --help`` builds every parser).
-COMMAND_MODULES = ("modelcycle.cli.monitoring", "modelcycle.cli.governance", "modelcycle.cli.ui")
+COMMAND_MODULES = ("modelcycle.cli.monitoring", "modelcycle.cli.governance", "modelcycle.cli.transform", "modelcycle.cli.ui")
 
 
 def _use_case(args: argparse.Namespace) -> Any:

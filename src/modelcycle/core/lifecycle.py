@@ -648,6 +648,19 @@ class UseCase:
 
         return service.evaluations(self, limit=limit)
 
+    # -- batch transform (modelcycle.core.transform) -----------------------------------------
+    def transform(self, output: str | os.PathLike[str], input: str | os.PathLike[str] | None = None,
+                  split: str | None = None, batch_size: int = 256, log_payload: bool = False, force: bool = False,
+                  skip_invalid: bool = False, progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+        """Score a folder of ``.npy``/``.jsonl`` files (or one file) or the data set's ``split``
+        in-process with the deployed (else latest trained) model, one JSON line per record in the
+        endpoint's output shape into ``output``; ``log_payload`` stores the records as the
+        endpoint's payload. See :mod:`modelcycle.core.transform`."""
+        from modelcycle.core.transform import transform
+
+        return transform(self, output, input=input, split=split, batch_size=batch_size, log_payload=log_payload,
+                         force=force, skip_invalid=skip_invalid, progress=progress)
+
     # -- governance (modelcycle.core.governance) ---------------------------------------------
     # Stage moves go through govern(stage=..., reason=..., force=...); cleanup(governance=True)
     # deletes the records (and what the backend created).

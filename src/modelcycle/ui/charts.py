@@ -44,7 +44,7 @@ def monitor_chart(evaluations: list[dict[str, Any]], monitor: str, title: str) -
             if key in (row.get("metrics") or {}):
                 bad_x.append(row["time"])
                 bad_y.append(row["metrics"][key])
-                bad_text.append(f"{key} violates {violation.get('type')} {violation.get('value')}")
+                bad_text.append(f"{key} violates {violation.get('type')} {violation.get('limit')}")
     if bad_x:
         data.append({"type": "scatter", "mode": "markers", "name": "violation", "x": bad_x, "y": bad_y,
                      "text": bad_text, "marker": {"color": "red", "size": 12, "symbol": "x"}})
