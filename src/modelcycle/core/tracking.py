@@ -275,14 +275,15 @@ class RunTracker:
 
     def finish(self, status: str = "FINISHED", timeout: float = _RUN_ID_WAIT_S) -> str | None:
         """End the run with ``status`` now (the writer applies it later); returns the MLflow run
-        id, waiting (at most ``timeout`` s, normally not at all) for the writer to have created
-        the run; ``None`` when it could not (the spool stays for a later replay)."""
-        ended_ms = int(time.time() * 1000)
+        id, waiting (at most ``timeout`` s) for the writer to have created the run — not at all
+        unless training took less than MLflow's start-up, and then the run ends after the wait,
+        when the stage the user waited for ends. ``None`` when the writer could not create the
+        run (the spool stays for a later replay)."""
         self.start()
         run_id = self._poll_run_id(timeout)  # before the end record: a finished spool is removed
         if run_id is None:
             log.warning("tracking: no MLflow run at %s yet: %s", self.uri, self.error)
-        self._record("end", status=status, ended_ms=ended_ms)
+        self._record("end", status=status, ended_ms=int(time.time() * 1000))
         for op, fields in self._after_end:
             self._record(op, **fields)
         self._record("close")

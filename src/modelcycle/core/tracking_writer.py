@@ -231,8 +231,14 @@ def apply_spool(spool: Path) -> bool:
     state.pop("error", None)
     with spool.open("rb") as handle:
         first = handle.readline()
-        if not first.endswith(b"\n"):
-            return True  # not even the opening record yet: its writer comes with it
+        for _ in range(50):  # the opening record is written in one piece: wait a moment for it
+            if first.endswith(b"\n"):
+                break
+            time.sleep(POLL_S)
+            handle.seek(0)
+            first = handle.readline()
+        else:
+            return _failed(spool, state, ValueError(f"{spool} has no complete opening record"))
         opening = json.loads(first)
         state["uri"] = opening.get("uri")
         run = _Run(spool, opening, state)
@@ -275,7 +281,8 @@ def _failed(spool: Path, state: dict[str, Any], exc: BaseException) -> bool:
     state["error"] = f"{type(exc).__name__}: {exc}"
     write_state(spool, state)
     _say(f"{spool.name}: the MLflow store at {state.get('uri')} failed; the spool is kept for a replay: {state['error']}")
-    traceback.print_exc(file=sys.stdout)
+    if sys.exc_info()[0] is not None:
+        traceback.print_exc(file=sys.stdout)
     return False
 
 
