@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from modelcycle.core.library_logs import route_library_logs
 from modelcycle.core.tracking import (
     EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, mlflow_client, tag_experiment_kind,
 )
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(5)  # training comes first on a busy machine
     except OSError:
         pass
-    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    route_library_logs(directory.parent)  # MLflow's own notes go to the use case's libraries.log
     failed: set[Path] = set()
     with writer_lock(directory):
         while True:
