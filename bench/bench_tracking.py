@@ -71,7 +71,9 @@ def run(rounds: int = 5) -> dict[str, Any]:
             first = "on" if index % 2 == 0 else "off"
             order.append(first)
             for side in (first, "off" if first == "on" else "on"):
-                (on if side == "on" else off).append(_train(tracked if side == "on" else untracked, side == "on"))
+                seconds = _train(tracked if side == "on" else untracked, side == "on")
+                (on if side == "on" else off).append(seconds)
+                print(f"round {index + 1} tracking {side}: {seconds:.2f} s", file=sys.stderr, flush=True)
     diffs = [a - b for a, b in zip(on, off)]
     return {
         "rounds": rounds, "on_s": on, "off_s": off, "seed": SEED, "epochs": EPOCHS, "order": order,
