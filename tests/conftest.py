@@ -47,6 +47,24 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MODELCYCLE_CACHE_DIR", tempfile.mkdtemp(prefix="modelcycle-test-cache-"))
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The session stops what it started: wait (bounded) for the detached MLflow writers of the
+    runs it tracked, in this process or in the CLI processes it ran under its temporary root."""
+    import time
+
+    from modelcycle.core.tracking_spool import LOCK_NAME, writer_running
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    root = getattr(factory, "_basetemp", None)
+    directories = list(Path(root).rglob(LOCK_NAME)) if root is not None else []
+    deadline = time.monotonic() + 300
+    for lock in directories:
+        while writer_running(lock.parent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if writer_running(lock.parent):
+            print(f"warning: a tracking writer still works on {lock.parent}")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The directory holding ``mnist/`` and ``fashion-mnist/`` (real IDX files)."""

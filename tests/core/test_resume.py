@@ -87,6 +87,9 @@ def _attempt(directory: Path) -> dict[str, Any]:
 
 
 def _mlflow_runs(directory: Path, run_id: str) -> list[Any]:
+    from modelcycle.core.tracking import wait_for_pending_writes
+
+    wait_for_pending_writes(directory / ".modelcycle")  # what the detached writer has yet to apply
     client = MlflowClient(f"sqlite:///{directory / '.modelcycle' / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string=f"tags.`modelcycle.run_id` = '{run_id}'")
@@ -122,9 +125,9 @@ def test_a_killed_training_resumes_the_same_run_from_its_last_complete_epoch(
     as_json = json.loads(subprocess.run([sys.executable, "-m", "modelcycle.cli", "status", "--json"], cwd=directory,
                                         capture_output=True, text=True, timeout=120).stdout)
     assert as_json["stages"]["train"] == "interrupted"
-    # the MLflow run existed from the start of the killed attempt
+    # the MLflow run of the killed attempt is visible, ended KILLED by the tracking writer
     runs = _mlflow_runs(directory, run_id)
-    assert len(runs) == 1 and runs[0].info.status == "RUNNING"
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
     mlflow_run_id = runs[0].info.run_id
 
     lines, output = _train(directory)

@@ -13,10 +13,13 @@ from conftest import SMALL, write_use_case
 from modelcycle.core.errors import StageError
 from modelcycle.core.experiments import find_run, list_runs, sweep_overrides
 from modelcycle.core.lifecycle import UseCase
+from modelcycle.core.tracking import wait_for_pending_writes
 from modelcycle.platforms.local.endpoints import process_alive
 
 
 def _run(outputs: dict[str, Any]) -> Any:
+    """The MLflow run of a training, once the detached writer has applied what training spooled."""
+    wait_for_pending_writes()
     return MlflowClient(outputs["tracking_uri"]).get_run(outputs["mlflow_run_id"])
 
 

@@ -23,7 +23,7 @@ _METRICS = ("test_accuracy", "test_loss", "train_loss", "duration_s")
 
 def _client(use_case: UseCase) -> tuple[Any, str | None]:
     tracking = use_case.config.tracking
-    wait_for_pending_writes()  # a run of this process may still be logging its model
+    wait_for_pending_writes(use_case.work_dir)  # runs of any process may still be being written
     client = mlflow_client(tracking.uri or default_tracking_uri(use_case.work_dir))
     experiment = client.get_experiment_by_name(tracking.experiment or use_case.config.name)
     return client, experiment.experiment_id if experiment else None

@@ -24,7 +24,7 @@ from modelcycle.core.plugin_types import SERVING_STATUSES
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.stages import DEFAULT_UNTIL, PIPELINE, STAGES, Stage
 from modelcycle.core.state import State, StateDamagedError, StateStore, utcnow
-from modelcycle.core.tracking import RunTracker, record_training, start_tracker, wait_for_pending_writes
+from modelcycle.core.tracking import RunTracker, record_training, start_tracker
 
 __all__ = ["UseCase", "Stage", "PIPELINE", "DEFAULT_UNTIL", "ScoreResult"]
 
@@ -51,7 +51,7 @@ def _autolog_run(tracker: RunTracker, capture: str) -> Iterator[None]:
         yield
         return
     try:
-        run_id = tracker.wait_until_ready()  # the tracker thread imports MLflow first
+        run_id = tracker.wait_until_ready()  # the writer process creates the run
     except (TimeoutError, RuntimeError) as exc:  # the store is unreachable: train untracked
         print(f"warning: autolog is off for this run: {exc}", file=sys.stderr)
         yield
@@ -190,7 +190,7 @@ class UseCase:
 
             from modelcycle.core import attempts
             from modelcycle.core.checkpoints import CHECKPOINT_DIR, supports_checkpoints
-            from modelcycle.core.mlflow_model import prepare_model_logging, queue_model_logging
+            from modelcycle.core.mlflow_model import queue_model_logging
             from modelcycle.core.training import TrainingContext, TrainingReporter
 
             model_config = self.model_config
@@ -216,8 +216,6 @@ class UseCase:
                                     attempt=attempt.attempt, started_ms=started_ms)
             if tracker is not None:
                 registry.register(tracker, name=f"modelcycle.tracking.{plan.run_id}")
-                if self.config.tracking.log_model:
-                    prepare_model_logging(tracker, self.config.framework)
             status = "FAILED"
             try:
                 with _autolog_run(tracker, self.config.capture) if tracker is not None else nullcontext():
@@ -245,9 +243,8 @@ class UseCase:
 
         self.model_config  # a bad framework or model: section fails before any state changes
         self._warn_ignored_hyperparameters()
-        outputs = self._run_stage("train", action, force or restart)  # serving is left alone: only deploy/cleanup change it
-        wait_for_pending_writes()  # the MLflow model is logged and registered once the stage is recorded
-        return outputs
+        # serving is left alone: only deploy/cleanup change it; the MLflow writes go on in the writer
+        return self._run_stage("train", action, force or restart)
 
     def _warn_ignored_hyperparameters(self) -> None:
         """Tell the user which hyperparameters they set that the framework does not use."""

@@ -31,7 +31,6 @@ from typing import Any
 __all__ = [
     "STAGE_ALIASES",
     "PYFUNC_NAME",
-    "prepare_model_logging",
     "queue_model_logging",
     "log_trained_model",
     "follow_stage",
@@ -97,35 +96,12 @@ def _with_tracking_uri(uri: str, action: Any) -> Any:
             mlflow.set_tracking_uri(previous)
 
 
-def prepare_model_logging(tracker: Any, framework: str) -> None:
-    """Import what logging the model needs on ``tracker``'s writer thread while training runs
-    (seconds of imports kept off the end of the run)."""
-
-    def action(client: Any, run_id: str) -> None:
-        import mlflow.models  # noqa: F401
-        import mlflow.pyfunc  # noqa: F401
-
-        import modelcycle.core.mlflow_pyfunc  # noqa: F401
-
-        if framework in _TORCH_FRAMEWORKS:
-            import mlflow.pytorch  # noqa: F401
-            import torch.export  # noqa: F401
-
-    tracker.submit(action)
-
-
-def queue_model_logging(tracker: Any, model_dir: Path, registered_name: str) -> dict[str, Any]:
-    """Queue :func:`log_trained_model` on ``tracker``'s writer thread (a
-    :class:`~modelcycle.core.tracking.RunTracker`) for when the run has ended: off the training
-    path, and the run's duration is the training's. The returned dict is filled with its result
-    once the writes are done (:func:`~modelcycle.core.tracking.wait_for_pending_writes`)."""
-    logged: dict[str, Any] = {}
-
-    def action(client: Any, run_id: str) -> None:
-        logged.update(log_trained_model(client, tracker.uri, run_id, Path(model_dir), registered_name))
-
-    tracker.submit_after_end(action)
-    return logged
+def queue_model_logging(tracker: Any, model_dir: Path, registered_name: str) -> None:
+    """Have ``tracker``'s detached writer (a :class:`~modelcycle.core.tracking.RunTracker`) run
+    :func:`log_trained_model` once the run has ended: off the training path, and the run's
+    duration is the training's. Readers of the store wait for it
+    (:func:`~modelcycle.core.tracking.wait_for_pending_writes`)."""
+    tracker.log_model_after_end(Path(model_dir), registered_name)
 
 
 def log_trained_model(client: Any, uri: str, run_id: str, model_dir: Path, registered_name: str) -> dict[str, Any]:
@@ -133,7 +109,7 @@ def log_trained_model(client: Any, uri: str, run_id: str, model_dir: Path, regis
     artifacts) and register the pyfunc as a new version of ``registered_name``.
 
     Returns ``{"model_id", "model_uri", "version", "network_model_id"}``. MLflow errors propagate
-    (the tracker reports them as incomplete tracking; training is never failed by them).
+    (the writer reports them in its log; training is never failed by them).
     """
     # MLflow reloads the logged model to check the input example: no progress bars on the terminal
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

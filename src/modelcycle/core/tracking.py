@@ -7,20 +7,21 @@ visible; a resumed run continues the same MLflow run (found by its ``modelcycle.
 and an interrupted run that is abandoned (``train --restart``) is ended ``KILLED``.
 
 Tracking must not slow training down: importing MLflow and opening its store costs seconds of
-CPU. :class:`RunTracker` creates the run and writes from a background thread started with the
-stage (the run's start time is the stage's, however late the store answers); training only
-queues records. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
+CPU, logging the model more. The training process never imports MLflow: :class:`RunTracker`
+appends timestamped records to a spool under ``.modelcycle/tracking/`` and starts a detached
+writer process that creates the run at once and applies them (:mod:`.tracking_spool`,
+:mod:`.tracking_writer`); ``train`` does not wait for it. Commands that read the store call
+:func:`wait_for_pending_writes` first. ``mlflow ui --backend-store-uri <uri>`` shows the runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,10 @@ from modelcycle.core.markers import hookimpl
 
 __all__ = [
     "RunTracker", "default_tracking_uri", "git_commit", "flatten", "mlflow_client", "tag_experiment_kind",
-    "EXPERIMENT_KIND_TAG", "EXPERIMENT_KIND", "wait_for_pending_writes",
+    "EXPERIMENT_KIND_TAG", "EXPERIMENT_KIND", "wait_for_pending_writes", "SPOOL_DIR",
 ]
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 #: MLflow 3's experiment-kind tag, and the value (model development) that opens MLflow's UI on the
@@ -103,51 +103,70 @@ def _create_sqlite_store(path: Path, client_class: Any) -> None:
         private.unlink(missing_ok=True)
 
 
-#: Trackers whose run has ended but whose writer still works (:meth:`RunTracker.submit_after_end`).
-_PENDING: list[RunTracker] = []
-_PENDING_LOCK = threading.Lock()
+#: Spool directories this process started writers for (what :func:`wait_for_pending_writes` waits
+#: for when given no directory).
+_STARTED: set[Path] = set()
+_STARTED_LOCK = threading.Lock()
 
 
-def wait_for_pending_writes(timeout: float = 300.0) -> None:
-    """Block until every ended run's background writes (the logged model, its registration)
-    are done: ``train`` calls it once its stage is recorded, readers of the MLflow store call it
-    (a process must not exit before: its writer thread is a daemon)."""
+def wait_for_pending_writes(work_dir: Path | None = None, timeout: float = 300.0) -> None:
+    """Block (at most ``timeout`` seconds) until the tracking records spooled so far are in the
+    MLflow store: those of the use case whose ``.modelcycle`` directory is ``work_dir`` (written by
+    any process), or with no ``work_dir`` those of the runs this process tracked. Every command
+    that reads the store calls it first. A spool left without a writer (it died, or the store was
+    unreachable) is replayed by a new writer; what still cannot be written is reported as a
+    warning naming the store, the writer's log and the spool, which is kept."""
+    from modelcycle.core.tracking_spool import wait_for_spools
+
+    if work_dir is not None:
+        directories = [Path(work_dir) / SPOOL_DIR]
+    else:
+        with _STARTED_LOCK:
+            directories = sorted(_STARTED)
     deadline = time.monotonic() + timeout
-    while True:
-        with _PENDING_LOCK:
-            if not _PENDING:
-                return
-            tracker = _PENDING.pop(0)
-        tracker._thread.join(max(0.0, deadline - time.monotonic()))
-        if tracker._thread.is_alive():
-            log.warning("tracking: the background writes to %s did not finish in %.0f s", tracker.uri, timeout)
-        elif tracker.error is not None:
-            log.warning("tracking incomplete for %s: %s", tracker.uri, tracker.error)
+    for directory in directories:
+        for warning in wait_for_spools(directory, max(0.0, deadline - time.monotonic())):
+            log.warning(warning)
+            print(f"warning: {warning}", file=sys.stderr)
 
-#: How long the end of the first epoch waits for the MLflow run to be created.
-_FIRST_EPOCH_WAIT_S = 120.0
+
+#: the spool directory of a use case, under its ``.modelcycle`` directory
+SPOOL_DIR = "tracking"
+#: How long the end of training waits for the writer to create the MLflow run (its id is an output).
+_RUN_ID_WAIT_S = 120.0
 
 
 class RunTracker:
-    """One MLflow run, written from a background thread.
+    """One MLflow run, written by a detached writer process fed by a spool
+    (:mod:`.tracking_spool`, :mod:`.tracking_writer`): this process never imports MLflow.
+
+    Every call appends a record stamped with the time it was made (metrics keep their time, the
+    run starts at ``started_ms`` and ends when :meth:`finish` is called, however late the writer
+    applies them). A process that dies without :meth:`finish` leaves its run to be ended
+    ``KILLED`` by the writer.
 
     Args:
         uri: the MLflow tracking URI.
         experiment: experiment name (the use case's name).
         run_name: the run's display name.
         tags: tags set when the run is created.
+        artifact_location: the experiment's artifact root when the writer creates it.
+        resume: continue the MLflow run tagged with this run's ``modelcycle.run_id`` when one exists.
+        abandoned: modelcycle run ids whose MLflow runs, if still ``RUNNING``, end ``KILLED``.
+        started_ms: when training started (epoch ms; default now).
+        spool_dir: where the spool goes; default ``tracking/`` beside a SQLite store's file.
     """
 
     def __init__(
         self, uri: str, experiment: str, run_name: str, tags: dict[str, str], artifact_location: str | None = None,
         resume: bool = False, abandoned: tuple[str, ...] = (), started_ms: int | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
+        from modelcycle.core.tracking_spool import SpoolFile
+
         self.uri = uri
-        #: continue the MLflow run tagged with this run's ``modelcycle.run_id`` when one exists
         self.resume = resume
-        #: modelcycle run ids whose MLflow runs, if still ``RUNNING``, end ``KILLED``
         self.abandoned = tuple(abandoned)
-        #: when training started: the run's start time even if the store answers late
         self.started_ms = started_ms or int(time.time() * 1000)
         self.artifact_location = artifact_location
         self.experiment = experiment
@@ -155,209 +174,130 @@ class RunTracker:
         self.tags = tags
         self.mlflow_run_id: str | None = None
         self.experiment_id: str | None = None
-        self.error: BaseException | None = None
+        self.error: str | None = None
         self.epochs_logged = 0
-        self._ready = threading.Event()
-        self._after_end: list[Callable[[Any, str], None]] = []
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="modelcycle-tracking", daemon=True)
+        if spool_dir is None:
+            if not uri.startswith("sqlite:///"):
+                raise ValueError(f"RunTracker needs a spool_dir for the tracking URI {uri!r} (only a SQLite store "
+                                 "has a default: tracking/ beside its file)")
+            spool_dir = Path(uri[len("sqlite:///"):]).parent / SPOOL_DIR
+        key = f"{tags.get('modelcycle.run_id') or 'run'}.{self.started_ms}"
+        self.spool = SpoolFile(Path(spool_dir), key)
+        self._after_end: list[tuple[str, dict[str, Any]]] = []
+        self._writer: Any = None
+        self._finished = False
 
-    # -- background thread -----------------------------------------------------------------
+    # -- the writer ------------------------------------------------------------------------
     def start(self) -> RunTracker:
-        """Create the run now, on the background thread (needed before autolog)."""
-        if not self._thread.is_alive() and not self._ready.is_set():
-            self._thread.start()
+        """Spool the run's opening record and start the writer (it creates the run right away)."""
+        if self._writer is None:
+            self.spool.append(
+                "open", uri=self.uri, experiment=self.experiment, run_name=self.run_name, tags=self.tags,
+                artifact_location=self.artifact_location, resume=self.resume, abandoned=list(self.abandoned),
+                started_ms=self.started_ms, trainer_pid=os.getpid(),
+            )
+            from modelcycle.core.tracking_spool import start_writer
+
+            self._writer = start_writer(self.spool.directory)
+            with _STARTED_LOCK:
+                _STARTED.add(self.spool.directory)
         return self
 
-    def _find_run(self, client: Any, experiment_id: str, run_id: str) -> Any:
-        found = client.search_runs(
-            [experiment_id], filter_string=f"tags.`modelcycle.run_id` = '{run_id}'", max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )
-        return found[0] if found else None
+    def _record(self, op: str, **fields: Any) -> None:
+        if self._finished:
+            raise RuntimeError(f"the tracked run {self.run_name} has ended: nothing more can be recorded")
+        self.start()
+        self.spool.append(op, **fields)
 
-    def _open_run(self, client: Any, experiment_id: str) -> str:
-        """Create the run, or continue the interrupted one when resuming; end abandoned ones."""
-        for abandoned in self.abandoned:
-            old = self._find_run(client, experiment_id, abandoned)
-            if old is not None and old.info.status == "RUNNING":
-                client.set_terminated(old.info.run_id, "KILLED")
-        run_id = self.tags.get("modelcycle.run_id", "")
-        previous = self._find_run(client, experiment_id, run_id) if self.resume and run_id else None
-        if previous is None:
-            run = client.create_run(experiment_id, start_time=self.started_ms, run_name=self.run_name, tags=self.tags)
-            return str(run.info.run_id)
-        from mlflow.entities import RunTag
-
-        client.log_batch(previous.info.run_id, tags=[RunTag(k, v) for k, v in self.tags.items()])
-        client.update_run(previous.info.run_id, status="RUNNING")
-        return str(previous.info.run_id)
-
-    def _work(self) -> None:
-        try:
-            client = mlflow_client(self.uri)
-            experiment = client.get_experiment_by_name(self.experiment)
-            if experiment is not None:
-                tag_experiment_kind(client, experiment)  # stores made before the tag existed
-            experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else client.create_experiment(self.experiment, artifact_location=self.artifact_location,
-                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            )
-            self.experiment_id = experiment_id
-            self.mlflow_run_id = self._open_run(client, experiment_id)
-        except BaseException as exc:  # noqa: BLE001 - reported by finish(), never kills training
-            self.error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            try:
-                item(client, self.mlflow_run_id)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("tracking: %s", exc)
-                self.error = self.error or exc
-
-    def _submit(self, action: Callable[[Any, str], None]) -> None:
-        self._queue.put(action)
-
-    # -- what training code calls ----------------------------------------------------------
     def wait_until_ready(self, timeout: float = 120.0) -> str:
-        """Block until the run exists; return its MLflow id (needed for autolog)."""
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"the MLflow store at {self.uri} did not answer in {timeout:.0f} s")
-        if self.error is not None or self.mlflow_run_id is None:
+        """Block until the writer has created the run; return its MLflow id (needed for autolog).
+
+        Raises:
+            TimeoutError: the store did not answer in ``timeout`` seconds.
+            RuntimeError: the writer could not create the run (the store is unreachable).
+        """
+        self.start()
+        if self._poll_run_id(timeout) is None:
+            if self.error is None:
+                raise TimeoutError(f"the MLflow store at {self.uri} did not answer in {timeout:.0f} s")
             raise RuntimeError(f"could not create an MLflow run at {self.uri}: {self.error}")
+        return str(self.mlflow_run_id)
+
+    def _poll_run_id(self, timeout: float) -> str | None:
+        """The MLflow run id once the writer wrote it (``None``: the writer failed or timed out)."""
+        from modelcycle.core.tracking_spool import LOG_NAME, read_state, writer_running
+
+        deadline = time.monotonic() + timeout
+        while self.mlflow_run_id is None:
+            state = read_state(self.spool.path)
+            if state.get("mlflow_run_id"):
+                self.mlflow_run_id, self.experiment_id = state["mlflow_run_id"], state.get("experiment_id")
+                break
+            stopped = self._writer is not None and self._writer.poll() is not None
+            if state.get("error") or (stopped and not writer_running(self.spool.directory)) \
+                    or time.monotonic() > deadline:
+                self.error = state.get("error") or f"no answer in {timeout:.0f} s"
+                self.error += f" (writer log: {self.spool.directory / LOG_NAME})"
+                return None
+            time.sleep(0.05)
         return self.mlflow_run_id
 
+    # -- what training code calls ----------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
-        from_flat = flatten(params)
-
-        def action(client: Any, run_id: str) -> None:
-            from mlflow.entities import Param
-
-            items = [Param(k, v[:6000]) for k, v in from_flat.items()]
-            for start in range(0, len(items), 100):
-                client.log_batch(run_id, params=items[start : start + 100])
-
-        self._submit(action)
+        self._record("params", params={k: v[:6000] for k, v in flatten(params).items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        stamp = int(time.time() * 1000)
-        values = {k: float(v) for k, v in metrics.items()}
-
-        def action(client: Any, run_id: str) -> None:
-            from mlflow.entities import Metric
-
-            client.log_batch(run_id, metrics=[Metric(k, v, stamp, step or 0) for k, v in values.items()])
-
-        self._submit(action)
+        self._record("metrics", metrics={k: float(v) for k, v in metrics.items()}, step=step or 0)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        flat = flatten(tags)
-
-        def action(client: Any, run_id: str) -> None:
-            from mlflow.entities import RunTag
-
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in flat.items()])
-
-        self._submit(action)
+        self._record("tags", tags=flatten(tags))
 
     def log_dataset(self, name: str, source: str, checksums: dict[str, str], records: dict[str, int]) -> None:
         """Record the dataset as a run input (name, source, digest over the file checksums)."""
-
-        def action(client: Any, run_id: str) -> None:
-            import hashlib
-            import json
-
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-
-            digest = hashlib.md5("".join(sorted(checksums.values())).encode()).hexdigest()[:16]
-            dataset = Dataset(
-                name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
-                schema=json.dumps({"files": checksums}), profile=json.dumps(records),
-            )
-            client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
-
-        self._submit(action)
+        self._record("dataset", name=name, source=source, checksums=checksums, records=records)
 
     def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
         """Log the per-epoch metrics of ``history`` whose step the run does not hold yet (a
         resumed run: epochs the killed attempt trained but had not written)."""
-        epochs = [dict(entry) for entry in history]
-
-        def action(client: Any, run_id: str) -> None:
-            from mlflow.entities import Metric
-
-            stamp = int(time.time() * 1000)
-            metrics = []
-            for entry in epochs:
-                step = int(entry.pop("epoch"))
-                for key, value in entry.items():
-                    if step not in {m.step for m in client.get_metric_history(run_id, key)}:
-                        metrics.append(Metric(key, float(value), stamp, step))
-            for start in range(0, len(metrics), 500):
-                client.log_batch(run_id, metrics=metrics[start : start + 500])
-
-        self._submit(action)
+        self._record("missing_epochs", history=[dict(entry) for entry in history])
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._submit(lambda client, run_id: client.log_text(run_id, text, artifact_file))
+        self._record("text", text=text, artifact_file=artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._submit(lambda client, run_id: client.log_artifact(run_id, str(path), artifact_path))
+        self._record("artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
 
-    def submit(self, action: Callable[[Any, str], None]) -> None:
-        """Run ``action(client, mlflow_run_id)`` on the writer thread, after what is queued and
-        before the run ends (an exception is reported as incomplete tracking)."""
-        self._submit(action)
+    def log_model_after_end(self, model_dir: Path, registered_name: str) -> None:
+        """Have the writer log ``model_dir`` as an MLflow model and register it as a version of
+        ``registered_name`` once the run has ended (:func:`.mlflow_model.log_trained_model`)."""
+        self._after_end.append(("log_model", {"model_dir": str(Path(model_dir).resolve()),
+                                              "registered_name": registered_name}))
 
-    def submit_after_end(self, action: Callable[[Any, str], None]) -> None:
-        """Run ``action(client, mlflow_run_id)`` on the writer thread once the run has ended:
-        :meth:`finish` does not wait for it, :func:`wait_for_pending_writes` does."""
-        self._after_end.append(action)
-
-    def finish(self, status: str = "FINISHED", timeout: float = 120.0) -> str | None:
-        """Write every queued record, end the run with ``status``; returns the MLflow run id.
-
-        The run ends when ``finish`` is called, however long the queued writes take. With actions
-        queued by :meth:`submit_after_end`, ``finish`` returns once the run exists and the writes
-        go on in the background (:func:`wait_for_pending_writes` waits for them and reports errors)."""
-        ended_ms = int(time.time() * 1000)
-
-        self._submit(lambda client, run_id: client.set_terminated(run_id, status, end_time=ended_ms))
-        for action in self._after_end:
-            self._submit(action)
-        self._queue.put(_STOP)
+    def finish(self, status: str = "FINISHED", timeout: float = _RUN_ID_WAIT_S) -> str | None:
+        """End the run with ``status`` now (the writer applies it later); returns the MLflow run
+        id, waiting (at most ``timeout`` s) for the writer to have created the run — not at all
+        unless training took less than MLflow's start-up, and then the run ends after the wait,
+        when the stage the user waited for ends. ``None`` when the writer could not create the
+        run (the spool stays for a later replay)."""
         self.start()
-        if self._after_end:  # the queued writes go on after the stage: train() waits for them at its end
-            self._ready.wait(timeout)
-            with _PENDING_LOCK:
-                _PENDING.append(self)
-            return self.mlflow_run_id
-        self._thread.join(timeout)
-        if self.error is not None:
-            log.warning("tracking incomplete for %s: %s", self.uri, self.error)
-        return self.mlflow_run_id
+        run_id = self._poll_run_id(timeout)  # before the end record: a finished spool is removed
+        if run_id is None:
+            log.warning("tracking: no MLflow run at %s yet: %s", self.uri, self.error)
+        self._record("end", status=status, ended_ms=int(time.time() * 1000))
+        for op, fields in self._after_end:
+            self._record(op, **fields)
+        self._record("close")
+        self._finished = True
+        self.spool.close()
+        return run_id
 
     # -- observer hooks --------------------------------------------------------------------
     @hookimpl
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], context: Any) -> None:
-        """Per-epoch metrics (both capture modes), step = epoch.
-
-        The first epoch's end also waits (bounded) for the MLflow run to exist: MLflow's set-up
-        overlaps data loading and epoch 1, and from epoch 2 on a killed attempt is always
-        visible in MLflow. An unreachable store only means an untracked run."""
+        """Per-epoch metrics (both capture modes), step = epoch, recorded when the epoch ended."""
         if getattr(context, "rank", 0) == 0:
-            if self.epochs_logged == 0:
-                self._ready.wait(_FIRST_EPOCH_WAIT_S)
             self.epochs_logged += 1
             self.log_metrics(metrics, step=epoch)
-
 
 
 def start_tracker(
@@ -370,7 +310,6 @@ def start_tracker(
     ``started_ms`` (epoch milliseconds) is the run's start when training began before the tracker."""
     if not config.tracking.enabled:
         return None
-    wait_for_pending_writes()  # the previous run's model logging swaps MLflow's process-wide URI
     tags = {
         "modelcycle.run_id": run_id,
         "modelcycle.use_case": config.name,
@@ -394,6 +333,7 @@ def start_tracker(
         resume=resume,
         abandoned=abandoned,
         started_ms=started_ms,
+        spool_dir=Path(work_dir) / SPOOL_DIR,
     )
     tracker.log_params(
         {

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelcycle.core.artifacts import ARCHIVE_NAME, MANIFEST_NAME, read_manifest
 from modelcycle.core.errors import ArtifactError
-from modelcycle.core.tracking import default_tracking_uri
+from modelcycle.core.tracking import default_tracking_uri, wait_for_pending_writes
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.governance.store import GovernanceStore
@@ -34,6 +34,7 @@ _UNFINISHED = {"RUNNING", "SCHEDULED"}
 
 def _mlflow_runs(use_case: UseCaseView) -> tuple[Any, dict[str, Any]]:
     """The MLflow client and ``{modelcycle run id: MLflow run}`` of the use case's experiment."""
+    wait_for_pending_writes(use_case.work_dir)  # runs still being written by a detached writer
     if not use_case.config.tracking.uri and not (use_case.work_dir / "mlflow.db").exists():
         return None, {}  # never tracked: do not create an empty store
     try:

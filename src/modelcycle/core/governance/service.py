@@ -307,12 +307,12 @@ def follow_stage_in_registry(use_case: UseCaseView, run_id: str, stage: str) -> 
     tracking = use_case.config.tracking
     if not (tracking.enabled and tracking.log_model):
         return None
-    if not tracking.uri and not (use_case.work_dir / "mlflow.db").exists():
-        return None
     from modelcycle.core.mlflow_model import follow_stage
     from modelcycle.core.tracking import default_tracking_uri, mlflow_client, wait_for_pending_writes
 
-    wait_for_pending_writes()  # the run's version may still be being registered
+    wait_for_pending_writes(use_case.work_dir)  # the run's version may still be being registered
+    if not tracking.uri and not (use_case.work_dir / "mlflow.db").exists():
+        return None
     try:
         client = mlflow_client(tracking.uri or default_tracking_uri(use_case.work_dir))
         return follow_stage(client, use_case.config.name, run_id, stage)
