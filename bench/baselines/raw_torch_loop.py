@@ -34,10 +34,15 @@ def train_one_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int = 64,
+    generator: torch.Generator | None = None,
 ) -> float:
-    """One epoch over pre-normalised tensors with shuffled index batches; returns the last loss."""
+    """One epoch over pre-normalised tensors with shuffled index batches; returns the last loss.
+
+    ``generator`` draws the shuffle (default: torch's global RNG, which dropout also draws
+    from); a generator seeded like modelcycle's (``torch.Generator().manual_seed(seed)``) gives
+    the same data order as the PyTorch plugin's ``fit``."""
     model.train()
-    perm = torch.randperm(x.shape[0])
+    perm = torch.randperm(x.shape[0], generator=generator)
     loss = torch.zeros(())
     for start in range(0, x.shape[0], batch_size):
         idx = perm[start : start + batch_size]
