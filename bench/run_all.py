@@ -5,7 +5,8 @@
 
 ``NAME`` is a benchmark module ``bench/bench_NAME.py`` (default: every one). Each module exposes
 ``run(rounds=...) -> dict`` of raw per-round measurements; ``--rounds`` is passed on (default:
-each module's own, at least 5 for comparisons). Every entry of ``results.json`` holds the
+each module's own, at least 5 for comparisons). Each benchmark runs in a fresh interpreter, so
+none inherits another's imports, threads or caches. Every entry of ``results.json`` holds the
 benchmark's raw result with its date and conditions (machine, versions, load average at its
 start and end); running some benchmarks keeps the others' previous entries. ``RESULTS.md`` is
 ``render.render(results.json + other_runs.json)`` — a test checks that it is exactly that.
@@ -16,9 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
 import sys
+import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,18 @@ def run_one(name: str, rounds: int | None) -> dict[str, Any]:
     return entry
 
 
+def run_isolated(name: str, rounds: int | None) -> dict[str, Any] | None:
+    """:func:`run_one` in a fresh interpreter (its output passes through); None if it failed."""
+    with tempfile.TemporaryDirectory(prefix="bench-entry-") as tmp:
+        out = Path(tmp) / "entry.json"
+        command = [sys.executable, __file__, name, "--entry-to", str(out)]
+        if rounds is not None:
+            command += ["--rounds", str(rounds)]
+        if subprocess.run(command).returncode != 0 or not out.is_file():
+            return None
+        return json.loads(out.read_text())
+
+
 def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
     """The recorded results (``{"benchmarks": {}}`` when there are none yet)."""
     if not path.is_file():
@@ -67,20 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(names)}")
     parser.add_argument("--rounds", type=int, help="rounds per benchmark (default: each benchmark's own)")
+    parser.add_argument("--entry-to", type=Path, help=argparse.SUPPRESS)  # the child of run_isolated
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in names]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(names)}")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.entry_to is not None:
+        if len(args.names) != 1:
+            parser.error("--entry-to takes exactly one benchmark name")
+        args.entry_to.write_text(json.dumps(run_one(args.names[0], args.rounds), default=str))
+        return 0
     results = read_results()
     failed = []
     for name in args.names or names:
         print(f"== {name}", flush=True)
-        try:
-            entry = run_one(name, args.rounds)
-        except Exception:  # one broken benchmark keeps its previous entry; the others still run
-            traceback.print_exc()
+        entry = run_isolated(name, args.rounds)
+        if entry is None:  # one broken benchmark keeps its previous entry; the others still run
             failed.append(name)
             continue
         results["benchmarks"][name] = entry
