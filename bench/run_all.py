@@ -70,8 +70,11 @@ def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
     return results
 
 
-def write(results: dict[str, Any]) -> None:
-    """Write ``results.json``, then ``RESULTS.md`` rendered from the files just written."""
+def write(entries: dict[str, Any]) -> None:
+    """Merge ``entries`` into ``results.json`` as it is now on disk (so the entries another run
+    wrote meanwhile stay), write it, then ``RESULTS.md`` rendered from the files just written."""
+    results = read_results()
+    results["benchmarks"].update(entries)
     RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
     RESULTS_MD.write_text(render(load_inputs()))
 
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--entry-to takes exactly one benchmark name")
         args.entry_to.write_text(json.dumps(run_one(args.names[0], args.rounds), default=str))
         return 0
-    results = read_results()
+    read_results()  # a broken file stops the run before any benchmark
+    ran: dict[str, Any] = {}
     failed = []
     for name in args.names or names:
         print(f"== {name}", flush=True)
@@ -101,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if entry is None:  # one broken benchmark keeps its previous entry; the others still run
             failed.append(name)
             continue
-        results["benchmarks"][name] = entry
-        write(results)  # after each benchmark, so a long run keeps what it measured
+        ran[name] = entry
+        write(ran)  # after each benchmark, so a long run keeps what it measured
         print(f"   {entry['duration_s']} s", flush=True)
-    write(results)
+    write(ran)
     print(f"wrote {RESULTS_JSON.name} and {RESULTS_MD.name} (other runs from {OTHER_RUNS.name})")
     if failed:
         print(f"FAILED: {', '.join(failed)} (previous entries kept)", file=sys.stderr)
