@@ -70,13 +70,15 @@ def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
     return results
 
 
-def write(entries: dict[str, Any]) -> None:
-    """Merge ``entries`` into ``results.json`` as it is now on disk (so the entries another run
-    wrote meanwhile stay), write it, then ``RESULTS.md`` rendered from the files just written."""
-    results = read_results()
+def write(entries: dict[str, Any], results_json: Path = RESULTS_JSON, results_md: Path = RESULTS_MD,
+          other_runs: Path = OTHER_RUNS) -> None:
+    """Merge ``entries`` into ``results_json`` as it is now on disk (the other benchmarks' entries,
+    also those another run wrote meanwhile, stay), write it, then ``results_md`` rendered from the
+    files just written."""
+    results = read_results(results_json)
     results["benchmarks"].update(entries)
-    RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
-    RESULTS_MD.write_text(render(load_inputs()))
+    results_json.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
+    results_md.write_text(render(load_inputs(results_json, other_runs)))
 
 
 def main(argv: list[str] | None = None) -> int:

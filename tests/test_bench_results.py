@@ -142,3 +142,19 @@ def test_alternate_runs_sides_in_that_order_and_keeps_rounds_aligned() -> None:
     a, b = alternate(side("A"), side("B"), 3)
     assert calls == ["A", "B", "B", "A", "A", "B"]
     assert a == ["A1", "A2", "A3"] and b == ["B1", "B2", "B3"]
+
+
+def test_a_partial_run_keeps_the_other_benchmarks_entries(tmp_path: Path) -> None:
+    from run_all import write
+
+    results_json, results_md, other_runs = tmp_path / "results.json", tmp_path / "RESULTS.md", tmp_path / "other.json"
+    old = _entry({"rounds": 1, "modelcycle_help_s": [0.25]}, date="2026-11-30 10:00 UTC")
+    results_json.write_text(json.dumps({"benchmarks": {"cli": old}}))
+    other_runs.write_text("[]")
+    new = _entry({"rounds": 1, "modelcycle_s": [2.0], "raw_s": [4.0]})
+    write({"training": new}, results_json, results_md, other_runs)
+    assert json.loads(results_json.read_text())["benchmarks"] == {"cli": old, "training": new}
+    text = results_md.read_text()
+    assert text == render(load_inputs(results_json, other_runs))
+    assert "2026-11-30 10:00 UTC" in _lines_with(text, "`modelcycle --help`")[0]
+    assert "**0.500**" in _lines_with(text, "Training epoch")[0]
