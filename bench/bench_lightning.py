@@ -6,7 +6,7 @@ MNIST training set (batch 64, Adam 1e-3, constant learning rate) from the same s
 inside the timing. The plain Trainer has its progress bar, model summary, logger and checkpoints
 turned off, like the plugin's. What the ratio measures is modelcycle's cost on top of Lightning:
 the ``train_step`` hook per batch, the reporter callback, the ``evaluate`` hook. Runs are
-interleaved (A B A B ...) so machine drift hits both alike. Each run's CPU time (this process)
+interleaved so machine drift hits both alike. Each run's CPU time (this process)
 is recorded too: on a machine shared with other jobs, with ``threads=1``, it is the steadier
 measure of the work each side does (wall time there swings several-fold with the other jobs).
 Both sides use the same seed (weights, dropout) and the same seeded loader order; the order of
