@@ -48,8 +48,9 @@ $(VENV)/.extras: $(VENV)/.installed $(wildcard $(EXTRAS)/pyproject.toml $(EXTRAS
 test: setup $(VENV)/.adapter $(VENV)/.extras
 	$(PY) -m pytest
 
+# every benchmark, or some: make bench BENCH_ARGS="training serving --rounds 5"
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

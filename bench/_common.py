@@ -1,5 +1,5 @@
 """Shared helpers for the benchmark scripts: MNIST IDX reading, the seed ConvNet, server processes
-and interleaved (A-B-A-B) measurement.
+and interleaved measurement (the order alternating A B, B A, …).
 
 Deliberately independent of the project's own dataset code, which is written elsewhere.
 """
@@ -113,15 +113,17 @@ def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
             pass
 
 
-def interleave(a_fn: Callable[[], float], b_fn: Callable[[], float], rounds: int = 3) -> tuple[float, float, list[tuple[float, float]]]:
-    """Run ``a_fn`` and ``b_fn`` alternately (A B A B ...) ``rounds`` times each.
+def interleave(a_fn: Callable[[], float], b_fn: Callable[[], float], rounds: int = 5) -> tuple[float, float, list[tuple[float, float]]]:
+    """Run ``a_fn`` and ``b_fn`` ``rounds`` times each, the order alternating round by round
+    (A B, B A, …; see ``compare.alternating_order``).
 
-    Returns ``(median_a, median_b, [(a, b), ...])``, so two things are compared under the same
-    machine drift.
+    Returns ``(median_a, median_b, [(a, b), ...])`` in round order, so two things are compared
+    under the same machine drift.
     """
-    pairs = [(float(a_fn()), float(b_fn())) for _ in range(rounds)]
-    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs), pairs
+    from compare import alternate
 
+    a, b = alternate(lambda: float(a_fn()), lambda: float(b_fn()), rounds)
+    return statistics.median(a), statistics.median(b), list(zip(a, b))
 
 
 def quiet_context(registry: Any, config: Any) -> tuple[Any, Any]:

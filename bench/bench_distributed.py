@@ -1,24 +1,22 @@
 """Distributed and container-contract training on this machine (full MNIST, seed ConvNet, 1 epoch).
 
-1. **1 host vs 2 hosts**: the same 1-epoch job through the local container runner with
-   ``instance_count`` 1 and 2 (``backend: gloo``, DistributedDataParallel, batch 64 per rank,
-   each host given its share of the cores). Per-epoch time is rank 0's ``fit`` time (training +
-   the test evaluation), as the entry point records it in ``metrics.json``; wall is the whole job.
-2. **Container runner vs in-process**, the same 1-epoch job:
-   - *function level*: ``run_container_job(context)`` vs ``train_in_process(context)`` called from
-     one warm process (the in-process run re-reads the dataset, as the job's process must);
-   - *command level*: a fresh ``python`` process running ``UseCase(dir).train()`` per mode, which is
-     what ``modelcycle train`` costs a user today (the lifecycle imports the framework, torch, in the
-     parent even when the training runs in a host process);
-   - *command level, torch-free parent*: the same without that import (the core change proposed
-     with this bench), for the full epoch and for a 256-image job;
-   - *fixed cost*: the same comparison on a 256-image job, where training takes well under a
-     second: what the runner adds per job (host process start, imports, tree, packaging),
-     which is less exposed to the machine's noise than the difference of two full epochs.
+1. **1 vs 2 local processes**: the training row's job (``bench_training.config``: batch 64 per
+   rank, Adam 1e-3, constant rate, seed 1). The 1-process figure is measured exactly as the
+   training row measures modelcycle's side — ``bench_training.modelcycle_epoch``, the PyTorch
+   plugin's ``fit`` in this process — run in this benchmark, alternating with the 2-process job
+   through the local container runner (``instance_count: 2``, ``backend: gloo``,
+   DistributedDataParallel, each host given its share of the cores), whose figure is rank 0's
+   ``fit`` time (training + the test evaluation) as the entry point records it in
+   ``metrics.json``. Both draw the same seeded data order (each rank trains its shard of it).
+2. **Fixed cost of the container runner**: the same tiny job (256 images, 1 epoch) through
+   ``run_container_job(context)`` vs ``train_in_process(context)`` in one warm process (the
+   in-process run re-reads the dataset, as the job's process must): what the runner adds per job
+   (host process start, imports, tree, packaging), little exposed to the machine's noise.
+3. With ``--command-level`` (slow): a fresh ``python`` process running ``UseCase(dir).train()``
+   per mode, as ``modelcycle train`` does, with and without torch imported in the parent.
 
-Runs are interleaved (A B A B ...) so machine drift hits both alike; the median and the best
-(least disturbed) run are reported: on a shared machine, other work only ever adds time.
-``python bench/bench_distributed.py [rounds]`` prints the result as JSON.
+The order of the two sides alternates round by round (A B, B A, …); ``run`` returns the raw
+per-round lists. ``python bench/bench_distributed.py [rounds] [--command-level]`` prints them as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,19 +35,24 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_training  # noqa: E402
 from _common import REPO  # noqa: E402
+from compare import alternate  # noqa: E402
 
 from modelcycle.core.config import UseCaseConfig  # noqa: E402
 from modelcycle.core.registry import PluginRegistry  # noqa: E402
 from modelcycle.core.training import TrainingContext, TrainingReporter, train_in_process  # noqa: E402
 from modelcycle.platforms.local.container import run_container_job  # noqa: E402
 
+#: the training row's job (``bench_training.config``): 1 epoch, batch 64 per rank, Adam 1e-3, constant rate
 _CONFIG = {
     "name": "bench-dist",
     "framework": "pytorch",
     "data": {"dataset": "mnist"},
-    "hyperparameters": {"epochs": 1, "batch_size": 64, "log_interval": 100},
+    "hyperparameters": {"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "lr_schedule": "constant",
+                        "seed": bench_training.SEED, "log_interval": 100},
 }
+TINY = 256
 _DRIVER = """
 import sys, time
 from modelcycle import UseCase, hookimpl
@@ -157,82 +159,69 @@ def _use_case_dirs(root: Path, name: str, data: dict[str, Any]) -> dict[str, Pat
     return dirs
 
 
-def _pair(dirs: dict[str, Path], rounds: int, driver: str) -> dict[str, Any]:
-    inproc, boxed = _interleave(lambda: command_job(dirs["in_process"], driver),
-                                lambda: command_job(dirs["container"], driver), rounds)
-    result = {"in_process": _summary(inproc), "container": _summary(boxed)}
-    result["overhead"] = {k: v - 1 for k, v in _ratio(result["container"], result["in_process"], "wall_s").items()}
-    result["overhead_s"] = {
-        stat: result["container"]["wall_s"][stat] - result["in_process"]["wall_s"][stat] for stat in ("median", "best")
-    }
-    return result
-
-
-def _interleave(a: Any, b: Any, rounds: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    runs_a, runs_b = [], []
-    for _ in range(rounds):
-        runs_a.append(a())
-        runs_b.append(b())
-    return runs_a, runs_b
-
-
-def _summary(runs: list[dict[str, float]]) -> dict[str, Any]:
-    """Median and best (least disturbed) of each measure; the runs themselves."""
-    keys = [k for k in runs[0] if k != "accuracy"]
-    summary: dict[str, Any] = {
-        key: {"median": statistics.median(r[key] for r in runs), "best": min(r[key] for r in runs)} for key in keys
-    }
-    if "accuracy" in runs[0]:
-        summary["accuracy"] = statistics.median(r["accuracy"] for r in runs)
-    summary["runs"] = runs
-    return summary
-
-
-def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> dict[str, float]:
-    return {stat: a[key][stat] / b[key][stat] for stat in ("median", "best")}
+def _pair(dirs: dict[str, Path], rounds: int, driver: str) -> dict[str, list[float]]:
+    """Fresh-process wall seconds per round, in-process vs container mode, alternating order."""
+    inproc, boxed = alternate(lambda: command_job(dirs["in_process"], driver)["wall_s"],
+                              lambda: command_job(dirs["container"], driver)["wall_s"], rounds)
+    return {"in_process_s": inproc, "container_s": boxed}
 
 
 def fixed_cost(registry: PluginRegistry, root: Path, rounds: int) -> dict[str, Any]:
     """The runner's fixed cost, isolated: the same tiny job (256 images, 1 epoch) in-process and
-    through the container runner, where training itself takes a fraction of a second."""
-    tiny = {**_CONFIG, "data": {"dataset": "mnist", "train_limit": 256, "test_limit": 256}}
+    through the container runner, where training itself takes a fraction of a second; wall
+    seconds per round."""
+    tiny = {**_CONFIG, "data": {"dataset": "mnist", "train_limit": TINY, "test_limit": TINY}}
     config_in = UseCaseConfig.model_validate({**tiny, "training": {"platform": "local"}})
     config_box = UseCaseConfig.model_validate({**tiny, "training": {"platform": "local", "mode": "container"}})
-    inproc, boxed = _interleave(lambda: in_process_job(config_in, registry, root),
-                                lambda: container_job(config_box, registry, root), rounds)
-    return {"in_process": _summary(inproc), "container": _summary(boxed),
-            "fixed_cost_s": {stat: statistics.median(b["wall_s"] for b in boxed) - statistics.median(i["wall_s"] for i in inproc)
-                             if stat == "median" else min(b["wall_s"] for b in boxed) - min(i["wall_s"] for i in inproc)
-                             for stat in ("median", "best")}}
+    inproc, boxed = alternate(lambda: in_process_job(config_in, registry, root),
+                              lambda: container_job(config_box, registry, root), rounds)
+    return {"train_records": TINY, "in_process_s": [r["wall_s"] for r in inproc],
+            "container_s": [r["wall_s"] for r in boxed]}
 
 
-def run(rounds: int = 2) -> dict[str, Any]:
+def hosts(registry: PluginRegistry, root: Path, rounds: int) -> dict[str, Any]:
+    """Per round: rank 0's ``fit`` seconds of the 2-process job and the 1-process figure measured
+    exactly as the training row measures it (``bench_training.modelcycle_epoch``, same job)."""
+    one_config = bench_training.config()
+    two_config = _config(mode="container", instance_count=2, backend="gloo")
+    bench_training.modelcycle_epoch(registry, one_config)  # warm-up, as bench_training does
+    one, two = alternate(lambda: bench_training.modelcycle_epoch(registry, one_config),
+                         lambda: container_job(two_config, registry, root), rounds)
+    return {
+        "one_process_s": [r["seconds"] for r in one], "one_process_accuracy": [r["accuracy"] for r in one],
+        "two_processes_s": [r["fit_s"] for r in two], "two_processes_accuracy": [r["accuracy"] for r in two],
+        "two_processes_wall_s": [r["wall_s"] for r in two],
+    }
+
+
+def run(rounds: int = 5, command_level: bool = False) -> dict[str, Any]:
+    """``{"rounds", "seed", "one_process_s", "two_processes_s", …, "fixed_cost": {…}}`` (raw
+    per-round lists); ``command_level`` adds the fresh-process comparisons (slow: 4 × rounds
+    full epochs in new interpreters)."""
     if "MODELCYCLE_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
         os.environ["MODELCYCLE_DATA_DIR"] = str(REPO.parent / "shared" / "data")
     registry = PluginRegistry()
     registry.load_framework("pytorch")
     root = Path(tempfile.mkdtemp(prefix="bench-dist-"))
     try:
-        one, two = _config(mode="container"), _config(mode="container", instance_count=2, backend="gloo")
-        fixed = fixed_cost(registry, root, max(3, rounds))
-        single, pair = _interleave(lambda: container_job(one, registry, root), lambda: container_job(two, registry, root), rounds)
-        inproc, boxed = _interleave(lambda: in_process_job(one, registry, root), lambda: container_job(one, registry, root), rounds)
-        full = _use_case_dirs(root, "full", _CONFIG["data"])
-        tiny = _use_case_dirs(root, "tiny", {"dataset": "mnist", "train_limit": 256, "test_limit": 256})
-        command = _pair(full, rounds, _DRIVER)
-        lean = {"full_epoch": _pair(full, rounds, _LEAN_DRIVER), "tiny_job": _pair(tiny, max(3, rounds), _LEAN_DRIVER)}
+        result: dict[str, Any] = {"rounds": rounds, "seed": bench_training.SEED, **hosts(registry, root, rounds),
+                                  "fixed_cost": fixed_cost(registry, root, rounds)}
+        if command_level:
+            full = _use_case_dirs(root, "full", _CONFIG["data"])
+            tiny = _use_case_dirs(root, "tiny", {"dataset": "mnist", "train_limit": TINY, "test_limit": TINY})
+            result["command_level"] = _pair(full, rounds, _DRIVER)
+            result["command_level_torch_free_parent"] = {"full_epoch": _pair(full, rounds, _LEAN_DRIVER),
+                                                         "tiny_job": _pair(tiny, rounds, _LEAN_DRIVER)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    hosts = {"one_host": _summary(single), "two_hosts": _summary(pair)}
-    hosts["speedup_per_epoch"] = _ratio(hosts["one_host"], hosts["two_hosts"], "fit_s")
-    boxed_vs = {"in_process": _summary(inproc), "container": _summary(boxed)}
-    boxed_vs["overhead"] = {k: v - 1 for k, v in _ratio(boxed_vs["container"], boxed_vs["in_process"], "wall_s").items()}
-    fixed["overhead_on_full_epoch"] = {
-        stat: fixed["fixed_cost_s"][stat] / boxed_vs["in_process"]["wall_s"][stat] for stat in ("median", "best")
-    }
-    return {"cores": os.cpu_count(), "rounds": rounds, "hosts": hosts, "container_vs_in_process": boxed_vs,
-            "command_level": command, "command_level_torch_free_parent": lean, "fixed_cost": fixed}
+    return result
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 2), indent=2))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rounds", type=int, nargs="?", default=5)
+    parser.add_argument("--command-level", action="store_true", help="add the fresh-process comparisons (slow)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.rounds, args.command_level), indent=2))

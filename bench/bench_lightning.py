@@ -6,9 +6,13 @@ MNIST training set (batch 64, Adam 1e-3, constant learning rate) from the same s
 inside the timing. The plain Trainer has its progress bar, model summary, logger and checkpoints
 turned off, like the plugin's. What the ratio measures is modelcycle's cost on top of Lightning:
 the ``train_step`` hook per batch, the reporter callback, the ``evaluate`` hook. Runs are
-interleaved (A B A B ...) so machine drift hits both alike. Each run's CPU time (this process)
+interleaved so machine drift hits both alike. Each run's CPU time (this process)
 is recorded too: on a machine shared with other jobs, with ``threads=1``, it is the steadier
 measure of the work each side does (wall time there swings several-fold with the other jobs).
+Both sides use the same seed (weights, dropout) and the same seeded loader order; the order of
+the sides alternates round by round (A B, B A, …). ``run`` returns the raw per-round lists:
+``{"rounds", "seed", "threads", "modelcycle_s", "plain_s", "modelcycle_cpu_s", "plain_cpu_s",
+"modelcycle_accuracy", "plain_accuracy"}``.
 
     python bench/bench_lightning.py [rounds] [threads]
 """
@@ -27,7 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleave, quiet_context  # noqa: E402
+from _common import quiet_context  # noqa: E402
+from compare import alternate  # noqa: E402
 
 import lightning as L  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
@@ -63,6 +68,7 @@ def plain_epoch(config: UseCaseConfig, out: dict[str, Any]) -> float:
     hp = config.hyperparameters
     torch.manual_seed(hp.seed)
     module = LightningConvNet(ConvNet(), hyperparameters=hp).to(memory_format=torch.channels_last)
+    torch.manual_seed(hp.seed)  # dropout, as the plugin's fit seeds it
     normaliser = SimpleNamespace(preprocessing=preprocessing)
     started, cpu = time.perf_counter(), time.process_time()
     x = to_tensor(dataset.train.images, normaliser)  # type: ignore[arg-type]
@@ -85,9 +91,9 @@ def plain_epoch(config: UseCaseConfig, out: dict[str, Any]) -> float:
     return seconds
 
 
-def run(rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
-    """Median seconds per epoch of each side and their ratio (goal ≤ 1.05); ``threads`` sets
-    torch's intra-op threads (default: torch's own)."""
+def run(rounds: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """Seconds per epoch of each side per round (goal: ratio ≤ 1.05); ``threads`` sets torch's
+    intra-op threads (default: torch's own)."""
     if threads:
         torch.set_num_threads(threads)
     # the plain Trainer's start-up banner and loader-worker advice, outside any timing
@@ -102,18 +108,14 @@ def run(rounds: int = 3, threads: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     modelcycle_epoch(registry, config, {})  # warm-up: first-touch allocations, kernels
     plain_epoch(config, {})
-    mc, plain, pairs = interleave(lambda: modelcycle_epoch(registry, config, out), lambda: plain_epoch(config, out), rounds)
-    mc_cpu, plain_cpu = float(np.median(out["modelcycle_cpu"])), float(np.median(out["plain_cpu"]))
+    mc, plain = alternate(lambda: modelcycle_epoch(registry, config, out), lambda: plain_epoch(config, out), rounds)
     return {
-        "modelcycle_s": mc, "plain_s": plain, "ratio": mc / plain, "pairs": pairs,
-        "pair_ratios": [a / b for a, b in pairs],
-        "modelcycle_cpu_s": mc_cpu, "plain_cpu_s": plain_cpu, "cpu_ratio": mc_cpu / plain_cpu,
-        "threads": torch.get_num_threads(),
-        "modelcycle_accuracy": float(np.median(out["modelcycle_accuracy"])),
-        "plain_accuracy": float(np.median(out["plain_accuracy"])),
+        "rounds": rounds, "seed": config.hyperparameters.seed, "threads": torch.get_num_threads(),
+        "modelcycle_s": mc, "plain_s": plain, "modelcycle_cpu_s": out["modelcycle_cpu"], "plain_cpu_s": out["plain_cpu"],
+        "modelcycle_accuracy": out["modelcycle_accuracy"], "plain_accuracy": out["plain_accuracy"],
     }
 
 
 if __name__ == "__main__":
-    result = run(int(sys.argv[1]) if len(sys.argv) > 1 else 3, int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    result = run(int(sys.argv[1]) if len(sys.argv) > 1 else 5, int(sys.argv[2]) if len(sys.argv) > 2 else None)
     print(result)

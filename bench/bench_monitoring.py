@@ -3,7 +3,7 @@ long quality + drift evaluations take over 100,000 records.
 
 1. Endpoint throughput with payload logging off, on (journal + drainer process into SQLite, what
    ``deploy`` runs) and on with the drain as a thread, one 28×28 image per JSON request at
-   concurrency 8, by ``loadgen``, in many short rounds of rotating order; the server's CPU per
+   concurrency 8, by ``loadgen``, in many short rounds whose order alternates (forward, reversed, …); the server's CPU per
    request (drainer included) beside it; afterwards every 200-answered request must be stored.
 2. Payload ingest: 100,000 single-image requests journaled by ``JournalWriter``, then drained by
    ``JournalDrainer`` into the store (parse, per-record statistics, bulk insert with
@@ -13,13 +13,17 @@ long quality + drift evaluations take over 100,000 records.
    and the whole ``run_evaluation`` (SQL reads + quality + drift + storing two measurements).
    Goal ≤ 1 s.
 
-    python bench/bench_monitoring.py
+``run`` returns the raw per-round figures: ``{"rounds", "throughput": {"concurrency", "requests",
+"off" | "on" | "on_thread": {"throughput", "p50_ms", "p99_ms", "cpu_us_per_request"} (lists in
+round order), "stored", "answered_200"}, "ingest": {backend: {"records", "records_per_s": [...]}},
+"evaluation": {backend: {"records", "compute_s": [...], "evaluate_s": [...]}}}``.
+
+    python bench/bench_monitoring.py [rounds]
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +35,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import alternating_order  # noqa: E402
 from loadgen import run_load  # noqa: E402
 
 from modelcycle.core.lifecycle import UseCase  # noqa: E402
@@ -76,10 +81,10 @@ VARIANTS = {
 
 
 def throughput(model_dir: Path, work: Path, requests: int, rounds: int, concurrency: int = 8) -> dict[str, Any]:
-    """Payload logging off / on / on with a drain thread, interleaved in rotating order over many
-    short rounds; per round the server's CPU per request (its drainer child included) beside the
-    throughput. Shares are medians of per-round ratios to the ``off`` run of the same round, which
-    cancels most of the drift of a shared 2-core machine."""
+    """Payload logging off / on / on with a drain thread over many short rounds, the order
+    alternating (forward, reversed, …); per round the server's CPU per request (its drainer child included) beside the
+    throughput (raw lists in round order). Compare them by per-round ratios to the ``off`` run of
+    the same round, which cancels most of the drift of a shared 2-core machine."""
     from modelcycle.core.datasets import load_dataset
     from modelcycle.core.monitoring.store import MonitoringStore
 
@@ -96,9 +101,8 @@ def throughput(model_dir: Path, work: Path, requests: int, rounds: int, concurre
         pids = {name: [record["pid"], *_children(record["pid"])] for name, record in endpoints.items()}
         runs: dict[str, list[Any]] = {name: [] for name in VARIANTS}
         cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        order = list(VARIANTS)
-        for i in range(rounds):
-            for name in order[i % len(order):] + order[:i % len(order)]:
+        for order in alternating_order(rounds, tuple(VARIANTS)):  # off on thread, thread on off, ...
+            for name in order:
                 before = sum(_cpu_seconds(pid) for pid in pids[name])
                 runs[name].append(run_load("127.0.0.1", endpoints[name]["port"], "/invocations", body,
                                            concurrency=concurrency, requests=requests, warmup=warmup))
@@ -114,20 +118,21 @@ def throughput(model_dir: Path, work: Path, requests: int, rounds: int, concurre
     finally:
         for record in endpoints.values():
             stop_endpoint(record)
-    result: dict[str, Any] = {"concurrency": concurrency, "requests": requests, "rounds": rounds}
+    result: dict[str, Any] = {"concurrency": concurrency, "requests": requests, "rounds": rounds,
+                              "answered_200": answered["on"], "stored": stored["on"],
+                              "on_thread_answered_200": answered["on_thread"], "on_thread_stored": stored["on_thread"]}
     for name, items in runs.items():
         assert all(r.errors == 0 for r in items), [str(r) for r in items]
-        result[name] = {
-            "throughput": statistics.median(r.throughput for r in items),
-            "p50_ms": statistics.median(r.p50_ms for r in items),
-            "p99_ms": statistics.median(r.p99_ms for r in items),
-            "cpu_us_per_request": statistics.median(cpu[name]),
-        }
-        if name != "off":
-            result[name]["drop"] = 1 - statistics.median(a.throughput / b.throughput for a, b in zip(items, runs["off"]))
-            result[name]["cpu_overhead"] = statistics.median(a / b for a, b in zip(cpu[name], cpu["off"])) - 1
-            result[name]["answered_200"], result[name]["stored"] = answered[name], stored[name]
+        result[name] = {key: [getattr(r, key) for r in items] for key in ("throughput", "p50_ms", "p99_ms")}
+        result[name]["cpu_us_per_request"] = cpu[name]
     return result
+
+
+def ingest_rounds(url: str, work: Path, rounds: int, records: int = RECORDS) -> dict[str, Any]:
+    """:func:`ingest` ``rounds`` times: ``{"records", "records_per_s": [...], "journal_us_per_request": [...]}``."""
+    runs = [ingest(url, work, records) for _ in range(rounds)]
+    return {"records": records, "records_per_s": [r["records_per_s"] for r in runs],
+            "journal_us_per_request": [r["journal_us_per_request"] for r in runs]}
 
 
 def ingest(url: str, work: Path, records: int = RECORDS) -> dict[str, Any]:
@@ -214,20 +219,22 @@ def evaluation(url: str, records: int = RECORDS) -> dict[str, Any]:
         full.append(time.perf_counter() - started)
     assert [r["records"].get("feedback", r["records"].get("payload")) for r in results] == [records, records]
     store.delete_records(deployment, subscription["id"])
-    return {"records": records, "compute_s": statistics.median(compute), "evaluate_s": statistics.median(full)}
+    return {"records": records, "compute_s": compute, "evaluate_s": full}
 
 
-def run(requests: int = 800, rounds: int = 15) -> dict[str, Any]:
+def run(requests: int = 800, rounds: int = 15, ingest_rounds_: int = 3) -> dict[str, Any]:
+    """``rounds`` throughput rounds (each variant once per round, the order alternating) and
+    ``ingest_rounds_`` ingest runs per store; evaluation: 5 arithmetic and 3 full runs."""
     postgres = os.environ.get("MODELCYCLE_BENCH_POSTGRES_URL") or os.environ.get("MODELCYCLE_TEST_POSTGRES_URL")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = train_model(work)
-        results: dict[str, Any] = {"throughput": throughput(model_dir, work, requests, rounds)}
+        results: dict[str, Any] = {"rounds": rounds, "throughput": throughput(model_dir, work, requests, rounds)}
         sqlite_url = f"sqlite:///{work / 'bench.db'}"
-        results["ingest"] = {"sqlite": ingest(sqlite_url, work)}
+        results["ingest"] = {"sqlite": ingest_rounds(sqlite_url, work, ingest_rounds_)}
         results["evaluation"] = {"sqlite": evaluation(sqlite_url)}
         if postgres:
-            results["ingest"]["postgresql"] = ingest(postgres, work)
+            results["ingest"]["postgresql"] = ingest_rounds(postgres, work, ingest_rounds_)
             results["evaluation"]["postgresql"] = evaluation(postgres)
     return results
 
@@ -235,4 +242,4 @@ def run(requests: int = 800, rounds: int = 15) -> dict[str, Any]:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(run(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 15), indent=2))

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import MEAN, STD, load_convnet_class, load_mnist  # noqa: E402
 
 
-def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, 28, 28)`` → normalised float32 ``(N, 1, 28, 28)``."""
+def to_tensor(images_u8: np.ndarray, mean: float = MEAN, std: float = STD) -> torch.Tensor:
+    """uint8 ``(N, 28, 28)`` → float32 ``(N, 1, 28, 28)`` normalised by ``mean`` and ``std`` (of
+    the [0, 1]-scaled pixels; default: MNIST's usual 0.1307 and 0.3081)."""
     x = torch.from_numpy(np.array(images_u8, copy=True)).float().div_(255.0)
-    return x.sub_(MEAN).div_(STD).unsqueeze(1)
+    return x.sub_(mean).div_(std).unsqueeze(1)
 
 
 def train_one_epoch(
@@ -34,10 +35,15 @@ def train_one_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int = 64,
+    generator: torch.Generator | None = None,
 ) -> float:
-    """One epoch over pre-normalised tensors with shuffled index batches; returns the last loss."""
+    """One epoch over pre-normalised tensors with shuffled index batches; returns the last loss.
+
+    ``generator`` draws the shuffle (default: torch's global RNG, which dropout also draws
+    from); a generator seeded like modelcycle's (``torch.Generator().manual_seed(seed)``) gives
+    the same data order as the PyTorch plugin's ``fit``."""
     model.train()
-    perm = torch.randperm(x.shape[0])
+    perm = torch.randperm(x.shape[0], generator=generator)
     loss = torch.zeros(())
     for start in range(0, x.shape[0], batch_size):
         idx = perm[start : start + batch_size]
@@ -89,10 +95,11 @@ def run_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Test accuracy (0-1) of ``model`` on uint8 images ``(N, 28, 28)``."""
+def evaluate(model: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, batch_size: int = 1000,
+             mean: float = MEAN, std: float = STD) -> float:
+    """Test accuracy (0-1) of ``model`` on uint8 images ``(N, 28, 28)``, normalised as :func:`to_tensor`."""
     model.eval()
-    x = to_tensor(test_images)
+    x = to_tensor(test_images, mean, std)
     y = torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
     correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size))
     return correct / len(x)
