@@ -13,7 +13,8 @@ dependencies packed from their installs here — never modelcycle or a plugin, w
 from the shipped wheels — and pip runs with ``--no-index`` and no configuration, from another
 working directory than the requirements file's.
 
-Slow (about 2-3 minutes on two shared cores: packing the wheelhouse, two installs, a job).
+Slow: the two clean-venv tests took about 7 minutes together here (two busy shared cores): packing
+the wheelhouse (~70 wheels), two installs into fresh venvs, a short training job.
 """
 
 from __future__ import annotations
@@ -213,3 +214,28 @@ def test_the_archive_code_installs_without_an_index_and_the_handlers_serve(
     expected = pipeline.predict(pipeline.decode(
         (tmp_path / "images.npy").read_bytes(), "application/x-npy"))
     np.testing.assert_allclose(np.array(answer["probabilities"]), expected, atol=1e-5)
+
+
+def test_requirements_pin_the_shipped_wheels_and_drop_their_other_pins_and_extras(tmp_path: Path) -> None:
+    from modelcycle.core.wheels import ShippedWheel, wheel_requirements
+
+    shipped = [ShippedWheel("modelcycle", "0.1.0", tmp_path / "m.whl"),
+               ShippedWheel("modelcycle-example-adapter", "0.1.0", tmp_path / "a.whl")]
+    lines = ["modelcycle[pytorch]==0.1.0", "modelcycle_example_adapter==0.0.9", "torchinfo>=1.8"]
+    assert wheel_requirements(shipped, lines) == [
+        "modelcycle==0.1.0", "modelcycle-example-adapter==0.1.0", "torchinfo>=1.8", "--find-links ."]
+
+
+def test_a_regular_install_is_packed_from_its_files_and_an_editable_one_built_once(tmp_path: Path) -> None:
+    import zipfile
+
+    from modelcycle.core.wheels import distribution_wheel
+
+    adapter = distribution_wheel("modelcycle-example-adapter", tmp_path)  # a regular install
+    assert adapter.path.name == "modelcycle_example_adapter-0.1.0-py3-none-any.whl"
+    names = zipfile.ZipFile(adapter.path).namelist()
+    assert "modelcycle_example_adapter-0.1.0.dist-info/entry_points.txt" in names
+    assert not [n for n in names if n.endswith(".pyc") or "direct_url.json" in n]
+    first = distribution_wheel("modelcycle", tmp_path)  # this checkout: built, then cached
+    assert "modelcycle/core/wheels.py" in zipfile.ZipFile(first.path).namelist()
+    assert distribution_wheel("modelcycle", tmp_path).path == first.path
