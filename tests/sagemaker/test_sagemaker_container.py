@@ -46,7 +46,8 @@ def test_a_container_job_trains_packages_and_serves_like_sagemaker(tmp_path: Pat
     root = job / "algo-1" / "opt" / "ml"
 
     # the tree and config files SageMaker's toolkit would see
-    assert sorted(p.name for p in (root / "code").iterdir()) == ["modelcycle.yaml", "requirements.txt", "train.py"]
+    assert sorted(p.name for p in (root / "code").iterdir()) == [
+        "modelcycle-0.1.0-py3-none-any.whl", "modelcycle.yaml", "requirements.txt", "train.py"]
     assert sorted(p.name for p in (root / "input" / "data" / "training").iterdir()) == [
         "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     assert sorted(p.name for p in (root / "input" / "data" / "testing").iterdir()) == [

@@ -65,7 +65,7 @@ def test_the_source_dir_ships_the_resolved_config_without_secrets_or_local_paths
                                data={"dataset": "mnist", "path": str(data_dir / "mnist"), "train_limit": 100})
     config = load_config(directory, {"hyperparameters.epochs": 3})
     files = write_source_dir(config, tmp_path / "source")
-    assert sorted(p.name for p in files) == ["modelcycle.yaml", "requirements.txt", ENTRY_SCRIPT]
+    assert sorted(p.name for p in files) == ["modelcycle-0.1.0-py3-none-any.whl", "modelcycle.yaml", "requirements.txt", ENTRY_SCRIPT]
     text = (tmp_path / "source" / "modelcycle.yaml").read_text()
     assert "s3cret-token-0123456789" not in text
     shipped = yaml.safe_load(text)

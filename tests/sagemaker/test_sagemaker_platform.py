@@ -309,9 +309,10 @@ def test_train_deploy_score_cleanup_through_the_use_case(
     assert model["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     bucket, key = model["ModelDataUrl"][len("s3://"):].split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        assert {"model.pth", "modelcycle.json", "code/inference.py"} <= set(tar.getnames())
-        requirements = tar.extractfile("code/requirements.txt").read().decode().split()  # type: ignore[union-attr]
-    assert requirements == [f"modelcycle=={pipeline.manifest.modelcycle_version}"]  # no extra pinning another torch
+        assert {"model.pth", "modelcycle.json", "code/inference.py", "code/modelcycle-0.1.0-py3-none-any.whl"} <= set(tar.getnames())
+        requirements = tar.extractfile("code/requirements.txt").read().decode().splitlines()  # type: ignore[union-attr]
+    # the shipped wheel, no extra pinning another torch
+    assert requirements == [f"modelcycle=={pipeline.manifest.modelcycle_version}", "--find-links ."]
     config = _sagemaker().describe_endpoint_config(EndpointConfigName=endpoint["endpoint_config_name"])
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
     assert use_case.status()["deployed"] is True
@@ -426,7 +427,7 @@ def test_pipeline_export_upload_puts_what_the_definition_reads(aws: FakeTraining
     s3 = boto3.client("s3", region_name=REGION)
     bucket, key = uploaded["source"][len("s3://"):].split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        assert sorted(tar.getnames()) == ["modelcycle.yaml", "requirements.txt", "train.py"]
+        assert sorted(tar.getnames()) == ["modelcycle-0.1.0-py3-none-any.whl", "modelcycle.yaml", "requirements.txt", "train.py"]
     for channel in train["InputDataConfig"]:
         uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, prefix = uri[len("s3://"):].split("/", 1)

@@ -383,6 +383,10 @@ def _write_sidecar(archive: Path) -> Path:
     return sidecar
 
 
+#: The archive's install list, which a SageMaker deploy rewrites for its container: not verified.
+_CONTAINER_REQUIREMENTS = "code/requirements.txt"
+
+
 def _hashed(path: PurePosixPath) -> bool:
     """Whether a file at ``path`` (relative to the model directory) is recorded in ``files``."""
     return path != PurePosixPath(MANIFEST_NAME) and "__pycache__" not in path.parts
@@ -411,7 +415,8 @@ def _warn_unhashed(model_dir: Path) -> None:
 
 def verify_files(model_dir: Path, manifest: Manifest) -> None:
     """Check every file ``manifest.files`` records against its SHA-256 (files it does not record,
-    such as a ``__pycache__`` made while serving, are ignored). A manifest without hashes (before
+    such as a ``__pycache__`` made while serving, are ignored, and so is ``code/requirements.txt``,
+    which deploying to SageMaker rewrites). A manifest without hashes (before
     ``format_version`` 2) passes with a warning on stderr.
 
     Raises:
@@ -423,6 +428,8 @@ def verify_files(model_dir: Path, manifest: Manifest) -> None:
         return
     problems = []
     for name, expected in manifest.files.items():
+        if name == _CONTAINER_REQUIREMENTS:
+            continue  # rewritten for the serving container at deploy (what it installs, not code that runs)
         path = model_dir / name
         if not path.is_file():
             problems.append(f"{path} is missing")

@@ -51,6 +51,7 @@ import yaml
 if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.plugin_types import FrameworkInfo
     from modelcycle.core.training import TrainingContext, TrainingResult
+    from modelcycle.core.wheels import ShippedWheel
 
 __all__ = [
     "CHANNELS",
@@ -61,6 +62,7 @@ __all__ = [
     "job_name",
     "main",
     "parse_container_env",
+    "shipped_distributions",
     "source_requirements",
     "training_result",
     "write_source_dir",
@@ -238,16 +240,34 @@ def job_hyperparameters(config: Any) -> dict[str, Any]:
     return hps
 
 
-def source_requirements(config: Any, info: FrameworkInfo | None = None) -> list[str]:
+def source_requirements(config: Any, info: FrameworkInfo | None = None,
+                        shipped: Sequence[ShippedWheel] = ()) -> list[str]:
     """The training source dir's ``requirements.txt`` lines for a prebuilt framework container
     (:func:`~modelcycle.core.providers.container_requirements` of the framework's ``info``,
-    loaded when not given); ``training.requirements`` replaces them."""
+    loaded when not given); the ``shipped`` wheels (see :func:`write_source_dir`) are installed
+    from beside it instead of an index (:func:`~modelcycle.core.wheels.wheel_requirements`).
+    ``training.requirements`` replaces them all."""
     from modelcycle.core.providers import container_requirements, installed_framework_info
+    from modelcycle.core.wheels import wheel_requirements
 
     if config.training.requirements is not None:
         return list(config.training.requirements)
     info = info or installed_framework_info(config.framework, tuple(config.disable_plugins))
-    return container_requirements(info, training=True)
+    lines = container_requirements(info, training=True)
+    return wheel_requirements(shipped, lines) if shipped else lines
+
+
+def shipped_distributions(config: Any) -> list[str]:
+    """The distributions a training job installs from shipped wheels: the running modelcycle and
+    the distributions providing the use case's framework and dataset plugins."""
+    from modelcycle.core.providers import MODELCYCLE, plugin_provider
+
+    names = [MODELCYCLE]
+    for kind, name in (("framework", config.framework), ("dataset", config.data.dataset)):
+        provider = plugin_provider(kind, name)
+        if provider is not None:
+            names.append(provider.distribution)
+    return list(dict.fromkeys(names))
 
 
 def _without_secrets(value: Any) -> Any:
@@ -278,19 +298,31 @@ def shipped_config(config: Any) -> dict[str, Any]:
 def write_source_dir(config: Any, target: Path, info: FrameworkInfo | None = None,
                      base_dir: Path | None = None) -> list[Path]:
     """Write the SageMaker source dir: ``modelcycle.yaml``, ``train.py``, ``requirements.txt``
-    (see :func:`source_requirements`; ``info`` is the framework's, loaded when not given), and
-    the ``model.class`` file (from ``base_dir``, the use case directory) at its relative path."""
+    (see :func:`source_requirements`; ``info`` is the framework's, loaded when not given), the
+    ``model.class`` file (from ``base_dir``, the use case directory) at its relative path, and
+    a wheel of each :func:`shipped_distributions` (unless
+    ``training.requirements`` replaces the requirements), so that the job installs modelcycle
+    without any package index having it.
+
+    Raises:
+        ConfigError: a wheel could not be built (the message holds pip's error).
+    """
     from modelcycle.core.config import CONFIG_FILE
+    from modelcycle.core.wheels import ship_wheels
 
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    shipped = []
+    if config.training.requirements is None:
+        shipped = ship_wheels(shipped_distributions(config), target)
+        written += [wheel.path for wheel in shipped]
     files = {
         CONFIG_FILE: "# resolved by modelcycle for a training job\n"
         + yaml.safe_dump(shipped_config(config), sort_keys=False),
         ENTRY_SCRIPT: _ENTRY_SCRIPT_TEXT,
-        "requirements.txt": "\n".join(source_requirements(config, info)) + "\n",
+        "requirements.txt": "\n".join(source_requirements(config, info, shipped)) + "\n",
     }
-    written = []
     for name, text in files.items():
         (target / name).write_text(text)
         written.append(target / name)

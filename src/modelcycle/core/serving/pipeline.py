@@ -72,8 +72,13 @@ def sagemaker_handlers() -> tuple[Any, Any, Any, Any]:
     """``model_fn, input_fn, predict_fn, output_fn`` with SageMaker's signatures.
 
     ``model_fn`` returns the pipeline itself, which the other three receive as ``model``.
+    A client's mistake (a :class:`~modelcycle.core.errors.ServingError`) raised by
+    ``input_fn``/``predict_fn``/``output_fn`` is also the inference toolkit's error with the
+    same status (see :mod:`.toolkit`), so SageMaker answers it with the 4xx the local endpoint
+    gives. ``input_fn`` takes the body as the toolkit passes it: ``str`` for JSON, else bytes.
     """
     from modelcycle.core.serving.codecs import negotiate_accept
+    from modelcycle.core.serving.toolkit import speaks_toolkit
 
     pipelines: dict[str, InferencePipeline] = {}
 
@@ -81,12 +86,16 @@ def sagemaker_handlers() -> tuple[Any, Any, Any, Any]:
         pipelines["current"] = InferencePipeline(model_dir)
         return pipelines["current"]
 
-    def input_fn(body: bytes, content_type: str) -> np.ndarray:
-        return pipelines["current"].decode(body, content_type)
+    @speaks_toolkit
+    def input_fn(body: bytes | str, content_type: str) -> np.ndarray:
+        raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        return pipelines["current"].decode(raw, content_type)
 
+    @speaks_toolkit
     def predict_fn(data: np.ndarray, model: InferencePipeline) -> np.ndarray:
         return model.predict(data)
 
+    @speaks_toolkit
     def output_fn(prediction: np.ndarray, accept: str) -> tuple[bytes, str]:
         return pipelines["current"].encode(prediction, negotiate_accept(accept))
 

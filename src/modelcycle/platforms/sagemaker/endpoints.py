@@ -62,10 +62,13 @@ def _fallback(model_dir: Path, work_dir: Path) -> dict[str, Any]:
 
 
 def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None, target: Path) -> Path:
-    """The artifact's ``code/`` with a ``requirements.txt`` the inference container can install:
-    the modelcycle version (and framework distribution) that made the model, no extra that would
-    pin another torch, and what the framework declares a serving container needs besides."""
-    from modelcycle.core.providers import container_requirements, installed_framework_info
+    """The artifact's ``code/`` with a ``requirements.txt`` the inference container can install
+    without any index having modelcycle: wheels of the running modelcycle and of the plugin
+    distributions the manifest's providers name, shipped beside it and pinned without an extra
+    (no torch or TensorFlow; the container has its own), then what the framework declares a
+    serving container needs besides. ``requirements`` (``training.requirements``) replaces it."""
+    from modelcycle.core.providers import MODELCYCLE, container_requirements, installed_framework_info
+    from modelcycle.core.wheels import ship_wheels, wheel_requirements
 
     code = target / "code"
     shutil.copytree(model_dir / "code", code)
@@ -73,10 +76,24 @@ def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None
         info = installed_framework_info(manifest.framework)
         framework = manifest.providers.get("framework")
         lines = container_requirements(info, framework, manifest.modelcycle_version, training=False)
+        distributions = [MODELCYCLE] + [provider.distribution for kind, provider in manifest.providers.items()
+                                        if kind == "framework" or _installed(provider.distribution)]
+        lines = wheel_requirements(ship_wheels(distributions, code), lines)
     else:
         lines = list(requirements)
     (code / "requirements.txt").write_text("\n".join(lines) + "\n")
     return code
+
+
+def _installed(distribution: str) -> bool:
+    """Whether ``distribution`` is installed (a dataset plugin need not be where a model is served)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def _script_code(model_dir: Path, manifest: Any, scratch: Path) -> tuple[Path, str | None]:
