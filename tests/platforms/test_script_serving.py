@@ -451,3 +451,53 @@ def transform_fn(model, request_body, content_type, accept):
     with pytest.raises(ServingError, match="send text/plain, not application/json") as raised:
         pipeline.score(b"{}", "application/json", "")
     assert raised.value.status_code == 400
+
+
+NORMALISING_INFERENCE = TORCH_INFERENCE.replace(
+    "    return torch.from_numpy(data.reshape(len(data), -1))",
+    "    return torch.from_numpy((data.reshape(len(data), -1) / 255.0 - 0.1307) / 0.3081)",
+).replace("x.reshape(len(x), -1) / 255.0", "x.reshape(len(x), -1)")
+
+
+@pytest.mark.parametrize("content_type", [NPY_TYPE, JSON_TYPE])
+def test_the_requests_raw_images_are_logged_when_input_fn_normalises_them(
+    tmp_path: Path, torch_model_dir: Path, mnist_test_images: tuple[Any, Any], content_type: str
+) -> None:
+    """The seeds' input_fn normalises (values below 0): the record keeps the pixels the client
+    sent, so feedback matched by image content finds it."""
+    from modelcycle.core.serving.script_pipeline import ScriptPipeline
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(torch_model_dir, model_dir)
+    (model_dir / "code" / "inference.py").write_text(NORMALISING_INFERENCE)
+    _manifest(model_dir, "pytorch", "inference.py", 0)
+    images, _ = mnist_test_images
+    body = _npy(images[:3]) if content_type == NPY_TYPE else json.dumps(images[:3].tolist()).encode()
+    scored = ScriptPipeline(model_dir).score(body, content_type, JSON_TYPE)
+    assert scored.tabular is False and scored.inputs is not None
+    assert np.array_equal(scored.inputs, images[:3].reshape(3, 1, 28, 28).astype(np.float32))
+    assert scored.probabilities.shape == (3, 10)
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (_npy(np.log(np.full((2, 10), 0.1, dtype=np.float32))), NPY_TYPE),  # log-probabilities, as NPY
+    (json.dumps([[0.1] * 10, [0.1] * 10]).encode(), JSON_TYPE),  # the toolkit's bare list
+    (json.dumps({"predictions": [[0.1] * 10, [0.1] * 10]}).encode(), "application/json; charset=utf-8"),
+])
+def test_a_script_endpoints_answer_is_read_as_the_endpoint_logs_it(body: bytes, content_type: str) -> None:
+    from modelcycle.core.serving.script_client import read_answer
+
+    answer = read_answer(body, content_type, records=2, classes=10)
+    np.testing.assert_allclose(answer.probabilities, np.full((2, 10), 0.1), atol=1e-6)
+
+
+@pytest.mark.parametrize("body, content_type, message", [
+    (json.dumps({"embedding": [[1.0, 2.0]]}).encode(), JSON_TYPE, "got NoneType"),
+    (json.dumps([[0.5, 0.5]]).encode(), JSON_TYPE, r"for 2 record\(s\) of 10 classes \(got list of shape \[1, 2\]\)"),
+    (b"7,2", "text/csv", "answered text/csv that is neither JSON nor .npy"),
+])
+def test_an_unreadable_script_answer_says_what_came_back(body: bytes, content_type: str, message: str) -> None:
+    from modelcycle.core.serving.script_client import read_answer
+
+    with pytest.raises(ServingError, match=message):
+        read_answer(body, content_type, records=2, classes=10)

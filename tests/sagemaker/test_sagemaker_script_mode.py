@@ -305,6 +305,17 @@ def test_an_imported_mlmonitor_signature_trains_and_deploys_without_edits(
     log = (aws.jobs[job]["outcome"].job_dir / "logs" / "algo-1.log").read_text()
     assert "Test set: Average loss:" in log and (Path(outputs["model_dir"]) / "model.pth").is_file()
 
+    # no metric_definitions configured: SageMaker parses the seeds' lines, the run gets their metrics
+    from modelcycle.core.script_metrics import SEED_METRIC_DEFINITIONS
+
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == [
+        {"Name": d.name, "Regex": d.regex} for d in SEED_METRIC_DEFINITIONS]
+    percent = float(re.findall(r"Accuracy: \d+/10000 \(([0-9.]+)%\)", log)[-1])
+    loss = float(re.findall(r"Test set: Average loss: ([0-9.]+)", log)[-1])
+    assert outputs["metrics"] == {"train_loss": pytest.approx(float(re.findall(r"Loss: ([0-9.]+)", log)[-1])),
+                                  "test_loss": loss, "accuracy": percent / 100, "test_accuracy": percent / 100}
+    assert 0.75 <= outputs["metrics"]["test_accuracy"] <= 0.9
+
     endpoint = use_case.deploy()
     container = boto3.client("sagemaker", region_name=REGION).describe_model(
         ModelName=endpoint["model_name"])["PrimaryContainer"]

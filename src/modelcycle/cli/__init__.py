@@ -229,6 +229,8 @@ def _predicted_names(response: dict[str, Any]) -> list[str] | None:
     """The ``prediction_label`` column of a scoring response (class names), or None without one."""
     names: list[str] = []
     for block in response.get("predictions") or []:
+        if not isinstance(block, dict):  # a script-mode endpoint's own answer: no label column
+            return None
         fields = block.get("fields") or []
         if "prediction_label" not in fields:
             return None

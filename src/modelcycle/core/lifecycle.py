@@ -457,6 +457,11 @@ class UseCase:
             dataset = load_dataset(self.config.data.dataset, settings=self.config.data)
             test = dataset.test.take(samples)
             images, labels, features = test.images, test.labels, dataset.features
+        from modelcycle.core.serving.script_client import script_manifest
+
+        manifest = script_manifest(endpoint, self.work_dir)
+        if manifest is not None:  # the user's handlers answer: their format, not modelcycle's
+            return self._score_script(endpoint, manifest, np.asarray(images), labels)
         request: dict[str, Any] = {"input_data": [{"values": np.asarray(images)}]}
         if features:  # tabular: named fields, categories as text, as a client sends them
             from modelcycle.core.serving.tabular import records_document
@@ -482,6 +487,33 @@ class UseCase:
             response_time_ms=elapsed_ms,
             scoring_id=document.get("scoring_id"),
             response=document,
+        )
+
+    def _score_script(self, endpoint: dict[str, Any], manifest: Any, images: Any, labels: Any) -> ScoreResult:
+        """``score`` on a script-mode endpoint: the raw images as NPY (what the seeds' handlers
+        read), the answer read as :func:`~modelcycle.core.serving.script_client.read_answer` does."""
+        from modelcycle.core.errors import ServingError
+        from modelcycle.core.serving.script_client import REQUEST_TYPE, npy_body, read_answer
+
+        started = time.perf_counter()
+        status, payload, content_type = self.registry.call_platform(
+            endpoint["platform"], "invoke_endpoint", endpoint=endpoint, body=npy_body(images),
+            content_type=REQUEST_TYPE, accept="application/json", token=self.config.endpoint_token(),
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if status != 200:
+            raise StageError("score", f"endpoint answered {status}: {payload.decode(errors='replace')[:500]}")
+        try:
+            answer = read_answer(payload, content_type, len(images), len(manifest.classes))
+        except ServingError as exc:
+            raise StageError("score", str(exc)) from None
+        return ScoreResult(
+            predictions=[int(i) for i in answer.probabilities.argmax(axis=1)],
+            probabilities=answer.probabilities.tolist(),
+            labels=[] if labels is None else [int(x) for x in labels],
+            response_time_ms=elapsed_ms,
+            scoring_id=None,  # the body is the handlers'; the endpoint sends the id as x-scoring-id
+            response=answer.document if isinstance(answer.document, dict) else {"predictions": answer.document},
         )
 
     def _stop_endpoint(self) -> int:

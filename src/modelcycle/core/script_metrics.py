@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from modelcycle.core.config import MetricDefinition
 
-__all__ = ["MetricPoint", "ScriptMetrics", "SEED_METRICS"]
+__all__ = ["MetricPoint", "ScriptMetrics", "SEED_METRICS", "SEED_METRIC_DEFINITIONS", "seed_final_metrics"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
 _TRAIN = re.compile(
@@ -39,6 +39,26 @@ _TEST = re.compile(
 
 #: what the default parser finds in the seeds' lines (documentation and the README)
 SEED_METRICS = ("train_loss", "test_loss", "accuracy", "test_accuracy")
+
+#: The seeds' lines as SageMaker ``metric_definitions``, for a platform whose jobs are parsed by
+#: SageMaker (no definitions configured). A regex yields one printed number, so accuracy is the
+#: printed percentage (``(97%)``); :func:`seed_final_metrics` makes it the default parser's names.
+SEED_METRIC_DEFINITIONS = (
+    MetricDefinition(name="train_loss", regex=r"Train Epoch:\s*\d+\s*\[[^\]]*\]\s*,?\s*Loss:\s*(" + _NUMBER + ")"),
+    MetricDefinition(name="test_loss", regex=r"Test set:\s*Average loss:\s*(" + _NUMBER + ")"),
+    MetricDefinition(name="test_accuracy_percent",
+                     regex=r"Test set:.*Accuracy:\s*\d+\s*/\s*\d+\s*\(\s*(" + _NUMBER + r")\s*%\)"),
+)
+
+
+def seed_final_metrics(final: dict[str, float]) -> dict[str, float]:
+    """Final values of :data:`SEED_METRIC_DEFINITIONS` under the default parser's names:
+    ``test_accuracy_percent`` becomes ``accuracy`` and ``test_accuracy`` as fractions (0-1, to
+    the printed percentage's precision); other metrics are kept."""
+    metrics = {name: value for name, value in final.items() if name != "test_accuracy_percent"}
+    if "test_accuracy_percent" in final:
+        metrics["accuracy"] = metrics["test_accuracy"] = final["test_accuracy_percent"] / 100.0
+    return metrics
 
 
 @dataclass(frozen=True)

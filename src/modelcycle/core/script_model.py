@@ -80,13 +80,15 @@ def describe_dataset(config: UseCaseConfig) -> DataDescription:
     )
 
 
-def copy_source_dir(source_dir: Path, target: Path) -> Path:
-    """Copy the user's source dir to ``target`` without :data:`SOURCE_IGNORED` (links are copied
-    as links); ``target`` is replaced. Returns ``target``."""
+def copy_source_dir(source_dir: Path, target: Path, ignore: tuple[str, ...] = (), follow_links: bool = False) -> Path:
+    """Copy the user's source dir to ``target`` without :data:`SOURCE_IGNORED` nor the glob
+    patterns ``ignore``; links are copied as links, or with ``follow_links`` as what they point
+    at (an archive leaving the machine). ``target`` is replaced. Returns ``target``."""
     target = Path(target)
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(source_dir, target, symlinks=True, ignore=shutil.ignore_patterns(*SOURCE_IGNORED))
+    shutil.copytree(source_dir, target, symlinks=not follow_links,
+                    ignore=shutil.ignore_patterns(*SOURCE_IGNORED, *ignore))
     return target
 
 
@@ -97,10 +99,13 @@ def package_script_model(
     data: DataDescription,
     metrics: dict[str, float],
     staging: Path,
+    libraries: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Package what the script wrote to ``SM_MODEL_DIR`` (``script_model_dir``) with the source
     dir under ``code/`` and the manifest, in ``staging`` (replaced); write ``model.tar.gz`` in the
-    run directory (``context.output_dir``) and extract it as the run's ``model/``.
+    run directory (``context.output_dir``) and extract it as the run's ``model/``. The manifest's
+    ``libraries`` are this machine's versions of the framework's libraries unless ``libraries``
+    (e.g. a remote job's container) says otherwise.
 
     Returns:
         ``(model_dir, archive)``.
@@ -136,7 +141,7 @@ def package_script_model(
         framework=config.framework,
         framework_version=framework.version,
         modelcycle_version=modelcycle_version(),
-        libraries=Manifest.runtime_libraries(*info.libraries),
+        libraries=dict(libraries) if libraries is not None else Manifest.runtime_libraries(*info.libraries),
         run_id=context.run_id,
         created_at=Manifest.now(),
         model_files=[p.relative_to(script_model_dir).as_posix() for p in written

@@ -105,10 +105,10 @@ def _baseline(use_case: UseCaseView, model_dir: Path) -> dict[str, Any]:
     from modelcycle.core.datasets import load_dataset
     from modelcycle.core.monitoring.drift import make_baseline
     from modelcycle.core.serving.codecs import conform_input
-    from modelcycle.core.serving.pipeline import InferencePipeline
+    from modelcycle.core.serving.pipeline import load_pipeline
 
     config = use_case.config
-    pipeline = InferencePipeline(model_dir)
+    pipeline = load_pipeline(model_dir)  # a script-mode model: through the user's handlers
     test = load_dataset(config.data.dataset, settings=config.data).test
     count = min(config.monitoring.drift.baseline_samples, len(test))
     index = np.sort(np.random.default_rng(0).choice(len(test), count, replace=False))
@@ -296,6 +296,11 @@ def log_payload(use_case: UseCaseView, samples: int = 100, dataset: str | None =
     images = np.asarray(images)
     if len(images) == 0:
         raise MonitoringError("log-payload: no images to score (check --samples and --offset)")
+    from modelcycle.core.serving.script_client import script_manifest
+
+    manifest = script_manifest(endpoint, use_case.work_dir)
+    if manifest is not None:  # the user's handlers answer: ids come from the payload log
+        return _log_script_payload(use_case, mirror, endpoint, manifest, images, name)
     started = time.perf_counter()
     scoring_ids: list[str] = []
     token = use_case.config.endpoint_token()
@@ -314,6 +319,44 @@ def log_payload(use_case: UseCaseView, samples: int = 100, dataset: str | None =
     return _forwarded({
         "deployment_id": endpoint["name"], "dataset": name,
         "records": len(scoring_ids), "stored": stored, "scoring_ids": scoring_ids,
+        "unit": "records" if images.ndim == 2 else "images",
+        "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_logging")),
+    }, use_case, store, mirror)
+
+
+def _log_script_payload(use_case: UseCaseView, mirror: Mirror, endpoint: dict[str, Any], manifest: Any,
+                        images: np.ndarray, name: str | None) -> dict[str, Any]:
+    """``log_payload`` on a script-mode endpoint: the images go as NPY (what the seeds' handlers
+    read) and every answer must read as predictions (:mod:`~modelcycle.core.serving.script_client`).
+    The body is the handlers', so the records' ids are taken from the payload log: those stored
+    for the endpoint after the ones already there (traffic of other clients meanwhile is counted
+    too)."""
+    from modelcycle.core.errors import ServingError
+    from modelcycle.core.serving.script_client import REQUEST_TYPE, npy_body, read_answer
+
+    store = store_for(use_case)
+    flush_payload(use_case, store)
+    before = store.payload_count(endpoint["name"])
+    started = time.perf_counter()
+    token = use_case.config.endpoint_token()
+    for start in range(0, len(images), _REQUEST_IMAGES):
+        chunk = images[start:start + _REQUEST_IMAGES]
+        status, payload, content_type = use_case.registry.call_platform(
+            endpoint["platform"], "invoke_endpoint", endpoint=endpoint, body=npy_body(chunk),
+            content_type=REQUEST_TYPE, accept="application/json", token=token,
+        )
+        if status != 200:
+            raise MonitoringError(f"log-payload: endpoint answered {status}: {payload.decode(errors='replace')[:500]}")
+        try:
+            read_answer(payload, content_type, len(chunk), len(manifest.classes))
+        except ServingError as exc:
+            raise MonitoringError(f"log-payload: {exc}") from None
+    flush_payload(use_case, store)
+    new = store.payload_records(endpoint["name"], with_input=False, offset=before)
+    scoring_ids = [record["scoring_id"] for record in new]
+    return _forwarded({
+        "deployment_id": endpoint["name"], "dataset": name,
+        "records": len(images), "stored": len(scoring_ids), "scoring_ids": scoring_ids,
         "unit": "records" if images.ndim == 2 else "images",
         "seconds": time.perf_counter() - started, "payload_logging": bool(endpoint.get("payload_logging")),
     }, use_case, store, mirror)

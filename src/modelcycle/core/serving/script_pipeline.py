@@ -7,9 +7,11 @@ predicts and encodes, and the body it returns is what the client gets, byte for 
 
 For payload logging and monitoring the pipeline also reads what the handlers produced:
 
-* the decoded input (``input_fn``'s result as an array): raw images when it holds records of the
-  schema's ``C×H×W`` pixels in 0..255 (any layout :func:`~.codecs.conform_images` knows), else
-  its values as float32 records;
+* the request's raw images when its body is an ``.npy`` array, a JSON list or a JSON
+  ``{"instances": ...}`` of the schema's ``C×H×W`` pixels in 0..255 (:func:`request_images`:
+  what the client sent, also when ``input_fn`` normalises it), else the decoded input
+  (``input_fn``'s result as an array): raw images when it holds such pixels (any layout
+  :func:`~.codecs.conform_images` knows), else its values as float32 records;
 * the prediction as class probabilities ``(N, K)``: rows that are probabilities as they are,
   log-probabilities (all ≤ 0) exponentiated, other scores softmaxed; ``(N,)`` integers as labels.
 
@@ -36,10 +38,10 @@ from modelcycle.core.errors import ServingError
 from modelcycle.core.registry import PluginRegistry
 from modelcycle.core.serving.codecs import JSON, NPY, conform_images, media_type
 from modelcycle.core.serving.context import ServingContext
-from modelcycle.core.serving.script_codecs import to_numpy
+from modelcycle.core.serving.script_codecs import decode, to_numpy
 from modelcycle.core.serving.script_handlers import load_handlers
 
-__all__ = ["ScriptPipeline", "ScriptResult", "as_probabilities", "monitored_inputs"]
+__all__ = ["ScriptPipeline", "ScriptResult", "as_probabilities", "monitored_inputs", "request_images"]
 
 log = logging.getLogger(__name__)
 _NUMERIC = frozenset("uifb")
@@ -87,6 +89,30 @@ def monitored_inputs(data: Any, context: ServingContext) -> tuple[np.ndarray | N
         except ServingError:
             pass
     return np.ascontiguousarray(array.reshape(len(array), -1)), True
+
+
+def request_images(body: bytes, content_type: str, context: ServingContext) -> np.ndarray | None:
+    """The raw images ``(N, C, H, W)`` float32 a request body holds, or ``None``: the body must
+    decode by the defaults (NPY; JSON as a list or ``{"instances": [...]}``) into pixels in
+    0..255 of an image schema's shape."""
+    if context.tabular or len(context.input_shape) != 3:
+        return None
+    try:
+        data = decode(body, content_type)
+    except ServingError:
+        return None
+    if data.dtype == object and data.ndim == 0 and isinstance(data.item(), dict):
+        data = np.asarray(data.item().get("instances", []), dtype=object)
+    try:
+        array = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    if array.size == 0:
+        return None
+    try:
+        return conform_images(array, context.input_shape)  # type: ignore[arg-type]
+    except ServingError:
+        return None
 
 
 def as_probabilities(prediction: Any, records: int | None, classes: int) -> np.ndarray | None:
@@ -186,6 +212,9 @@ class ScriptPipeline:
         data, prediction, result = self._run(body, content_type or JSON, accept or JSON)
         payload, response_type = _response(result, accept)
         inputs, tabular = monitored_inputs(data, self.context) if data is not None else (None, False)
+        raw = request_images(body, content_type or JSON, self.context) if data is not None else None
+        if raw is not None and (inputs is None or len(raw) == len(inputs)):
+            inputs, tabular = raw, False  # what the client sent, whatever input_fn made of it
         records = len(inputs) if inputs is not None else 1
         probabilities = as_probabilities(prediction, records if inputs is not None else None, self._classes)
         if probabilities is None:

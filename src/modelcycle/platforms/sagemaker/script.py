@@ -7,11 +7,14 @@ as SageMaker's own ``PyTorch(entry_point=..., source_dir=...)`` would run it:
 - the source archive is a clean copy of ``training.source_dir`` (resolved against the use case
   directory): no ``.modelcycle`` work dir, no ``modelcycle.yaml``, no ``__pycache__``;
 - hyperparameters are ``training.hyperparameters`` as given, ``metric_definitions`` the
-  config's ``[{Name, Regex}]``;
+  config's ``[{Name, Regex}]``, else the seeds' lines
+  (:data:`~modelcycle.core.script_metrics.SEED_METRIC_DEFINITIONS`), so a seed script's run
+  gets its final loss and accuracy as a local run does;
 - the job's ``model.tar.gz`` (whatever the script wrote to ``SM_MODEL_DIR``) becomes the run's
-  model directory in SageMaker's layout: the job's files at the top level, the source dir under
-  ``code/`` and a ``modelcycle.json`` whose ``script`` records the entry points; its metrics
-  are SageMaker's ``FinalMetricDataList`` of the job.
+  model directory exactly as a local script run's
+  (:func:`~modelcycle.core.script_model.package_script_model`): the job's files at the top
+  level, the source dir under ``code/`` and a ``modelcycle.json`` whose ``script`` records the
+  entry points; its metrics are SageMaker's ``FinalMetricDataList`` of the job.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["estimator_arguments", "final_metrics", "script_result", "stage_source_dir", "user_source_dir"]
 
-#: Never shipped from a user's source dir: modelcycle's work dir (runs, tracking data), caches,
-#: version control and the use case's config (which may name tracking or governance services).
-_SKIPPED = {".modelcycle", "__pycache__", ".git", ".ipynb_checkpoints", ".pytest_cache", "modelcycle.yaml"}
+#: Never shipped to SageMaker from a user's source dir, beyond what no model's ``code/`` holds
+#: (:data:`~modelcycle.core.script_model.SOURCE_IGNORED`: work dir, caches, version control):
+#: the use case's config (which may name tracking or governance services).
+_NOT_SHIPPED = (".pytest_cache", "modelcycle.yaml")
 
 
 def user_source_dir(config: Any, base_dir: Path | None) -> Path:
@@ -57,30 +61,28 @@ def user_source_dir(config: Any, base_dir: Path | None) -> Path:
     return source
 
 
-def _ignored(directory: str, names: list[str]) -> set[str]:
-    return {name for name in names if name in _SKIPPED or name.endswith(".pyc")}
-
-
 def stage_source_dir(source: Path, target: Path) -> Path:
-    """Copy the user's ``source`` dir to ``target`` without what must not ship (see module doc);
-    returns ``target``."""
-    target = Path(target)
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=_ignored, symlinks=False)
-    return target
+    """Copy the user's ``source`` dir to ``target`` without what must not ship (see module doc;
+    links resolved: the archive leaves this machine); returns ``target``."""
+    from modelcycle.core.script_model import copy_source_dir
+
+    return copy_source_dir(source, target, ignore=_NOT_SHIPPED, follow_links=True)
 
 
 def estimator_arguments(config: Any, source_dir: Path) -> dict[str, Any]:
     """The estimator arguments that make a job run the user's script: ``entry_point``,
     ``source_dir``, ``hyperparameters`` (as given: the SDK JSON-encodes them and the container
-    passes them as ``--name value``) and ``metric_definitions``."""
+    passes them as ``--name value``) and ``metric_definitions`` (the seeds' lines when the
+    config has none)."""
+    from modelcycle.core.script_metrics import SEED_METRIC_DEFINITIONS
+
     training = config.training
+    definitions = training.metric_definitions or SEED_METRIC_DEFINITIONS
     return {
         "entry_point": training.entry_point,
         "source_dir": str(source_dir),
         "hyperparameters": dict(training.hyperparameters),
-        "metric_definitions": [{"Name": m.name, "Regex": m.regex} for m in training.metric_definitions],
+        "metric_definitions": [{"Name": m.name, "Regex": m.regex} for m in definitions],
     }
 
 
@@ -93,81 +95,35 @@ def final_metrics(description: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def _manifest(context: TrainingContext, model_dir: Path, metrics: dict[str, float], job: dict[str, Any]) -> Any:
-    from modelcycle.core.artifacts import DatasetLineage, Manifest, Preprocessing, ScriptMode, hash_files
-    from modelcycle.core.artifacts import modelcycle_version as current_version
-    from modelcycle.core.datasets import load_dataset
-    from modelcycle.core.providers import framework_provider, plugin_provider
-    from modelcycle.core.training import dataset_input_schema, dataset_input_shape
-
-    config = context.config
-    dataset = load_dataset(config.data.dataset, settings=config.data)
-    shape = dataset_input_shape(dataset)
-    providers = {"framework": framework_provider(context.registry, config.framework)}  # type: ignore[arg-type]
-    dataset_provider = plugin_provider("dataset", config.data.dataset)
-    if dataset_provider is not None:
-        providers["dataset"] = dataset_provider
-    files = hash_files(model_dir)
-    hyperparameters = dict(config.training.hyperparameters)
-    return Manifest(
-        use_case=config.name,
-        framework=config.framework,
-        framework_version=providers["framework"].version,
-        modelcycle_version=current_version(),
-        libraries={SDK_FRAMEWORK[config.framework]: str(job.get("framework_version")),  # the job's container
-                   "python": str(job.get("py_version"))},
-        run_id=context.run_id,
-        created_at=Manifest.now(),
-        model_files=[name for name in files if not name.startswith("code/")],
-        input_schema=dataset_input_schema(dataset, shape),
-        preprocessing=Preprocessing(scale=1.0, mean=(0.0,) * shape[0], std=(1.0,) * shape[0]),  # the script's own
-        classes=list(dataset.classes),
-        dataset=DatasetLineage(name=dataset.name, checksums=dict(dataset.checksums),
-                               train_records=len(dataset.train), test_records=len(dataset.test)),
-        metrics=metrics,
-        hyperparameters=hyperparameters,
-        providers=providers,
-        files=files,
-        script=ScriptMode(training_entry_point=str(config.training.entry_point),
-                          serving_entry_point=config.serving.entry_point, hyperparameters=hyperparameters),
-    )
-
-
 def script_result(context: TrainingContext, job_archive: Path, source: Path, metrics: dict[str, float],
                   job: dict[str, Any], started: float) -> TrainingResult:
-    """The run's model directory from the job's ``model.tar.gz``: extracted into
-    ``<run>/model``, ``source`` (the staged source dir) copied under ``code/``, ``modelcycle.json``
-    written, and ``<run>/model.tar.gz`` packed again from it.
+    """The run's model directory from the job's ``model.tar.gz``, packaged as a local script
+    run's (:func:`~modelcycle.core.script_model.package_script_model`; the manifest's libraries
+    are the job container's); ``metrics`` are the job's final metrics (the seeds' names when
+    the config defines none, see :func:`~modelcycle.core.script_metrics.seed_final_metrics`).
 
     Raises:
         StageError: the script wrote nothing to ``SM_MODEL_DIR``.
     """
-    from modelcycle.core.artifacts import ARCHIVE_NAME, extract_archive, package_directory, write_manifest
-    from modelcycle.core.errors import StageError
-    from modelcycle.core.training import TrainingResult
+    from modelcycle.core.artifacts import ARCHIVE_NAME, extract_archive
+    from modelcycle.core.script_metrics import seed_final_metrics
+    from modelcycle.core.script_model import describe_dataset, package_script_model, script_training_result
 
+    config = context.config
+    if not config.training.metric_definitions:
+        metrics = seed_final_metrics(metrics)
     output_dir = Path(context.output_dir)
-    model_dir = output_dir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    extract_archive(job_archive, model_dir)
-    if not any(model_dir.iterdir()):
-        raise StageError(
-            "train",
-            f"SageMaker training job {job.get('name')}: {context.config.training.entry_point} wrote nothing to "
-            "SM_MODEL_DIR, so there is no model; save the model into os.environ['SM_MODEL_DIR']",
-        )
-    shutil.copytree(source, model_dir / "code", ignore=_ignored, dirs_exist_ok=True)
-    write_manifest(model_dir, _manifest(context, model_dir, metrics, job))
+    written = output_dir / "job-model"  # what the script wrote to SM_MODEL_DIR
+    if written.exists():
+        shutil.rmtree(written)
+    extract_archive(job_archive, written)
     (output_dir / (ARCHIVE_NAME + ".sha256")).unlink(missing_ok=True)  # a checksum of an earlier archive
-    archive = package_directory(model_dir, output_dir / ARCHIVE_NAME)
-    facts: dict[str, Any] = {"tags": {"job_name": job.get("name"), "entry_point": context.config.training.entry_point},
-                             "job": job}
-    return TrainingResult(
-        run_id=context.run_id,
-        metrics=metrics,
-        duration_s=time.perf_counter() - started,
-        model_dir=model_dir,
-        archive=archive,
-        facts=facts,
-    )
+    libraries = {SDK_FRAMEWORK[config.framework]: str(job.get("framework_version")),  # the job's container
+                 "python": str(job.get("py_version"))}
+    try:
+        model_dir, archive = package_script_model(context, written, source, describe_dataset(config), metrics,
+                                                  output_dir / "package", libraries=libraries)
+    finally:  # the run keeps model/ and model.tar.gz only
+        shutil.rmtree(written, ignore_errors=True)
+        shutil.rmtree(output_dir / "package", ignore_errors=True)
+    return script_training_result(context, model_dir, archive, metrics, [], time.perf_counter() - started, job)
