@@ -149,29 +149,29 @@ def test_a_seed_script_use_case_runs_the_whole_lifecycle(name: str, tmp_path: Pa
 
 def test_an_imported_signature_trains_and_deploys_locally(tmp_path: Path, data_dir: Path) -> None:
     """``import-signature`` beside the seed's scripts writes a use case that runs them: trained
-    from the imported modelcycle.yaml (platforms switched to local on the command line only)."""
+    from the imported modelcycle.yaml, written for the local platform, without edits."""
     import yaml
 
     directory = _copy("script-mnist-pytorch", tmp_path / "imported")
     (directory / "modelcycle.yaml").unlink()
     _ok(subprocess.run([sys.executable, "-m", "modelcycle.cli", "import-signature",
-                        str(directory / "model_signature.json")], capture_output=True, text=True, timeout=120))
+                        str(directory / "model_signature.json"), "--platform", "local"], capture_output=True, text=True, timeout=120))
     config = yaml.safe_load((directory / "modelcycle.yaml").read_text())
     assert config["training"]["entry_point"] == "train.py" and config["serving"]["entry_point"] == "inference.py"
-    local = ["--set", "training.platform=local", "--set", "serving.platform=local"]
+    assert config["training"]["platform"] == config["serving"]["platform"] == "local"
     short = ["--set", "training.hyperparameters.max-train-samples=6400",
              "--set", "training.hyperparameters.max-test-samples=1000", "--set", "training.hyperparameters.epochs=1"]
-    printed = _ok(_modelcycle(directory, *local, *short, "train"))
+    printed = _ok(_modelcycle(directory, *short, "train"))
     assert "Test set: Average loss: " in printed
     pid = None
     try:
-        _ok(_modelcycle(directory, *local, "deploy"))
-        status = json.loads(_ok(_modelcycle(directory, *local, "status", "--json")))
+        _ok(_modelcycle(directory, "deploy"))
+        status = json.loads(_ok(_modelcycle(directory, "status", "--json")))
         pid = status["endpoint"]["pid"]
         assert status["metrics"]["test_accuracy"] >= 0.8, status["metrics"]
-        scored = _ok(_modelcycle(directory, *local, "score", "--samples", "100"))
+        scored = _ok(_modelcycle(directory, "score", "--samples", "100"))
         assert int(scored.split("(")[-1].split("/")[0]) >= 80
     finally:
-        cleanup = _modelcycle(directory, *local, "cleanup")
+        cleanup = _modelcycle(directory, "cleanup")
     _ok(cleanup)
     assert pid is not None and not process_alive(pid)

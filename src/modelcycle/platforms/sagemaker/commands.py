@@ -66,7 +66,8 @@ def cmd_import_signature(args: argparse.Namespace) -> int:
     from modelcycle.core.errors import ConfigError
     from modelcycle.platforms.sagemaker.signature import import_signature
 
-    target, result = import_signature(Path(args.signature), Path(args.output) if args.output else None, force=args.force)
+    target, result = import_signature(Path(args.signature), Path(args.output) if args.output else None,
+                                      force=args.force, platform=args.platform)
     print(f"wrote {target} (use case '{result.config['name']}', framework {result.config['framework']})")
     if result.kept:
         print("kept (script mode):")
@@ -137,4 +138,6 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     signature.add_argument("signature", metavar="PATH", help="the model_signature.json")
     signature.add_argument("-o", "--output", metavar="DIR", help="directory for modelcycle.yaml (default: beside PATH)")
     signature.add_argument("--force", action="store_true", help="overwrite an existing modelcycle.yaml")
+    signature.add_argument("--platform", choices=("sagemaker", "local"), default="sagemaker",
+                           help="where the use case trains and serves (default: sagemaker, mlmonitor's runtime)")
     signature.set_defaults(func=cmd_import_signature)

@@ -221,9 +221,10 @@ def _quality(section: dict[str, Any], result: ImportResult) -> dict[str, Any] | 
 
 
 def convert_signature(signature: dict[str, Any], source: Path | None = None,
-                      target_dir: Path | None = None) -> ImportResult:
+                      target_dir: Path | None = None, platform: str = "sagemaker") -> ImportResult:
     """Convert a parsed ``model_signature.json`` read from ``source`` for a ``modelcycle.yaml``
-    in ``target_dir`` (default: beside the signature); nothing is written.
+    in ``target_dir`` (default: beside the signature); nothing is written. ``platform`` is where
+    the use case trains and serves: ``sagemaker`` (mlmonitor's runtime) or ``local``.
 
     Raises:
         ConfigError: not a JSON object; a script it names is not beside ``source``.
@@ -262,8 +263,8 @@ def convert_signature(signature: dict[str, Any], source: Path | None = None,
     if hps:
         config["hyperparameters"] = hps
 
-    training: dict[str, Any] = {"platform": "sagemaker", **script_training}
-    serving: dict[str, Any] = {"platform": "sagemaker", **script_serving}
+    training: dict[str, Any] = {"platform": platform, **script_training}
+    serving: dict[str, Any] = {"platform": platform, **script_serving}
     if runtime.get("train_instance"):
         training["instance_type"] = str(runtime["train_instance"]).replace("_", ".")
     if runtime.get("inference_instance"):
@@ -324,8 +325,10 @@ def convert_signature(signature: dict[str, Any], source: Path | None = None,
     return result
 
 
-def import_signature(path: Path, output_dir: Path | None = None, force: bool = False) -> tuple[Path, ImportResult]:
-    """Convert ``path`` and write ``output_dir/modelcycle.yaml`` (default: beside the signature).
+def import_signature(path: Path, output_dir: Path | None = None, force: bool = False,
+                     platform: str = "sagemaker") -> tuple[Path, ImportResult]:
+    """Convert ``path`` and write ``output_dir/modelcycle.yaml`` (default: beside the signature)
+    for ``platform`` (see :func:`convert_signature`).
 
     Raises:
         ConfigError: an unreadable signature, or an existing modelcycle.yaml without ``force``.
@@ -340,7 +343,7 @@ def import_signature(path: Path, output_dir: Path | None = None, force: bool = F
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {path} as JSON: {exc}") from None
     target_dir = Path(output_dir) if output_dir is not None else path.parent
-    result = convert_signature(signature, path, target_dir)
+    result = convert_signature(signature, path, target_dir, platform)
     target = target_dir / CONFIG_FILE
     if target.exists() and not force:
         raise ConfigError(f"{target} already exists; pass --force to overwrite it or -o another directory")
