@@ -28,6 +28,7 @@ __all__ = [
     "installed_framework_info",
     "framework_provider",
     "plugin_provider",
+    "artifact_providers",
     "archive_requirements",
     "container_requirements",
     "load_artifact_framework",
@@ -105,6 +106,17 @@ def plugin_provider(kind: str, name: str) -> Provider | None:
     if installed is None:
         return None
     return Provider(name=name, distribution=installed.distribution, version=installed.version)
+
+
+def artifact_providers(registry: PluginRegistry, framework: str, dataset: str) -> tuple[FrameworkInfo, dict[str, Provider]]:
+    """The loaded ``framework``'s info and the providers a model artifact records: ``framework``,
+    plus ``dataset`` when that data set comes from an installed plugin."""
+    info = framework_info(registry, framework)
+    providers = {"framework": framework_provider(registry, framework, info)}
+    dataset_provider = plugin_provider("dataset", dataset)
+    if dataset_provider is not None:
+        providers["dataset"] = dataset_provider
+    return info, providers
 
 
 def archive_requirements(framework: Provider, modelcycle: str | None = None) -> list[str]:

@@ -114,7 +114,7 @@ def package_script_model(
         StageError: the script wrote nothing to ``SM_MODEL_DIR``.
     """
     from modelcycle.core.errors import StageError
-    from modelcycle.core.providers import framework_info, framework_provider, plugin_provider
+    from modelcycle.core.providers import artifact_providers
 
     config = context.config
     script = config.training.entry_point or ""
@@ -130,12 +130,8 @@ def package_script_model(
     if code.exists():  # SageMaker's repack: the source dir replaces a code/ the script wrote
         shutil.rmtree(code)
     copy_source_dir(source_dir, code)
-    info = framework_info(context.registry, config.framework)  # type: ignore[arg-type]
-    framework = framework_provider(context.registry, config.framework, info)  # type: ignore[arg-type]
-    providers = {"framework": framework}
-    dataset_provider = plugin_provider("dataset", config.data.dataset)
-    if dataset_provider is not None:
-        providers["dataset"] = dataset_provider
+    info, providers = artifact_providers(context.registry, config.framework, config.data.dataset)  # type: ignore[arg-type]
+    framework = providers["framework"]
     manifest = Manifest(
         use_case=config.name,
         framework=config.framework,

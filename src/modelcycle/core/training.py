@@ -134,14 +134,10 @@ def train_in_process(context: TrainingContext) -> TrainingResult:
         from modelcycle.core.user_code import package_user_code
 
         user_code = package_user_code(context.user_code, model_dir)
-    from modelcycle.core.providers import archive_requirements, framework_info, framework_provider, plugin_provider
+    from modelcycle.core.providers import archive_requirements, artifact_providers
 
-    info = framework_info(registry, config.framework)
-    framework = framework_provider(registry, config.framework, info)
-    providers = {"framework": framework}
-    dataset_provider = plugin_provider("dataset", config.data.dataset)
-    if dataset_provider is not None:
-        providers["dataset"] = dataset_provider
+    info, providers = artifact_providers(registry, config.framework, config.data.dataset)
+    framework = providers["framework"]
     manifest = Manifest(
         use_case=config.name,
         framework=config.framework,

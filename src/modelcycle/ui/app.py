@@ -224,54 +224,43 @@ def create_app(roots: list[str | Path], token: str | None = None, host: str = "1
         return use_case_page(request, name, "monitoring", "monitoring.html", build)
 
     # -- actions ----------------------------------------------------------------------------
-    def action_failed(request: Request, name: str, what: str, exc: Exception) -> HTMLResponse:
-        return page(request, "message.html", status_code=409, use_case=name, title=f"{what} failed", message=str(exc))
+    async def act(request: Request, name: str, what: str, call: Callable[[Entry, Any], Any], then: str,
+                  required: dict[str, str] | None = None) -> Response:
+        """Run the action ``call(entry, form)`` off the event loop once the form passed its CSRF
+        checks and holds every ``required`` field (else a 400 page with that field's message); a
+        refusal is a 409 page naming ``what`` failed, success redirects to ``then``."""
+        form, refusal = await checked_form(request)
+        if refusal is not None:
+            return refusal
+        entry = entry_or_404(name)
+        for field, message in (required or {}).items():
+            if not str(form.get(field) or "").strip():
+                return page(request, "message.html", status_code=400, use_case=name, title=f"{what} refused",
+                            message=message)
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            await run_in_threadpool(_with_mlflow, call, entry, form)
+        except ModelcycleError as exc:
+            return page(request, "message.html", status_code=409, use_case=name, title=f"{what} failed",
+                        message=str(exc))
+        return RedirectResponse(f"/use-cases/{name}/{then}", status_code=303)
 
     @app.post("/use-cases/{name}/runs/{run_id}/deploy", include_in_schema=False)
     async def deploy_run(request: Request, name: str, run_id: str) -> Response:
-        form, refusal = await checked_form(request)
-        if refusal is not None:
-            return refusal
-        entry = entry_or_404(name)
-        from starlette.concurrency import run_in_threadpool
-
-        try:
-            await run_in_threadpool(_with_mlflow, entry.use_case.deploy, run_id=run_id)
-        except ModelcycleError as exc:
-            return action_failed(request, name, "deploy", exc)
-        return RedirectResponse(f"/use-cases/{name}/endpoint", status_code=303)
+        return await act(request, name, "deploy", lambda entry, form: entry.use_case.deploy(run_id=run_id), "endpoint")
 
     @app.post("/use-cases/{name}/model/promote", include_in_schema=False)
     async def promote(request: Request, name: str) -> Response:
-        form, refusal = await checked_form(request)
-        if refusal is not None:
-            return refusal
-        entry = entry_or_404(name)
-        stage, reason = str(form.get("stage") or ""), str(form.get("reason") or "").strip()
-        if not reason:
-            return page(request, "message.html", status_code=400, use_case=name, title="promote refused",
-                        message="a reason is required to move a model to another stage: fill in 'reason'")
-        from starlette.concurrency import run_in_threadpool
+        def move(entry: Entry, form: Any) -> None:
+            _promote(entry, str(form.get("stage") or ""), str(form["reason"]).strip())
 
-        try:
-            await run_in_threadpool(_with_mlflow, _promote, entry, stage, reason)
-        except ModelcycleError as exc:
-            return action_failed(request, name, "promote", exc)
-        return RedirectResponse(f"/use-cases/{name}/model", status_code=303)
+        return await act(request, name, "promote", move, "model", required={
+            "reason": "a reason is required to move a model to another stage: fill in 'reason'"})
 
     @app.post("/use-cases/{name}/monitoring/evaluate", include_in_schema=False)
     async def evaluate_now(request: Request, name: str) -> Response:
-        form, refusal = await checked_form(request)
-        if refusal is not None:
-            return refusal
-        entry = entry_or_404(name)
-        from starlette.concurrency import run_in_threadpool
-
-        try:
-            await run_in_threadpool(_with_mlflow, entry.use_case.evaluate, plots=False)
-        except ModelcycleError as exc:
-            return action_failed(request, name, "evaluate", exc)
-        return RedirectResponse(f"/use-cases/{name}/monitoring", status_code=303)
+        return await act(request, name, "evaluate", lambda entry, form: entry.use_case.evaluate(plots=False), "monitoring")
 
     # -- the JSON API -----------------------------------------------------------------------
     def api(name: str, read: Callable[[Entry], Any]) -> Any:
