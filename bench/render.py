@@ -152,8 +152,20 @@ def _script_mode(e: dict[str, Any]) -> list[str]:
     r = e["result"]
     if not has(r, "script_mode_s", "direct_s"):
         return []
-    return [comparison_row(e, "Training through script mode vs the same script run directly", "script mode",
-                           "direct", r["script_mode_s"], r["direct_s"], "s", "—")]
+    overhead = r.get("overhead") or {}
+    note = "; ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.1f} s" for key, value in overhead.items())
+    return [comparison_row(e, "`modelcycle train` in script mode vs the same script run directly (whole process)",
+                           "script mode", "direct", r["script_mode_s"], r["direct_s"], "s", "≤ 1.10",
+                           f"overhead (medians): {note}" if note else "")]
+
+
+def _transform(e: dict[str, Any]) -> list[str]:
+    r = e["result"]
+    if not has(r, "transform_rps", "endpoint_rps_c8"):
+        return []
+    return [comparison_row(e, "10,000 MNIST test images: `modelcycle transform` vs the endpoint at concurrency 8",
+                           "transform", "endpoint c=8", r["transform_rps"], r["endpoint_rps_c8"], "records/s",
+                           "≥ 10", digits=0)]
 
 
 def _monitoring(e: dict[str, Any]) -> list[str]:
@@ -180,6 +192,7 @@ COMPARISONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "datasets": _datasets,
     "tracking": _tracking,
     "script_mode": _script_mode,
+    "transform": _transform,
     "monitoring": _monitoring,
 }
 
