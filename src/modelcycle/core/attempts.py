@@ -35,7 +35,8 @@ def _now() -> str:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` exists (another user's process counts as alive)."""
+    """Whether process ``pid`` runs (another user's process counts as alive; a zombie, dead but
+    not yet reaped by its parent, does not)."""
     if not pid or pid == os.getpid():
         return False
     try:
@@ -44,7 +45,11 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def fingerprint(config: Any) -> str:

@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from modelcycle.core.attempts import pid_alive
 from modelcycle.core.library_logs import route_library_logs
 from modelcycle.core.tracking import (
     EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, mlflow_client, tag_experiment_kind,
@@ -43,23 +44,6 @@ class StoreUnreachable(RuntimeError):
 
 def _say(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
-
-
-def _alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs (a zombie does not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class _Run:
@@ -251,7 +235,7 @@ def apply_spool(spool: Path) -> bool:
             line = handle.readline()
             if not line.endswith(b"\n"):
                 handle.seek(offset)
-                if _alive(trainer):
+                if pid_alive(trainer):
                     time.sleep(POLL_S)
                     continue
                 line = handle.readline()  # what the trainer wrote just before it died
