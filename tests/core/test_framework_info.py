@@ -182,3 +182,34 @@ def test_the_factsheet_framework_row_lists_the_declared_libraries_only() -> None
 
     recorded = Manifest.runtime_libraries(*installed_framework_info("lightning").libraries)
     assert [name for name, _ in _framework_libraries(recorded)] == ["lightning", "torch"]
+
+
+def test_pytorch_plugin_loads_without_importing_torch() -> None:
+    """A script-mode run's parent loads the framework only for framework_info and ``model:``:
+    that must not import torch (2+ s), which only the job itself needs."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from modelcycle.core.providers import installed_framework_info\n"
+        "from modelcycle.core.registry import PluginRegistry\n"
+        "registry = PluginRegistry()\n"
+        "registry.load_framework('pytorch')\n"
+        "assert registry.pm.hook.model_config_class().__name__ == 'PytorchModelConfig'\n"
+        "assert installed_framework_info('pytorch').libraries == ('torch',)\n"
+        "print(sorted(m for m in ('torch', 'torchinfo') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_missing_library_still_fails_the_plugin_load(tmp_path: Path) -> None:
+    """require_modules: a plugin importing its library lazily still fails at load, named."""
+    from modelcycle.core.plugin_types import require_modules
+
+    require_modules("json", "pathlib")  # installed: nothing happens
+    with pytest.raises(ModuleNotFoundError, match="no_such_library_xyz") as caught:
+        require_modules("json", "no_such_library_xyz")
+    assert caught.value.name == "no_such_library_xyz"

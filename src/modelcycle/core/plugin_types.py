@@ -11,7 +11,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["SERVING_STATUSES", "FrameworkInfo", "ProcessGroup", "GovernanceBackend", "MonitoringBackend"]
+__all__ = ["SERVING_STATUSES", "FrameworkInfo", "ProcessGroup", "GovernanceBackend", "MonitoringBackend",
+           "require_modules"]
 
 #: Opens a multi-host training process group: called as ``process_group(backend, rank,
 #: world_size, timeout_s)``, it returns a context manager that joins the group on enter, yields a
@@ -23,6 +24,21 @@ ProcessGroup = Callable[[str, int, int, float], AbstractContextManager[Callable[
 #: and ``Degraded`` (it answers, but something beside scoring is impaired, e.g. its payload
 #: drainer is restarting; the record's ``status_reason`` says what).
 SERVING_STATUSES = frozenset({"InService", "Degraded"})
+
+
+def require_modules(*names: str) -> None:
+    """Raise :class:`ModuleNotFoundError` for the first of ``names`` that is not installed, without
+    importing any of them.
+
+    For a plugin that imports its heavy library lazily inside its hooks: called when the plugin
+    module loads, it still makes a missing library fail the plugin's load (which names the extra
+    to install) rather than its first hook call.
+    """
+    from importlib.util import find_spec
+
+    for name in names:
+        if find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
 
 @dataclass(frozen=True)

@@ -10,26 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
 from modelcycle.core.markers import hookimpl
-from modelcycle.core.plugin_types import FrameworkInfo
+from modelcycle.core.plugin_types import FrameworkInfo, require_modules
 from modelcycle.lib.examples import packaged_example_files, packaged_examples
-from modelcycle.lib.torch import artifact, checkpoint
-from modelcycle.lib.torch import training as torch_training
 from modelcycle.lib.torch.config import PytorchModelConfig
 from modelcycle.lib.torch.distributed import process_group
-from modelcycle.lib.torch.nets import build_net_for
-from modelcycle.lib.torch.user_net import LogProbs, build_user_net
-from modelcycle.plugins.pytorch import training
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
     from modelcycle.core.datasets import Dataset, Split
     from modelcycle.core.serving.context import ServingContext
     from modelcycle.core.training import TrainingContext, TrainingResult
 
-WEIGHTS = artifact.WEIGHTS
+# torch is imported by the hooks that use it: loading the plugin to read framework_info or
+# validate ``model:`` (a script-mode run's parent process) stays light. A missing torch still
+# fails here, when the plugin loads, naming the extra to install.
+require_modules("torch")
 
 
 @hookimpl
@@ -59,6 +57,12 @@ def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: Tra
     checked with one forward on two real training records (``(2, num_classes)``) and wrapped
     in :class:`~modelcycle.lib.torch.user_net.LogProbs` per its ``output``; its code is
     recorded in ``context.user_code`` for the model directory."""
+    import torch
+
+    from modelcycle.lib.torch import training as torch_training
+    from modelcycle.lib.torch.nets import build_net_for
+    from modelcycle.lib.torch.user_net import LogProbs, build_user_net
+
     torch.manual_seed(context.hyperparameters.seed)
     if model_config.user_class is None:
         return build_net_for(model_config, context.input_shape, len(dataset.classes))
@@ -85,46 +89,64 @@ def summarize_model(model: torch.nn.Module, context: TrainingContext) -> str:
 
 @hookimpl
 def train_step(model: torch.nn.Module, batch: Any, context: TrainingContext) -> float:
+    from modelcycle.plugins.pytorch import training
+
     return training.train_step(model, batch, context)
 
 
 @hookimpl
 def fit(model: torch.nn.Module, dataset: Dataset, context: TrainingContext) -> TrainingResult:
+    import torch
+
+    from modelcycle.plugins.pytorch import training
+
     torch.manual_seed(context.hyperparameters.seed + context.rank)  # distinct dropout per rank
     return training.fit(model, dataset, context)
 
 
 @hookimpl
 def evaluate(model: torch.nn.Module, split: Split, context: TrainingContext) -> dict[str, float]:
+    from modelcycle.lib.torch import training as torch_training
+
     return torch_training.evaluate(model, split, context)
 
 
 @hookimpl
 def save_model(model: torch.nn.Module, model_dir: Path, context: TrainingContext) -> list[str]:
     """The bare network's ``state_dict`` as ``model.pth``."""
+    from modelcycle.lib.torch import artifact
+
     return artifact.save_weights(model, model_dir)
 
 
 @hookimpl
 def save_checkpoint(model: torch.nn.Module, directory: Path, context: TrainingContext) -> list[str]:
     """Weights, optimizer, schedule and RNG states as one ``weights_only`` torch file."""
+    from modelcycle.lib.torch import checkpoint
+
     return checkpoint.save_training_state(model, directory, context)
 
 
 @hookimpl
 def load_checkpoint(model: torch.nn.Module, directory: Path, context: TrainingContext) -> bool:
+    from modelcycle.lib.torch import checkpoint
+
     return checkpoint.load_training_state(model, directory, context)
 
 
 @hookimpl
 def model_fn(model_dir: Path, context: ServingContext) -> torch.nn.Module:
     """Rebuild the network from the manifest and load its weights safely."""
+    from modelcycle.lib.torch import artifact
+
     return artifact.load_model(model_dir, context)
 
 
 @hookimpl
 def predict_fn(data: np.ndarray, model: torch.nn.Module, context: ServingContext) -> np.ndarray:
     """Normalise raw pixels as in training, forward, and return probabilities ``(N, K)``."""
+    from modelcycle.lib.torch import artifact
+
     return artifact.predict(data, model, context)
 
 
