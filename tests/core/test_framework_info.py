@@ -184,9 +184,14 @@ def test_the_factsheet_framework_row_lists_the_declared_libraries_only() -> None
     assert [name for name, _ in _framework_libraries(recorded)] == ["lightning", "torch"]
 
 
-def test_pytorch_plugin_loads_without_importing_torch() -> None:
+@pytest.mark.parametrize(("framework", "config_class", "libraries"), [
+    ("pytorch", "PytorchModelConfig", ("torch", "torchinfo")),
+    ("keras", "KerasModelConfig", ("keras", "tensorflow")),
+])
+def test_framework_plugins_load_without_importing_their_library(framework: str, config_class: str,
+                                                                 libraries: tuple[str, ...]) -> None:
     """A script-mode run's parent loads the framework only for framework_info and ``model:``:
-    that must not import torch (2+ s), which only the job itself needs."""
+    that must not import torch or TensorFlow (2-5 s), which only the job itself needs."""
     import subprocess
     import sys
 
@@ -195,10 +200,10 @@ def test_pytorch_plugin_loads_without_importing_torch() -> None:
         "from modelcycle.core.providers import installed_framework_info\n"
         "from modelcycle.core.registry import PluginRegistry\n"
         "registry = PluginRegistry()\n"
-        "registry.load_framework('pytorch')\n"
-        "assert registry.pm.hook.model_config_class().__name__ == 'PytorchModelConfig'\n"
-        "assert installed_framework_info('pytorch').libraries == ('torch',)\n"
-        "print(sorted(m for m in ('torch', 'torchinfo') if m in sys.modules))\n"
+        f"registry.load_framework({framework!r})\n"
+        f"assert registry.pm.hook.model_config_class().__name__ == {config_class!r}\n"
+        f"assert installed_framework_info({framework!r}).libraries\n"
+        f"print(sorted(m for m in {libraries!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -1,8 +1,8 @@
 """The Keras 3 framework plugin (entry point ``keras`` in ``modelcycle.frameworks``).
 
-TensorFlow is imported only when this package is, i.e. when a use case selects
-``framework: keras``; its C++ log noise is turned down first (``TF_CPP_MIN_LOG_LEVEL=2`` unless the
-environment already says otherwise).
+TensorFlow is imported only when a hook of this package needs it (a use case selecting
+``framework: keras`` trains or serves); its C++ log noise is turned down first
+(``TF_CPP_MIN_LOG_LEVEL=2`` unless the environment already says otherwise).
 """
 
 import os

@@ -13,24 +13,26 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import keras
-import numpy as np
-import tensorflow as tf
-
 from modelcycle.core.errors import ArtifactError
 from modelcycle.core.markers import hookimpl
-from modelcycle.core.plugin_types import FrameworkInfo
+from modelcycle.core.plugin_types import FrameworkInfo, require_modules
 from modelcycle.lib.examples import packaged_example_files, packaged_examples
-from modelcycle.plugins.keras import model as km
 from modelcycle.plugins.keras.config import KerasModelConfig
-from modelcycle.plugins.keras.user_model import build_user_model, ensure_compiled
 
 if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import numpy as np
+
     from modelcycle.core.datasets import Dataset, Split
     from modelcycle.core.serving.context import ServingContext
     from modelcycle.core.training import TrainingContext, TrainingResult
 
 log = logging.getLogger(__name__)
+
+# Keras and TensorFlow are imported by the hooks that use them (through .model): loading the
+# plugin to read framework_info or validate ``model:`` (a script-mode run's parent) stays light.
+# A missing library still fails here, when the plugin loads, naming the extra to install.
+require_modules("keras", "tensorflow")
 
 MODEL_FILE = "model.keras"
 #: TensorFlow Serving layout: ``<model_dir>/model/<version>/saved_model.pb``
@@ -62,6 +64,11 @@ def build_model(model_config: KerasModelConfig, dataset: Dataset, context: Train
     With ``class`` the user's function is called, its model checked on two real training
     records and compiled unless it already is (:mod:`.user_model`); its code is recorded in
     ``context.user_code`` for the model directory."""
+    import keras
+
+    from modelcycle.plugins.keras import model as km
+    from modelcycle.plugins.keras.user_model import build_user_model, ensure_compiled
+
     hp = context.hyperparameters
     keras.utils.set_random_seed(hp.seed)
     steps = hp.epochs * km.steps_per_epoch(len(dataset.train), hp.batch_size)
@@ -86,16 +93,22 @@ def summarize_model(model: keras.Model, context: TrainingContext) -> str:
 
 @hookimpl
 def train_step(model: keras.Model, batch: Any, context: TrainingContext) -> float:
+    from modelcycle.plugins.keras import model as km
+
     return km.train_step(model, batch, context)
 
 
 @hookimpl
 def fit(model: keras.Model, dataset: Dataset, context: TrainingContext) -> TrainingResult:
+    from modelcycle.plugins.keras import model as km
+
     return km.fit(model, dataset, context)
 
 
 @hookimpl
 def evaluate(model: keras.Model, split: Split, context: TrainingContext) -> dict[str, float]:
+    from modelcycle.plugins.keras import model as km
+
     return km.evaluate(model, split, context)
 
 
@@ -109,16 +122,22 @@ def save_model(model: keras.Model, model_dir: Path, context: TrainingContext) ->
 
 @hookimpl
 def save_checkpoint(model: keras.Model, directory: Path, context: TrainingContext) -> list[str]:
+    from modelcycle.plugins.keras import model as km
+
     return km.save_checkpoint(model, directory)
 
 
 @hookimpl
 def load_checkpoint(model: keras.Model, directory: Path, context: TrainingContext) -> bool:
+    from modelcycle.plugins.keras import model as km
+
     return km.load_checkpoint(model, directory)
 
 
 def _set_threads(threads: int) -> None:
     """Intra- and inter-op threads; TF accepts them only before its runtime starts."""
+    import tensorflow as tf
+
     threading = tf.config.threading
     if threading.get_intra_op_parallelism_threads() == threads and threading.get_inter_op_parallelism_threads() == threads:
         return
@@ -133,6 +152,10 @@ def _set_threads(threads: int) -> None:
 def model_fn(model_dir: Path, context: ServingContext) -> keras.Model:
     """Load ``model.keras`` safely and trace its forward once for any batch size (a user
     model's file is imported first from the model directory's ``code/user/``)."""
+    import keras
+
+    from modelcycle.plugins.keras import model as km
+
     threads = os.environ.get("MODELCYCLE_SERVING_THREADS")
     if threads:
         _set_threads(int(threads))
@@ -168,6 +191,10 @@ def predict_fn(data: np.ndarray, model: keras.Model, context: ServingContext) ->
     """Normalise raw ``(N, C, H, W)`` pixels as in training, go channels-last (or encode raw
     tabular records ``(N, F)``), and return the softmax probabilities ``(N, K)`` of
     ``model(x, training=False)``."""
+    import numpy as np
+
+    from modelcycle.plugins.keras import model as km
+
     normalised = context.normalize(data)
     inputs = np.ascontiguousarray(normalised if normalised.ndim == 2 else normalised.transpose(0, 2, 3, 1),
                                   dtype=np.float32)
