@@ -186,6 +186,7 @@ def test_the_factsheet_framework_row_lists_the_declared_libraries_only() -> None
 
 @pytest.mark.parametrize(("framework", "config_class", "libraries"), [
     ("pytorch", "PytorchModelConfig", ("torch", "torchinfo")),
+    ("lightning", "PytorchModelConfig", ("lightning", "torch")),
     ("keras", "KerasModelConfig", ("keras", "tensorflow")),
 ])
 def test_framework_plugins_load_without_importing_their_library(framework: str, config_class: str,

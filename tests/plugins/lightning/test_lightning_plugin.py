@@ -83,18 +83,24 @@ def test_registry_loads_lightning_with_every_required_hook() -> None:
     assert registry.pm.hook.model_config_class() is PytorchModelConfig
 
 
-def test_lightning_is_imported_only_when_selected() -> None:
+def test_lightning_is_imported_only_when_a_hook_needs_it() -> None:
+    """Neither loading the pytorch plugin nor loading this one (framework_info, ``model:``) imports
+    Lightning; training does (through :mod:`modelcycle.plugins.lightning.training`)."""
     code = (
         "import sys, modelcycle, modelcycle.cli\n"
         "from modelcycle.core.registry import PluginRegistry\n"
         "PluginRegistry().load_framework('pytorch')\n"
         "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))\n"
-        "PluginRegistry().load_framework('lightning')\n"
+        "registry = PluginRegistry()\n"
+        "registry.load_framework('lightning')\n"
+        "registry.pm.hook.framework_info()\n"
+        "print('lightning' in sys.modules)\n"
+        "import modelcycle.plugins.lightning.training\n"
         "print('lightning' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["[]", "True"]
+    assert result.stdout.split("\n")[:3] == ["[]", "False", "True"]
 
 
 def test_summary_shows_the_seed_module_and_convnet_parameter_counts(data_dir: Path) -> None:
