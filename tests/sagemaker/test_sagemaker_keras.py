@@ -59,14 +59,20 @@ Context = namedtuple("Context", "model_name, model_version, method, rest_uri, gr
                                 "custom_attributes, request_content_type, accept_header, content_length")
 
 
-class SageMakerRecorder:
-    """WSGI middleware over moto recording every SageMaker API request ``(action, request)``."""
+class FakeSageMaker:
+    """WSGI middleware over moto recording every SageMaker API request ``(action, request)``;
+    with ``container`` set (``(body, content_type, accept) -> (status, body, type)``), it answers
+    InvokeEndpoint as SageMaker's runtime does: the container's 200 as is, any other status as a
+    ``ModelError`` (HTTP 424) carrying ``OriginalStatusCode`` and ``OriginalMessage``."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.log: list[tuple[str, dict[str, Any]]] = []
+        self.container: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.container is not None and re.fullmatch(r"/endpoints/[^/]+/invocations", environ.get("PATH_INFO", "")):
+            return self._invoke(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("SageMaker."):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -76,6 +82,21 @@ class SageMakerRecorder:
 
     def requests(self, action: str) -> list[dict[str, Any]]:
         return [request for name, request in self.log if name == action]
+
+    def _invoke(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        status, answer, answer_type = self.container(body, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
+        if status == 200:
+            start_response("200 OK", [("Content-Type", answer_type), ("Content-Length", str(len(answer))),
+                                      ("x-Amzn-Invoked-Production-Variant", "AllTraffic")])
+            return [answer]
+        message = answer.decode(errors="replace")
+        error = json.dumps({"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": status,
+                            "OriginalMessage": message, "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group",
+                            "Message": f"Received server error ({status}) from primary with message \"{message}\""}).encode()
+        start_response("424 Failed Dependency", [("Content-Type", "application/json"), ("Content-Length", str(len(error))),
+                                                 ("x-amzn-ErrorType", "ModelError:http://internal.amazon.com/coral/com.amazon.sagemaker/")])
+        return [error]
 
 
 def find_models(base: Path) -> dict[str, Path]:
@@ -239,7 +260,7 @@ def deployed(aws: Any, keras_use_case: Path, tmp_path: Path) -> Iterator[dict[st
 
     from modelcycle.core.lifecycle import UseCase
 
-    recorder = SageMakerRecorder(aws.app)
+    recorder = FakeSageMaker(aws.app)
     aws.app = recorder
     use_case = UseCase(keras_use_case)
     local_model_dir = Path(use_case.state().stage("train").outputs["model_dir"])
@@ -253,7 +274,7 @@ def deployed(aws: Any, keras_use_case: Path, tmp_path: Path) -> Iterator[dict[st
             names = set(tar.getnames())
             tar.extractall(opt_ml_model, filter="data")
         yield {"endpoint": endpoint, "request": request, "names": names, "model_dir": opt_ml_model,
-               "local_model_dir": local_model_dir}
+               "local_model_dir": local_model_dir, "sagemaker": recorder}
     finally:
         use_case.cleanup()
 
@@ -357,8 +378,42 @@ def test_the_archives_handlers_answer_as_the_local_endpoint_through_tensorflow_s
             assert endpoints._client_error(status, answer.decode()) == (expected_status, expected.decode())
         assert len(tfs.requests) == seen  # refused before TF Serving
 
+        # through modelcycle's SageMaker client (SDK Predictor → runtime → this container): the same
+        # answer as locally, and a client's mistake as the local 4xx and message
+        deployed["sagemaker"].container = lambda body, content_type, accept: invoke_container(
+            inference, rest_uri, body, content_type, accept)
+        endpoint = deployed["endpoint"]
+        status, answer, answer_type = endpoints.invoke(endpoint, json_body, "application/json", "application/json")
+        assert (status, answer_type) == (200, "application/json")
+        assert [row[0] for row in json.loads(answer)["predictions"][0]["values"]] == [row[0] for row in want_rows]
+        bad = b'{"input_data": [{"values": [[1, 2, 3]]}]}'
+        status, answer, _ = endpoints.invoke(endpoint, bad, "application/json", "application/json")
+        expected_status, expected = locally(bad, "application/json", "application/json")
+        assert (status, json.loads(answer)["error"]) == (expected_status, expected.decode())
+        assert status == 400
+
         # TF Serving's own failure (here: the model name is wrong) is a server error, not a client's
         status, answer, _ = invoke_container(inference, f"{tfs.url}/v1/models/nope:predict", json_body,
                                              "application/json", None)
         assert status == 500 and "TensorFlow Serving answered 404" in json.loads(answer)["error"]
         assert endpoints._client_error(status, answer.decode())[0] == 500
+
+
+def test_a_keras_model_without_its_savedmodel_is_refused_before_any_aws_call(
+    no_internet: list[Any], keras_use_case: Path, tmp_path: Path,
+) -> None:
+    import shutil
+
+    from conftest import copy_model
+
+    from modelcycle.core.config import ServingConfig
+    from modelcycle.core.errors import ConfigError
+    from modelcycle.core.lifecycle import UseCase
+    from modelcycle.platforms.sagemaker import endpoints
+
+    model_dir = copy_model(Path(UseCase(keras_use_case).state().stage("train").outputs["model_dir"]), tmp_path / "m")
+    shutil.rmtree(model_dir / "model")
+    settings = ServingConfig(platform="sagemaker", role=ROLE, bucket=BUCKET)
+    with pytest.raises(ConfigError, match=r"no TensorFlow Serving SavedModel \(model/1/saved_model\.pb\).*retrain"):
+        endpoints.deploy("k", model_dir, settings, tmp_path / ".modelcycle")
+    assert no_internet == []

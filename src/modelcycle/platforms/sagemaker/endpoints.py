@@ -238,7 +238,8 @@ def _servable(model_dir: Path) -> Any:
     """The manifest of ``model_dir`` when SageMaker has a container for it.
 
     Raises:
-        ConfigError: a framework SageMaker cannot serve with these handlers.
+        ConfigError: a framework SageMaker cannot serve with these handlers; a built-in keras
+            model without the TensorFlow Serving SavedModel (``model/1/``).
     """
     from modelcycle.core.artifacts import read_manifest
 
