@@ -2,7 +2,19 @@
 
 The endpoint runs the artifact's ``code/inference.py`` in AWS's PyTorch inference container:
 the same ``model_fn/input_fn/predict_fn/output_fn`` handlers the local endpoint runs, so a
-request body that scores locally scores the same way there. A script-mode model
+request body that scores locally scores the same way there.
+
+A built-in keras model is served in SageMaker's TensorFlow inference container (the image
+``TensorFlowModel`` picks), by TensorFlow Serving from the SavedModel the keras plugin exports
+under ``model/1/`` (TF Serving's ``<name>/<version>/saved_model.pb`` layout, served as model
+``model``), with modelcycle's ``input_handler``/``output_handler`` as ``code/inference.py``
+(:mod:`modelcycle.core.serving.tfs`). Chosen over running modelcycle's own four handlers because
+that image has no handler dispatch for them: its Python service only calls
+``input_handler(data, context)`` → TF Serving's REST predict → ``output_handler(response,
+context)``, a documented contract a test replays against a loopback TF Serving REST emulator.
+The handlers decode and encode with the local endpoint's codecs, so the same JSON/NPY requests
+get the same responses; the container answers a handler's error with 500, so a client's mistake
+carries its 4xx in the error text and :func:`invoke` reports that 4xx. A script-mode model
 (``Manifest.script``) runs the user's own handlers instead (``serving.entry_point`` with the
 model's ``code/`` as source dir) in the PyTorch or TensorFlow inference container.
 
@@ -66,12 +78,18 @@ def _serving_code(model_dir: Path, manifest: Any, requirements: list[str] | None
     without any index having modelcycle: wheels of the running modelcycle and of the plugin
     distributions the manifest's providers name, shipped beside it and pinned without an extra
     (no torch or TensorFlow; the container has its own), then what the framework declares a
-    serving container needs besides. ``requirements`` (``training.requirements``) replaces it."""
+    serving container needs besides. ``requirements`` (``training.requirements``) replaces it.
+    A built-in keras model's ``inference.py`` is TensorFlow Serving's handlers
+    (:data:`modelcycle.core.serving.tfs.ENTRY_POINT`)."""
     from modelcycle.core.providers import MODELCYCLE, container_requirements, installed_framework_info
     from modelcycle.core.wheels import ship_wheels, wheel_requirements
 
     code = target / "code"
     shutil.copytree(model_dir / "code", code)
+    if _tfs_env(manifest) is not None:  # keras: TF Serving's pre/post-processing handlers
+        from modelcycle.core.serving.tfs import ENTRY_POINT
+
+        (code / "inference.py").write_text(ENTRY_POINT)
     if requirements is None:
         info = installed_framework_info(manifest.framework)
         framework = manifest.providers.get("framework")
@@ -220,7 +238,8 @@ def _servable(model_dir: Path) -> Any:
     """The manifest of ``model_dir`` when SageMaker has a container for it.
 
     Raises:
-        ConfigError: a framework SageMaker cannot serve with these handlers.
+        ConfigError: a framework SageMaker cannot serve with these handlers; a built-in keras
+            model without the TensorFlow Serving SavedModel (``model/1/``).
     """
     from modelcycle.core.artifacts import read_manifest
 
@@ -229,13 +248,36 @@ def _servable(model_dir: Path) -> Any:
     if script and manifest.framework not in aws.SDK_FRAMEWORK:
         raise ConfigError(f"a script-mode '{manifest.framework}' model has no SageMaker inference container "
                           f"(frameworks {', '.join(aws.SDK_FRAMEWORK)}); serve it locally (serving.platform: local)")
-    if not script and aws.SDK_FRAMEWORK.get(manifest.framework) != "pytorch":
+    if not script and manifest.framework not in aws.SDK_FRAMEWORK:
         raise ConfigError(
             f"serving a '{manifest.framework}' model on SageMaker is not supported yet: modelcycle's "
-            "handlers run in the PyTorch inference container (frameworks pytorch, lightning); "
-            "serve it locally (serving.platform: local)"
+            "handlers run in the PyTorch inference container (frameworks pytorch, lightning) and keras "
+            "models in TensorFlow Serving; serve it locally (serving.platform: local)"
+        )
+    if not script and aws.SDK_FRAMEWORK[manifest.framework] == "tensorflow" and not _tfs_model(model_dir):
+        raise ConfigError(
+            f"{model_dir} has no TensorFlow Serving SavedModel ({_TFS_SAVED_MODEL}), which SageMaker's "
+            "TensorFlow container serves: retrain the use case with this modelcycle (modelcycle train --force)"
         )
     return manifest
+
+
+_TFS_SAVED_MODEL = "model/1/saved_model.pb"
+
+
+def _tfs_model(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds the keras plugin's SavedModel where TF Serving finds it."""
+    return (Path(model_dir) / _TFS_SAVED_MODEL).is_file()
+
+
+def _tfs_env(manifest: Any) -> dict[str, str] | None:
+    """The TensorFlow container's environment for a built-in keras model: the SavedModel's name
+    pinned (the container would otherwise take the first one it finds); ``None`` otherwise."""
+    if manifest.script is not None or aws.SDK_FRAMEWORK.get(manifest.framework) != "tensorflow":
+        return None
+    from modelcycle.core.serving.tfs import MODEL_NAME
+
+    return {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": MODEL_NAME}
 
 
 def _run_model_dir(work_dir: Path, run: str) -> Path:
@@ -328,6 +370,7 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
                 sagemaker_session=sm_session,
                 name=name,
                 code_location=settings.s3_uri("models"),
+                env=_tfs_env(built),
             )
 
         model = build(model_dir, manifest, fallback["job"], model_name)
@@ -423,9 +466,24 @@ def invoke(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str
         status = int(response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
         error = response.get("Error", {})
         message = response.get("OriginalMessage") or error.get("Message") or str(exc)
+        status, message = _client_error(status, message)
         return status, json.dumps({"error": message, "code": error.get("Code")}).encode(), "application/json"
     except BotoCoreError as exc:
         raise aws.aws_error(f"invoking endpoint {endpoint['name']}", exc) from exc
+
+
+def _client_error(status: int, message: str) -> tuple[int, str]:
+    """The 4xx and message of a client's mistake that TensorFlow Serving's container answered
+    with 500 (``{"error": "client error 4xx: ..."}``, :mod:`modelcycle.core.serving.tfs`);
+    ``(status, message)`` unchanged otherwise."""
+    from modelcycle.core.serving.tfs import parse_client_error
+
+    try:
+        text = json.loads(message).get("error") if status == 500 else None
+    except (ValueError, AttributeError):
+        text = None
+    parsed = parse_client_error(text) if isinstance(text, str) else None
+    return parsed if parsed is not None else (status, message)
 
 
 def _missing(exc: Any) -> bool:
