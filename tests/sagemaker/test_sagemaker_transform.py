@@ -49,6 +49,8 @@ class FakeTransformService:
         self.app = app
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.models: dict[str, dict[str, Any]] = {}
+        self.fail_with: str | None = None  # the next job fails with this FailureReason
+        self._failed: dict[str, str] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -61,8 +63,27 @@ class FakeTransformService:
         if action == "CreateModel":
             self.models[request["ModelName"]] = request
         if action == "CreateTransformJob":
-            self._run(request)
+            if self.fail_with is not None:
+                self._failed[request["TransformJobName"]], self.fail_with = self.fail_with, None
+            else:
+                self._run(request)
+        if action == "DescribeTransformJob" and request["TransformJobName"] in self._failed:
+            return self._failed_answer(environ, start_response, self._failed[request["TransformJobName"]])
         return self.app(environ, start_response)
+
+    def _failed_answer(self, environ: dict[str, Any], start_response: Any, reason: str) -> list[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.update(status=status, headers=headers)
+            return lambda data: None
+
+        document = json.loads(b"".join(self.app(environ, capture)))
+        document.update(TransformJobStatus="Failed", FailureReason=reason)
+        payload = json.dumps(document, default=str).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(payload)))])
+        return [payload]
 
     def requests(self, action: str) -> list[dict[str, Any]]:
         return [request for name, request in self.log if name == action]
@@ -291,3 +312,21 @@ def test_the_command_line_runs_a_job_with_platform(
     assert "sagemaker transform job sm-transform-transform-" in out and f"wrote {tmp_path / 'o.jsonl'}" in out
     assert len(_lines((tmp_path / "o.jsonl").read_bytes())) == 1
     assert len(service.requests("CreateTransformJob")) == 1
+
+
+def test_a_failed_job_reports_sagemakers_reason_and_writes_nothing(
+    service: FakeTransformService, use_case_dir: Path, folder: Path, tmp_path: Path
+) -> None:
+    import boto3
+
+    from modelcycle.core.errors import StageError
+    from modelcycle.core.lifecycle import UseCase
+
+    service.fail_with = "ClientError: See job logs for more information"
+    output = tmp_path / "job.jsonl"
+    with pytest.raises(StageError, match=r"transform job sm-transform-transform-\S+ ended Failed: ClientError: See job "
+                                         r"logs for more information\. Its logs are in CloudWatch"):
+        UseCase(use_case_dir).transform(output, input=folder)
+    assert not output.exists()
+    assert len(service.requests("CreateTransformJob")) == 1
+    assert boto3.client("sagemaker", region_name=REGION).list_models()["Models"] == []  # the job's model is removed

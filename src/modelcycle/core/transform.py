@@ -23,6 +23,12 @@ store (the same :class:`~modelcycle.core.monitoring.records.PayloadRecord` an en
 ``{batch id}-{i}`` as the endpoint gives a request's records) and forwarded to the monitoring
 backend, so ``evaluate`` and ``log-feedback`` see them; batch records carry no latency.
 
+The input may also be a prefix URI (``s3://bucket/prefix/``: its objects are downloaded and
+scored as a folder, source names being the keys relative to the prefix) and the output an object
+URI (uploaded once written); with ``--platform sagemaker`` (or ``serving.platform: sagemaker``) the
+records are scored as a SageMaker batch transform job instead, in the same output shape
+(:mod:`~modelcycle.core.transform_remote`).
+
 Nothing is written unless every input is valid: malformed lines, unreadable ``.npy`` files and
 unsupported files are listed (``file:line: what is wrong``) in one :class:`TransformError`, or
 with ``skip_invalid`` skipped and reported in the result. The output appears atomically, and an

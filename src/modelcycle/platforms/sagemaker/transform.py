@@ -37,12 +37,11 @@ _SCHEME = "s3://"
 
 
 def _client(uri: str) -> Any:
-    """An S3 client of boto3's default region (bucket operations find the bucket's own)."""
+    """An S3 client in ``MODELCYCLE_SAGEMAKER_REGION``, else boto3's configured region (S3
+    redirects bucket operations to the bucket's own)."""
     import os
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") \
-        or os.environ.get(aws.ENV_REGION) or "us-east-1"
-    return aws.boto_session(region).client("s3")
+    return aws.boto_session(os.environ.get(aws.ENV_REGION) or None).client("s3")  # type: ignore[arg-type]
 
 
 def _missing_bucket(exc: Any) -> bool:
