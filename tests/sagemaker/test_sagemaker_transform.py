@@ -249,7 +249,7 @@ def test_an_s3_prefix_scores_locally_as_the_same_folder_and_the_output_goes_to_s
 
 
 def test_an_s3_prefix_of_npy_objects_is_scored_where_it_is_one_request_per_object(
-    service: FakeTransformService, use_case_dir: Path, folder: Path, tmp_path: Path
+    service: FakeTransformService, use_case_dir: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modelcycle.core.lifecycle import UseCase
 
@@ -263,9 +263,20 @@ def test_an_s3_prefix_of_npy_objects_is_scored_where_it_is_one_request_per_objec
     assert create["TransformInput"] == {
         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/arrays/"}},
         "ContentType": "application/x-npy"}  # SplitType None: each object is one request
+    assert create["MaxPayloadInMB"] == 6  # the largest object (4 KB) fits SageMaker's default
     assert result["job"]["input_uri"] == f"s3://{BUCKET}/arrays/"
     assert result["records"] == 6
     _assert_same_records(_lines((tmp_path / "job.jsonl").read_bytes()), _lines((tmp_path / "local.jsonl").read_bytes()))
+
+    # an object above the request limit (here lowered to 0 MB) is named before any job starts
+    from modelcycle.core.transform import TransformError
+    from modelcycle.platforms.sagemaker import transform
+
+    monkeypatch.setattr(transform, "_MAX_PAYLOAD_MB", 0)
+    with pytest.raises(TransformError, match=r"s3://modelcycle-test-bucket/arrays/a\.npy is 1 MB: .* at most 0 MB.*"
+                                             r"--platform local"):
+        use_case.transform(tmp_path / "job2.jsonl", input=f"s3://{BUCKET}/arrays/")
+    assert len(service.requests("CreateTransformJob")) == 1
 
 
 def test_bad_s3_inputs_are_named_with_the_fix(

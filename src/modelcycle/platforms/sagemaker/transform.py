@@ -10,7 +10,8 @@
   ``<prefix>/transform/<job>/output/``, waited on. SageMaker's output contract: one
   ``<input key>.out`` per input object; with ``SplitType: Line`` each line of the input is one
   request (``SingleRecord``: one line per request) and its answer one line of the ``.out``; with
-  ``SplitType: None`` the whole object is one request and the ``.out`` its answer. The ``.out``
+  ``SplitType: None`` the whole object is one request (``MaxPayloadInMB`` sized to the largest
+  object, at most SageMaker's 100) and the ``.out`` its answer. The ``.out``
   objects are downloaded; the job's transient SageMaker model is deleted afterwards (the S3
   objects stay, they are the job's record).
 
@@ -34,6 +35,7 @@ __all__ = ["fetch_input", "store_output", "run_job"]
 
 _POLL_S = (1, 2, 4, 8, 15, 30)
 _SCHEME = "s3://"
+_MAX_PAYLOAD_MB = 100  # SageMaker's limit for one transform request
 
 
 def _client(uri: str) -> Any:
@@ -148,6 +150,27 @@ def _wait(client: Any, job_name: str, timeout_s: float) -> dict[str, Any]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _max_payload_mb(s3: Any, input_uri: str) -> int:
+    """``MaxPayloadInMB`` for whole-object requests (``SplitType: None``): the largest object
+    under ``input_uri`` rounded up, at least SageMaker's default 6.
+
+    Raises:
+        TransformError: an object above SageMaker's 100 MB request limit (named, with the fix).
+    """
+    bucket, prefix = aws.s3_split(input_uri)
+    largest, largest_key = 0, ""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Size"] > largest:
+                largest, largest_key = item["Size"], item["Key"]
+    megabytes = -(-largest // (1 << 20))
+    if megabytes > _MAX_PAYLOAD_MB:
+        raise TransformError(f"s3://{bucket}/{largest_key} is {megabytes} MB: a SageMaker transform request holds at "
+                             f"most {_MAX_PAYLOAD_MB} MB and each .npy object is one request; split it into smaller "
+                             "arrays, or score it in this process (--platform local)")
+    return max(6, megabytes)
+
+
 def _upload_folder(s3: Any, folder: Path, uri: str) -> int:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     for file in files:
@@ -202,6 +225,7 @@ def run_job(name: str, model_dir: Path, settings_section: Any, work_dir: Path, i
             print(f"uploaded {uploaded} request file(s) to {input_uri}", file=sys.stderr, flush=True)
         else:
             input_uri = str(input)
+        max_payload = _max_payload_mb(s3, input_uri) if split_type is None else None
         with tempfile.TemporaryDirectory(prefix="modelcycle-sm-") as scratch:
             model = endpoints.sagemaker_model(
                 model_dir, manifest, job_name, settings=settings, section=settings_section, session=session,
@@ -214,7 +238,7 @@ def run_job(name: str, model_dir: Path, settings_section: Any, work_dir: Path, i
         transformer = Transformer(
             model_name=model.name, instance_count=settings_section.instance_count,
             instance_type=settings_section.instance_type, strategy="SingleRecord", assemble_with="Line",
-            output_path=output_uri, accept="application/json", sagemaker_session=sm_session,
+            output_path=output_uri, accept="application/json", max_payload=max_payload, sagemaker_session=sm_session,
         )
         print(f"Transforming {input_uri} with model {model.name} ({settings_section.instance_count} x "
               f"{settings_section.instance_type}) into {output_uri}", file=sys.stderr, flush=True)
