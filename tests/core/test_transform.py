@@ -159,8 +159,8 @@ def test_bad_inputs_and_outputs_are_refused_with_the_fix(served: Path, tmp_path:
     (tmp_path / "in" / "table.csv").unlink()
     with pytest.raises(TransformError, match="text.npy: the array must hold numbers"):
         use_case.transform(output, input=tmp_path / "in")
-    with pytest.raises(TransformError, match=r"s3:// is not supported yet.*--input DIR.*--split"):
-        use_case.transform(output, input="s3://bucket/prefix/")
+    with pytest.raises(TransformError, match=r"--input gs://bucket/prefix/: no installed platform reads gs:// URIs"):
+        use_case.transform(output, input="gs://bucket/prefix/")
     with pytest.raises(TransformError, match="exactly one of --input"):
         use_case.transform(output)
     with pytest.raises(TransformError, match="inside the input folder"):

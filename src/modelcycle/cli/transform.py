@@ -34,7 +34,7 @@ def cmd_transform(args: argparse.Namespace, use_case: Callable[[Any], Any], prin
     with _progress_bar(not args.json and sys.stderr.isatty()) as progress:
         result = use_case(args).transform(
             args.output, input=args.input, split=args.split, batch_size=args.batch_size, log_payload=args.log_payload,
-            force=args.force, skip_invalid=args.skip_invalid, progress=progress,
+            force=args.force, skip_invalid=args.skip_invalid, progress=progress, platform=args.platform,
         )
     if args.json:
         print_json(result)
@@ -42,6 +42,9 @@ def cmd_transform(args: argparse.Namespace, use_case: Callable[[Any], Any], prin
     rate = result["records_per_second"]
     print(f"scored {result['records']} records from {len(result['sources'])} source(s) in {result['seconds']:.2f}s "
           f"({rate:.0f} records/s) with run {result['run_id']}")
+    if result.get("job"):
+        print(f"{result['platform']} transform job {result['job']['job_name']}: {result['job']['input_uri']} -> "
+              f"{result['job']['output_uri']}")
     print(f"wrote {result['output']}")
     for problem in result["invalid"]:
         print(f"skipped {problem}")
@@ -53,12 +56,17 @@ def cmd_transform(args: argparse.Namespace, use_case: Callable[[Any], Any], prin
 def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Callable[[Any], None]) -> None:
     """Add ``transform`` to the ``modelcycle`` parser."""
     parser = commands.add_parser(
-        "transform", help="score a data set split or a folder of .npy/.jsonl files in-process into a JSON Lines file")
+        "transform", help="score a data set split or a folder of .npy/.jsonl files (local or s3://) in-process or as a "
+                         "SageMaker batch job into a JSON Lines file")
     parser.add_argument("--input", metavar="PATH",
                         help="a folder of .npy files (an array of records, or one record) and .jsonl files (one "
-                             "request document per line), or one such file")
+                             "request document per line), one such file, or an s3://bucket/prefix/ of them")
     parser.add_argument("--split", choices=("test", "train"), help="score this split of the use case's data set")
-    parser.add_argument("--output", required=True, metavar="PATH", help="the JSON Lines file to write")
+    parser.add_argument("--output", required=True, metavar="PATH",
+                        help="the JSON Lines file to write (or an s3://bucket/key object)")
+    parser.add_argument("--platform", metavar="NAME",
+                        help="where to score: 'local' in this process, 'sagemaker' as a SageMaker batch transform "
+                             "job (default: serving.platform)")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="records per forward pass (default 256)")
     parser.add_argument("--log-payload", action="store_true",
                         help="store the records as payload of the deployed endpoint (evaluate sees them)")

@@ -73,6 +73,10 @@ model_fn, input_fn, predict_fn, output_fn = sagemaker_handlers()
 '''
 
 
+#: Where a TensorFlow Serving SavedModel sits in a model directory (SageMaker's TensorFlow container serves it).
+TFS_SAVED_MODEL = "model/1/saved_model.pb"
+
+
 def modelcycle_version() -> str:
     """The installed modelcycle distribution's version (``0+unknown`` when not installed)."""
     try:
@@ -295,13 +299,22 @@ def read_manifest(model_dir: Path, expected_framework: str | None = None) -> Man
 def package_model(model_dir: Path, requirements: list[str]) -> Path:
     """Add ``code/`` to ``model_dir`` and write ``model.tar.gz`` beside it (SageMaker layout).
 
+    ``code/inference.py`` holds the handlers of the container that serves the artifact:
+    TensorFlow Serving's ``input_handler``/``output_handler``
+    (:data:`modelcycle.core.serving.tfs.ENTRY_POINT`) when the model directory holds a TF Serving
+    SavedModel (``model/1/saved_model.pb``, as the keras plugin writes), else the inference
+    toolkit's four handlers (PyTorch's container).
+
     Returns:
         The archive's path (``model_dir.parent / "model.tar.gz"``).
     """
     model_dir = Path(model_dir)
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
-    (code / "inference.py").write_text(_INFERENCE_ENTRY_POINT)
+    entry_point = _INFERENCE_ENTRY_POINT
+    if (model_dir / TFS_SAVED_MODEL).is_file():
+        from modelcycle.core.serving.tfs import ENTRY_POINT as entry_point
+    (code / "inference.py").write_text(entry_point)
     (code / "requirements.txt").write_text("\n".join(requirements) + "\n")
     manifest = read_manifest(model_dir)
     write_manifest(model_dir, manifest.model_copy(update={"files": hash_files(model_dir)}))

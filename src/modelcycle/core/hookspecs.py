@@ -315,6 +315,48 @@ class PlatformSpecs:
         """
 
     @hookspec(firstresult=True)
+    def fetch_transform_input(self, uri: str, directory: Path) -> list[str] | None:
+        """Download the ``.npy``/``.jsonl`` objects under the prefix ``uri`` (e.g.
+        ``s3://bucket/prefix/``) into ``directory``, each at its key relative to the prefix, and
+        return those relative names, sorted. Return ``None`` when ``uri``'s scheme is not this
+        platform's (before any remote call).
+
+        Called by ``modelcycle transform --input URI`` on the run's, the serving and the training
+        platform, then every other installed one, until one answers. Raise
+        :class:`~modelcycle.core.transform_sources.TransformError` for a prefix with no such
+        objects, :class:`~modelcycle.core.errors.ConfigError` for a missing bucket or no
+        credentials. Optional. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def store_transform_output(self, path: Path, uri: str) -> str | None:
+        """Upload the finished output file ``path`` to ``uri`` (an object URI); return the URI
+        written, or ``None`` when ``uri``'s scheme is not this platform's. Called by
+        ``modelcycle transform --output URI`` (platforms tried as for ``fetch_transform_input``).
+        Optional. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def run_transform_job(
+        self, name: str, model_dir: Path, settings: Any, work_dir: Path, input: str | Path, content_type: str,
+        split_type: str | None, directory: Path,
+    ) -> dict:
+        """Score ``input`` with ``model_dir`` as this platform's batch job and bring the answers back.
+
+        ``input`` is the platform's own prefix URI (scored where it is) or a local folder of
+        request files (uploaded first); every object holds requests of ``content_type``, one per
+        line when ``split_type`` is ``"Line"``, the whole object when it is ``None``. ``name`` is
+        the use case's; ``settings`` the ``serving:`` section; ``work_dir`` its ``.modelcycle``.
+        Each object ``x`` yields the file ``directory / (x + ".out")`` holding, one per line, the
+        endpoint's answer to each of its requests in order. Returns ``{"job_name", "model_name",
+        "input_uri", "output_uri", "outputs": [relative names of the .out files]}``.
+
+        Called by ``modelcycle transform`` when ``--platform`` or ``serving.platform`` names this
+        platform. Raise :class:`~modelcycle.core.errors.StageError` when the job fails (with the
+        platform's reason). Optional: without it the transform runs in-process. firstresult.
+        """
+
+    @hookspec(firstresult=True)
     def flush_payload(self, endpoint: dict | None, store: Any, work_dir: Path, token: str | None) -> int:
         """Bring every payload record the platform's endpoints logged into the monitoring
         ``store`` (:class:`~modelcycle.core.monitoring.store.MonitoringStore`, which ingests

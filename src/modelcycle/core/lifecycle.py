@@ -680,15 +680,17 @@ class UseCase:
     # -- batch transform (modelcycle.core.transform) -----------------------------------------
     def transform(self, output: str | os.PathLike[str], input: str | os.PathLike[str] | None = None,
                   split: str | None = None, batch_size: int = 256, log_payload: bool = False, force: bool = False,
-                  skip_invalid: bool = False, progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
-        """Score a folder of ``.npy``/``.jsonl`` files (or one file) or the data set's ``split``
-        in-process with the deployed (else latest trained) model, one JSON line per record in the
-        endpoint's output shape into ``output``; ``log_payload`` stores the records as the
-        endpoint's payload. See :mod:`modelcycle.core.transform`."""
+                  skip_invalid: bool = False, progress: Callable[[int, int], Any] | None = None,
+                  platform: str | None = None) -> dict[str, Any]:
+        """Score a folder of ``.npy``/``.jsonl`` files (or one file, or an ``s3://`` prefix) or the
+        data set's ``split`` with the deployed (else latest trained) model, one JSON line per record
+        in the endpoint's output shape into ``output``, in-process or (``platform`` / ``serving.platform``
+        ``sagemaker``) as a batch job; ``log_payload`` stores the records as the endpoint's payload.
+        See :mod:`modelcycle.core.transform`."""
         from modelcycle.core.transform import transform
 
         return transform(self, output, input=input, split=split, batch_size=batch_size, log_payload=log_payload,
-                         force=force, skip_invalid=skip_invalid, progress=progress)
+                         force=force, skip_invalid=skip_invalid, progress=progress, platform=platform)
 
     # -- governance (modelcycle.core.governance) ---------------------------------------------
     # Stage moves go through govern(stage=..., reason=..., force=...); cleanup(governance=True)

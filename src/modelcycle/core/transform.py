@@ -23,6 +23,12 @@ store (the same :class:`~modelcycle.core.monitoring.records.PayloadRecord` an en
 ``{batch id}-{i}`` as the endpoint gives a request's records) and forwarded to the monitoring
 backend, so ``evaluate`` and ``log-feedback`` see them; batch records carry no latency.
 
+The input may also be a prefix URI (``s3://bucket/prefix/``: its objects are downloaded and
+scored as a folder, source names being the keys relative to the prefix) and the output an object
+URI (uploaded once written); with ``--platform sagemaker`` (or ``serving.platform: sagemaker``) the
+records are scored as a SageMaker batch transform job instead, in the same output shape
+(:mod:`~modelcycle.core.transform_remote`).
+
 Nothing is written unless every input is valid: malformed lines, unreadable ``.npy`` files and
 unsupported files are listed (``file:line: what is wrong``) in one :class:`TransformError`, or
 with ``skip_invalid`` skipped and reported in the result. The output appears atomically, and an
@@ -138,19 +144,15 @@ def _sources(use_case: UseCaseView, pipeline: Any, input: str | os.PathLike[str]
 
 
 def _check_input(input: str | os.PathLike[str] | None, split: str | None) -> None:
-    """Refuse a missing or doubled input, an unknown split and a remote input before any model loads."""
+    """Refuse a missing or doubled input, an unknown split and a missing local input before any
+    model loads (a URI input is checked by the platform that reads it)."""
     if (input is None) == (split is None):
         raise TransformError("give exactly one of --input PATH (a folder of .npy/.jsonl files, or one file) "
                              "and --split test|train")
     if split is not None and split not in ("test", "train"):
         raise TransformError(f"--split must be 'test' or 'train', not {split!r}")
     text = os.fspath(input) if input is not None else ""
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise TransformError(f"reading inputs from {scheme}:// is not supported yet: copy them to a local folder "
-                             f"(e.g. 'aws s3 cp --recursive {text} DIR') and pass --input DIR, or score a data set "
-                             "split with --split test|train")
-    if input is not None and not Path(text).exists():
+    if input is not None and "://" not in text and not Path(text).exists():
         raise TransformError(f"input {text} does not exist: give a folder of .npy/.jsonl files, one such file, "
                              "or --split test|train")
 
@@ -316,27 +318,66 @@ def _refuse(invalid: list[InvalidRecord]) -> TransformError:
 def transform(
     use_case: UseCaseView, output: str | os.PathLike[str], input: str | os.PathLike[str] | None = None,
     split: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, log_payload: bool = False, force: bool = False,
-    skip_invalid: bool = False, progress: Progress | None = None,
+    skip_invalid: bool = False, progress: Progress | None = None, platform: str | None = None,
 ) -> dict[str, Any]:
-    """Score ``input`` (a folder of ``.npy``/``.jsonl`` files or one such file) or the data set's
-    ``split`` into ``output``, one JSON line per record (see the module doc).
+    """Score ``input`` (a folder of ``.npy``/``.jsonl`` files, one such file, or a prefix URI such
+    as ``s3://bucket/prefix/``) or the data set's ``split`` into ``output`` (a file, or an object
+    URI), one JSON line per record (see the module doc). ``platform`` (else ``serving.platform``)
+    names where to score: ``local`` in-process, a platform with batch jobs (``sagemaker``) as its
+    job (:mod:`~modelcycle.core.transform_remote`).
 
     Args:
         progress: called with ``(records done, records in all)`` after every batch.
 
     Returns:
         ``{"output", "records", "sources", "invalid": [...], "seconds", "records_per_second",
-        "run_id", "model_dir", "script", "batch_size", "threads", "logged", "deployment_id"}``.
+        "run_id", "model_dir", "script", "batch_size", "threads", "logged", "deployment_id"}``,
+        plus ``"platform"`` and ``"job"`` (the platform's job record) for a batch job.
 
     Raises:
-        TransformError: a bad input or output path, invalid records (without ``skip_invalid``).
-        StageError: nothing is trained; ``log_payload`` with nothing deployed.
+        TransformError: a bad input or output path, invalid records (without ``skip_invalid``),
+            a URI no installed platform reads, ``log_payload`` with a batch job.
+        StageError: nothing is trained; ``log_payload`` with nothing deployed; a failed job.
     """
-    from modelcycle.core.serving.pipeline import load_pipeline
+    from modelcycle.core import transform_remote as remote
 
     if batch_size < 1:
         raise TransformError(f"--batch-size must be at least 1, got {batch_size}")
     _check_input(input, split)
+    job = remote.job_platform(use_case, platform)
+    if job is None and not remote.is_uri(input) and not remote.is_uri(output):
+        return _transform_here(use_case, output, input, split, batch_size, log_payload, force, skip_invalid, progress)
+    if job is not None and log_payload:
+        raise TransformError(f"--log-payload stores records scored in this process; a {job} batch job's are not: "
+                             "pass --platform local to score and log them here")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="modelcycle-transform-") as tmp:
+        local_output = Path(tmp) / "output" / Path(os.fspath(output)).name if remote.is_uri(output) else Path(output)
+        local_input = input
+        if remote.is_uri(input):
+            remote.fetch_input(use_case, os.fspath(input), Path(tmp) / "input", platform)  # type: ignore[arg-type]
+            local_input = Path(tmp) / "input"
+        if job is not None:
+            _check_paths(Path(local_input) if local_input is not None else None, local_output, force)
+            result = remote.run_job(use_case, job, model_dir_for(use_case), local_output,
+                                    Path(local_input) if local_input is not None else None, split,
+                                    os.fspath(input) if remote.is_uri(input) else None, skip_invalid, _refuse,
+                                    progress or (lambda done, all_: None))
+        else:
+            result = _transform_here(use_case, local_output, local_input, split, batch_size, log_payload, force,
+                                     skip_invalid, progress)
+        if remote.is_uri(output):
+            result["output"] = remote.store_output(use_case, local_output, os.fspath(output), platform)
+    return result
+
+
+def _transform_here(use_case: UseCaseView, output: str | os.PathLike[str], input: str | os.PathLike[str] | None,
+                    split: str | None, batch_size: int, log_payload: bool, force: bool, skip_invalid: bool,
+                    progress: Progress | None) -> dict[str, Any]:
+    """:func:`transform` in this process, from local paths."""
+    from modelcycle.core.serving.pipeline import load_pipeline
+
     output_path = Path(output)
     input_path = Path(input) if input is not None else None
     _check_paths(input_path, output_path, force)

@@ -40,7 +40,7 @@ from modelcycle.core.errors import ConfigError, EndpointError
 from modelcycle.platforms.sagemaker import rollout
 from modelcycle.platforms.sagemaker import session as aws
 
-__all__ = ["deploy", "invoke", "describe", "delete", "predictor", "endpoint_name"]
+__all__ = ["deploy", "invoke", "describe", "delete", "predictor", "endpoint_name", "sagemaker_model"]
 
 _POLL_S = (1, 2, 4, 8, 15)
 
@@ -241,7 +241,7 @@ def _servable(model_dir: Path) -> Any:
         ConfigError: a framework SageMaker cannot serve with these handlers; a built-in keras
             model without the TensorFlow Serving SavedModel (``model/1/``).
     """
-    from modelcycle.core.artifacts import read_manifest
+    from modelcycle.core.artifacts import TFS_SAVED_MODEL, read_manifest
 
     manifest = read_manifest(model_dir)
     script = manifest.script is not None
@@ -254,30 +254,48 @@ def _servable(model_dir: Path) -> Any:
             "handlers run in the PyTorch inference container (frameworks pytorch, lightning) and keras "
             "models in TensorFlow Serving; serve it locally (serving.platform: local)"
         )
-    if not script and aws.SDK_FRAMEWORK[manifest.framework] == "tensorflow" and not _tfs_model(model_dir):
+    tensorflow = aws.SDK_FRAMEWORK[manifest.framework] == "tensorflow"
+    if not script and tensorflow and not (model_dir / TFS_SAVED_MODEL).is_file():
         raise ConfigError(
-            f"{model_dir} has no TensorFlow Serving SavedModel ({_TFS_SAVED_MODEL}), which SageMaker's "
+            f"{model_dir} has no TensorFlow Serving SavedModel ({TFS_SAVED_MODEL}), which SageMaker's "
             "TensorFlow container serves: retrain the use case with this modelcycle (modelcycle train --force)"
         )
     return manifest
 
 
-_TFS_SAVED_MODEL = "model/1/saved_model.pb"
-
-
-def _tfs_model(model_dir: Path) -> bool:
-    """Whether ``model_dir`` holds the keras plugin's SavedModel where TF Serving finds it."""
-    return (Path(model_dir) / _TFS_SAVED_MODEL).is_file()
-
-
 def _tfs_env(manifest: Any) -> dict[str, str] | None:
-    """The TensorFlow container's environment for a built-in keras model: the SavedModel's name
-    pinned (the container would otherwise take the first one it finds); ``None`` otherwise."""
-    if manifest.script is not None or aws.SDK_FRAMEWORK.get(manifest.framework) != "tensorflow":
-        return None
-    from modelcycle.core.serving.tfs import MODEL_NAME
+    """The TensorFlow container's environment for a built-in keras model; ``None`` otherwise."""
+    return None if manifest.script is not None else aws.tensorflow_serving_env(manifest.framework) or None
 
-    return {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": MODEL_NAME}
+
+def sagemaker_model(model_dir: Path, manifest: Any, name: str, *, settings: aws.AwsSettings, section: Any,
+                    session: Any, sm_session: Any, requirements: list[str] | None, job: dict[str, Any],
+                    scratch: Path) -> Any:
+    """The SDK model (``PyTorchModel``/``TensorFlowModel``, not yet created) named ``name`` that
+    serves ``model_dir`` on SageMaker: the artifact uploaded (or the training job's own), its
+    ``code/`` with self-contained requirements, or a script-mode model's own handlers. Shared by
+    ``deploy`` and batch transform; ``scratch`` is a folder that outlives the model's creation."""
+    scratch_dir = Path(scratch) / name
+    scratch_dir.mkdir()
+    if manifest.script is not None:  # the user's handlers and source dir, as the model directory's code/ holds them
+        code, entry_point = _script_code(model_dir, manifest, scratch_dir)
+    else:
+        code, entry_point = _serving_code(model_dir, manifest, requirements, scratch_dir), "inference.py"
+    data = _model_data(session.client("s3"), model_dir, settings, job, manifest.run_id)
+    version, py_version = aws.framework_versions(manifest.framework, section)
+    return _framework_model(
+        manifest.framework,
+        model_data=data,
+        role=settings.role,
+        entry_point=entry_point,
+        source_dir=str(code),  # repacked into the archive's code/ by the SDK
+        framework_version=version,
+        py_version=py_version,
+        sagemaker_session=sm_session,
+        name=name,
+        code_location=settings.s3_uri("models"),
+        env=_tfs_env(manifest),
+    )
 
 
 def _run_model_dir(work_dir: Path, run: str) -> Path:
@@ -351,27 +369,9 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
         model_name = sm_name if plain else rollout.unique_name(sm_name)
 
         def build(directory: Path, built: Any, job: dict[str, Any], name: str) -> Any:
-            scratch_dir = Path(scratch.name) / name
-            scratch_dir.mkdir()
-            if built.script is not None:  # the user's handlers and source dir, as the model directory's code/ holds them
-                code, entry_point = _script_code(directory, built, scratch_dir)
-            else:
-                code, entry_point = _serving_code(directory, built, fallback["requirements"], scratch_dir), "inference.py"
-            data = _model_data(session.client("s3"), directory, settings, job, built.run_id)
-            version, py_version = aws.framework_versions(built.framework, settings_section)
-            return _framework_model(
-                built.framework,
-                model_data=data,
-                role=settings.role,
-                entry_point=entry_point,
-                source_dir=str(code),  # repacked into the archive's code/ by the SDK
-                framework_version=version,
-                py_version=py_version,
-                sagemaker_session=sm_session,
-                name=name,
-                code_location=settings.s3_uri("models"),
-                env=_tfs_env(built),
-            )
+            return sagemaker_model(directory, built, name, settings=settings, section=settings_section, session=session,
+                                   sm_session=sm_session, requirements=fallback["requirements"], job=job,
+                                   scratch=Path(scratch.name))
 
         model = build(model_dir, manifest, fallback["job"], model_name)
         model_data = model.model_data

@@ -122,6 +122,7 @@ def state_machine(config: Any) -> dict[str, Any]:
                         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
                         "SAGEMAKER_REGION": settings.region,
+                        **aws.tensorflow_serving_env(config.framework),
                     },
                 },
             },

@@ -86,3 +86,33 @@ def send_feedback(endpoint: dict[str, Any], rows: list[Any], token: str | None) 
     raise EndpointError(
         f"SageMaker endpoint {endpoint.get('name')} cannot store labelled records itself: score test images "
         "with 'modelcycle log-payload' first, then label them with 'modelcycle log-feedback'")
+
+
+@hookimpl
+def fetch_transform_input(uri: str, directory: Path) -> list[str] | None:
+    """The ``.npy``/``.jsonl`` objects under an ``s3://`` prefix, downloaded for ``modelcycle transform``."""
+    if not uri.startswith("s3://"):
+        return None
+    from modelcycle.platforms.sagemaker import transform
+
+    return transform.fetch_input(uri, Path(directory))
+
+
+@hookimpl
+def store_transform_output(path: Path, uri: str) -> str | None:
+    """Upload ``modelcycle transform``'s output to an ``s3://`` object."""
+    if not uri.startswith("s3://"):
+        return None
+    from modelcycle.platforms.sagemaker import transform
+
+    return transform.store_output(Path(path), uri)
+
+
+@hookimpl
+def run_transform_job(name: str, model_dir: Path, settings: ServingConfig, work_dir: Path, input: str | Path,
+                      content_type: str, split_type: str | None, directory: Path) -> dict[str, Any]:
+    """A SageMaker Transformer job over ``input`` with the model of ``model_dir``."""
+    from modelcycle.platforms.sagemaker import transform
+
+    return transform.run_job(name, Path(model_dir), settings, Path(work_dir), input, content_type, split_type,
+                             Path(directory))

@@ -50,6 +50,17 @@ DEFAULT_VERSIONS: dict[str, tuple[str, str]] = {
 SDK_FRAMEWORK = {"pytorch": "pytorch", "lightning": "pytorch", "keras": "tensorflow"}
 
 
+def tensorflow_serving_env(framework: str) -> dict[str, str]:
+    """The TensorFlow container's environment for a built-in model of ``framework`` served by
+    TensorFlow Serving (keras): its SavedModel's name (``model/1/`` → ``model``) pinned, since
+    the container would otherwise take the first it finds; ``{}`` for other frameworks."""
+    if SDK_FRAMEWORK.get(framework) != "tensorflow":
+        return {}
+    from modelcycle.core.serving.tfs import MODEL_NAME
+
+    return {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": MODEL_NAME}
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     """Where a use case's SageMaker resources live (no credentials)."""
