@@ -118,12 +118,19 @@ def _source_tree(dist: metadata.Distribution) -> tuple[Path, Path] | None:
         if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
             continue
         package_dir = Path(spec.origin).resolve().parent
-        if package_dir.is_relative_to(installed) and not _editable(dist):
+        if package_dir.is_relative_to(installed) and not _editable(dist) and not _in_tree_metadata(dist):
             return None
         for tree in package_dir.parents:
             if _canonical(_project_name(tree) or "") == name:
                 return tree, package_dir
     return None
+
+
+def _in_tree_metadata(dist: metadata.Distribution) -> bool:
+    """Whether ``dist``'s metadata is the ``*.egg-info`` a build leaves in a source tree (found
+    first when the tree's ``src`` is on ``PYTHONPATH``): the tree, not an install."""
+    path = getattr(dist, "_path", None)
+    return path is not None and Path(str(path)).suffix == ".egg-info"
 
 
 def _editable(dist: metadata.Distribution) -> bool:
