@@ -542,6 +542,7 @@ FROZEN_SPECS = [
     ("PlatformSpecs", "export_pipeline", ("config", "format", "graph", "workflow_role", "upload"), _FR),
     ("PlatformSpecs", "flush_payload", ("endpoint", "store", "work_dir", "token"), _FR),
     ("PlatformSpecs", "send_feedback", ("endpoint", "rows", "token"), _FR),
+    ("PlatformSpecs", "delete_payload", ("endpoint", "work_dir"), _FR),
     ("DatasetSpecs", "dataset_locate", ("settings", "download"), _FR),
     ("DatasetSpecs", "dataset_load", ("location", "settings"), _FR),
     ("GovernanceSpecs", "governance_settings_class", (), _FR),
