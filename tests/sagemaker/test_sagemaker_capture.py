@@ -238,7 +238,7 @@ def test_captured_traffic_monitors_as_the_local_endpoint_does(
         assert store.payload_count(name) == 46
 
         # a malformed line is named by object and line; what was stored stays
-        bad = put_capture(destination, name, [events[0], b'{"captureData": {}, "eventMetadata": {"eventId": "x"}}'],
+        bad = put_capture(destination, name, [events[0], b'{"captureData": {}, "eventMetadata": {"eventId": "x", "inferenceTime": "2026-12-02T05:00:00Z"}}'],
                           time.time() + 3600)
         with pytest.raises(MonitoringError, match=rf"s3://{BUCKET}/{bad}:2: .*endpointInput has no data"):
             sagemaker.evaluate(plots=False)
