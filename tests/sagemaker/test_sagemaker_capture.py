@@ -165,7 +165,45 @@ def test_deploy_enables_data_capture_and_an_update_keeps_it(
     with pytest.raises(ConfigError, match=r"serving\.data_capture\.sampling: unknown key; allowed keys: destination, "
                                           r"enabled, sampling_percentage"):
         load_config(sagemaker_capture_use_case, {"serving.data_capture.sampling": 5})
+
+    # capture turned off: the update's endpoint config captures nothing, and labelled rows cannot be sent
+    off = UseCase(sagemaker_capture_use_case, overrides={"serving.data_capture.enabled": False}).deploy(force=True)
+    assert "DataCaptureConfig" not in updates.requests("CreateEndpointConfig")[-1]
+    assert (off["data_capture"], off["payload_logging"]) == (None, False)
+    from modelcycle.core.errors import EndpointError
+    from modelcycle.platforms.sagemaker import plugin
+
+    with pytest.raises(EndpointError, match=r"does not capture its traffic.*serving\.data_capture\.enabled true"):
+        plugin.send_feedback(off, [[np.zeros((28, 28), np.uint8), 1]], None)
     UseCase(sagemaker_capture_use_case).cleanup()
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    (b"{not json", r"not JSON"),
+    (b'{"captureData": {}}', r"captureData and eventMetadata are required"),
+    (b'{"captureData": {}, "eventMetadata": {"inferenceTime": "2026-12-02T05:00:00Z"}}', r"eventId is missing"),
+    (b'{"captureData": {"endpointInput": {"data": "x", "encoding": "GZIP"}}, "eventMetadata": {"eventId": "e", '
+     b'"inferenceTime": "2026-12-02T05:00:00Z"}}', r"endpointInput\.encoding is 'GZIP', not JSON, CSV or BASE64"),
+    (b'{"captureData": {"endpointInput": {"data": "%%%", "encoding": "BASE64"}}, "eventMetadata": {"eventId": "e", '
+     b'"inferenceTime": "2026-12-02T05:00:00Z"}}', r"endpointInput\.data is not base64"),
+])
+def test_a_line_that_is_not_sagemakers_capture_format_is_named(line: bytes, problem: str) -> None:
+    from modelcycle.platforms.sagemaker.capture import parse_line
+
+    with pytest.raises(ValueError, match=problem):
+        parse_line(line)
+
+
+def test_a_capture_line_parses_into_its_bodies_and_ids() -> None:
+    from modelcycle.platforms.sagemaker.capture import parse_line
+
+    npy = _npy(np.arange(4, dtype=np.uint8).reshape(1, 2, 2))
+    event = parse_line(capture_event(npy, "application/x-npy", b'{"predictions": []}', "application/json", "e-1",
+                                     1764650000.25, "given-7"))
+    assert (event.event_id, event.inference_id, event.scoring_id, event.timestamp) == ("e-1", "given-7", "given-7",
+                                                                                        1764650000.25)
+    assert (event.request, event.request_type, event.answer) == (npy, "application/x-npy", b'{"predictions": []}')
+    assert parse_line(capture_event(b"1,2", "text/csv", b"3", "text/csv", "e-2", 0.0)).scoring_id == "e-2"
 
 
 def _comparable(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
