@@ -328,3 +328,28 @@ def _labels(store: Any, ids: list[str]) -> list[int]:
         found = dict(conn.execute(sa.select(feedback.c.scoring_id, feedback.c.label)
                                   .where(feedback.c.scoring_id.in_(ids))).all())
     return [found[i] for i in ids]
+
+
+def test_a_variants_records_name_the_run_it_serves(aws: Any, tmp_path: Path, trained_model_dir: Path,
+                                                   mnist_test_images: Any) -> None:
+    from modelcycle.core.artifacts import read_manifest
+    from modelcycle.core.monitoring.store import MonitoringStore
+    from modelcycle.platforms.sagemaker import capture
+
+    work_dir = tmp_path / ".modelcycle"
+    destination = f"s3://{BUCKET}/capture-only"
+    record = {"name": "ep-1", "region": REGION, "data_capture": {"destination": destination, "sampling_percentage": 100}}
+    run_id = read_manifest(trained_model_dir).run_id
+    capture.remember(work_dir, record, trained_model_dir, run_id, {"canary": "0123abcd"})
+    images, _ = mnist_test_images
+    answer = json.dumps({"predictions": [{"fields": ["prediction", "probability"], "values": [[3, [0.1] * 10]]}]}).encode()
+    for variant in ("AllTraffic", "canary"):
+        put_capture(destination, "ep-1", [capture_event(_npy(images[:1]), "application/x-npy", answer,
+                                                        "application/json", f"event-{variant}", time.time())],
+                    time.time(), variant=variant)
+    store = MonitoringStore(f"sqlite:///{tmp_path / 'store.db'}")
+    assert capture.ingest(None, store, work_dir) == 2
+    revisions = {r["scoring_id"]: r["asset_revision"] for r in store.payload_records("ep-1")}
+    assert revisions == {"event-AllTraffic": run_id, "event-canary": "0123abcd"}
+    (stored,) = [r for r in store.payload_records("ep-1") if r["scoring_id"] == "event-canary"]
+    assert (stored["scoring_input"], stored["prediction"]) == (images[0].tobytes(), 0)  # argmax of a tie: the first

@@ -153,10 +153,12 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     os.replace(scratch, path)
 
 
-def remember(work_dir: Path, record: dict[str, Any], model_dir: Path, asset_revision: str | None) -> Path | None:
-    """Note where the deployed endpoint ``record`` captures (its ``data_capture``) and which model
-    decodes its traffic, keeping what was ingested before; returns the state file (``None``
-    without capture)."""
+def remember(work_dir: Path, record: dict[str, Any], model_dir: Path, asset_revision: str | None,
+             variant_revisions: dict[str, str] | None = None) -> Path | None:
+    """Note where the deployed endpoint ``record`` captures (its ``data_capture``), which model
+    decodes its traffic and which run each variant serves (``variant_revisions``: those serving
+    another run than ``asset_revision``), keeping what was ingested before; returns the state
+    file (``None`` without capture)."""
     capture = record.get("data_capture")
     if not capture:
         return None
@@ -164,7 +166,8 @@ def remember(work_dir: Path, record: dict[str, Any], model_dir: Path, asset_revi
     with _locked(path):
         state = _read(path)
         state.update(endpoint=record["name"], region=record["region"], destination=capture["destination"],
-                     model_dir=str(Path(model_dir).resolve()), asset_revision=asset_revision)
+                     model_dir=str(Path(model_dir).resolve()), asset_revision=asset_revision,
+                     variant_revisions=dict(variant_revisions or {}))
         state.setdefault("ingested", {})
         state.setdefault("labels", {})
         _write(path, state)
@@ -331,12 +334,14 @@ def _ingest_object(s3: Any, bucket: str, key: str, decoder: _Decoder, state: dic
     rows: list[Any] = []
     waiting: dict[str, int] = {}
     labels = state["labels"]
+    variant = key.split("/")[-6] if key.count("/") >= 5 else ""  # <endpoint>/<variant>/yyyy/mm/dd/hh/<file>
+    revision = (state.get("variant_revisions") or {}).get(variant, state.get("asset_revision"))
     for number, line in enumerate(body.splitlines(), 1):
         if not line.strip():
             continue
         try:
             event = parse_line(line)
-            records = decoder.records(event, state["endpoint"], state.get("asset_revision"))
+            records = decoder.records(event, state["endpoint"], revision)
         except Exception as exc:  # ValueError, the codecs' ServingError...: the line is not usable
             raise MonitoringError(
                 f"capture object s3://{bucket}/{key}:{number}: {exc}. Nothing of this object was stored (earlier "

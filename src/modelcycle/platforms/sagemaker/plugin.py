@@ -52,7 +52,9 @@ def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: 
     from modelcycle.platforms.sagemaker import capture, endpoints
 
     record = endpoints.deploy(name, Path(model_dir), settings, Path(work_dir))
-    state = capture.remember(Path(work_dir), record, Path(model_dir), read_manifest(Path(model_dir)).run_id)
+    revisions = {v.name: read_manifest(endpoints._run_model_dir(Path(work_dir), v.run)).run_id
+                 for v in settings.variants if v.run}  # a canary's records name the run it serves
+    state = capture.remember(Path(work_dir), record, Path(model_dir), read_manifest(Path(model_dir)).run_id, revisions)
     if state is not None:
         record["data_capture"]["state"] = str(state)
     record["payload_logging"] = state is not None
