@@ -546,6 +546,7 @@ FROZEN_SPECS = [
     ("PlatformSpecs", "store_transform_output", ("path", "uri"), _FR),
     ("PlatformSpecs", "run_transform_job", ("name", "model_dir", "settings", "work_dir", "input", "content_type",
                                             "split_type", "directory"), _FR),
+    ("PlatformSpecs", "delete_payload", ("endpoint", "work_dir"), _FR),
     ("DatasetSpecs", "dataset_locate", ("settings", "download"), _FR),
     ("DatasetSpecs", "dataset_load", ("location", "settings"), _FR),
     ("GovernanceSpecs", "governance_settings_class", (), _FR),

@@ -179,6 +179,17 @@ class ServingVariant(_Section):
     run: str | None = Field(default=None, pattern=r"^[0-9a-f]{4,32}$")
 
 
+class DataCaptureSettings(_Section):
+    """SageMaker Data Capture of a SageMaker endpoint (``serving.data_capture``): the requests and
+    answers it captures into S3, which ``log-payload``/``evaluate`` bring into the monitoring
+    store. ``sampling_percentage`` of the requests are captured; ``destination`` is an
+    ``s3://bucket/prefix`` (default ``s3://<bucket>/<prefix>/datacapture``)."""
+
+    enabled: bool = True
+    sampling_percentage: int = Field(default=100, ge=0, le=100)
+    destination: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+
+
 class ServingConfig(_Section):
     """Endpoint settings. ``token`` (or ``MODELCYCLE_ENDPOINT_TOKEN``) turns on bearer auth.
 
@@ -212,6 +223,10 @@ class ServingConfig(_Section):
     variants: list[ServingVariant] = Field(
         default_factory=list,
         description="SageMaker production variants splitting traffic by weight (canaries); default: one, AllTraffic",
+    )
+    data_capture: DataCaptureSettings = Field(
+        default_factory=DataCaptureSettings,
+        description="SageMaker endpoints: Data Capture of requests and answers into S3 (payload monitoring)",
     )
 
     @field_validator("variants")

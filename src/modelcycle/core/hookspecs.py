@@ -364,7 +364,9 @@ class PlatformSpecs:
         moved: the live ``endpoint`` (``None`` when none is in service) and whatever a stopped or
         killed endpoint of this use case left behind under ``work_dir``; ``token`` is the bearer
         token the endpoint requires (``None``: no auth). When it returns, every request the
-        endpoint answered before the call is in the store.
+        endpoint answered before the call is in the store — except on a platform whose endpoint
+        writes its log out of band with a delay (SageMaker Data Capture: objects in S3 within
+        minutes), which brings in what has arrived and the rest at a later call.
 
         Called by the monitoring service before it reads records (``log-payload``,
         ``log-feedback``, ``attach_feedback``, ``evaluate``, ``cleanup``), on the endpoint's
@@ -380,13 +382,27 @@ class PlatformSpecs:
         ``rows`` is ``[[raw_input, label], ...]``. Returns how many records were stored.
 
         ``raw_input`` is the raw pixels (a ``(C, H, W)`` or ``(H, W)`` array, 0..255); each row is
-        scored, logged as payload whatever the sampling, and stored with its label.
+        scored, logged as payload whatever the sampling, and stored with its label. A platform
+        whose payload log arrives later (SageMaker: requests sent with an ``InferenceId``, the
+        labels kept by it) attaches the labels when ``flush_payload`` ingests those records and
+        returns the rows sent.
 
         Called by ``log-feedback`` when too few logged records have a known label, once with
         every row (the platform batches its requests). A platform that cannot do it raises
         :class:`~modelcycle.core.errors.EndpointError` saying what to run instead (one that does
         not implement the hook is reported so); one whose endpoint refuses the rows raises
         :class:`~modelcycle.core.monitoring.errors.MonitoringError`. firstresult.
+        """
+
+    @hookspec(firstresult=True)
+    def delete_payload(self, endpoint: dict | None, work_dir: Path) -> dict:
+        """Delete what the platform's endpoints logged outside the monitoring store that was
+        brought into it (SageMaker: the ingested Data Capture objects in S3); ``endpoint`` is the
+        deployment's record (already stopped), ``work_dir`` the use case's ``.modelcycle``.
+        Returns removal counts by kind (``{"captured_objects": 3}``).
+
+        Called by ``cleanup --records`` after ``flush_payload`` and after the store's records
+        are deleted, on the endpoint's platform only. Optional (nothing to delete). firstresult.
         """
 
 

@@ -553,4 +553,8 @@ def cleanup(use_case: UseCaseView, records: bool = False) -> dict[str, int]:
     flush_payload(use_case, store)
     if records:
         removed.update(store.delete_records(deployment_id, subscription_id))
+        platform = _platform(use_case, None, "delete_payload")  # what the platform logged elsewhere
+        if platform is not None:
+            removed.update(use_case.registry.call_platform(
+                platform, "delete_payload", endpoint=state.stage("deploy").outputs, work_dir=use_case.work_dir))
     return removed

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from modelcycle.core.errors import ConfigError, EndpointError
+from modelcycle.platforms.sagemaker import capture as data_capture
 from modelcycle.platforms.sagemaker import rollout
 from modelcycle.platforms.sagemaker import session as aws
 
@@ -314,10 +315,10 @@ def _run_model_dir(work_dir: Path, run: str) -> Path:
 
 
 def _roll_out(client: Any, name: str, existing: dict[str, Any] | None, model: Any, section: Any,
-              build_run: Any) -> tuple[dict[str, Any], list[str]]:
+              build_run: Any, capture: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Create ``model`` (and one model per variant ``run``), an endpoint config of the weighted
-    variants, then the endpoint, or (``existing``) update it blue/green. Returns the endpoint's
-    description and its model names."""
+    variants (capturing per ``capture``, a DataCaptureConfig), then the endpoint, or
+    (``existing``) update it blue/green. Returns the endpoint's description and its model names."""
     model.create(instance_type=section.instance_type)
     models: dict[str | None, str] = {None: model.name}
     for run in sorted({v.run for v in section.variants if v.run}):
@@ -326,8 +327,9 @@ def _roll_out(client: Any, name: str, existing: dict[str, Any] | None, model: An
         models[run] = other.name
     variants = rollout.production_variants(section, models)
     if existing is not None:
-        return rollout.update(client, name, existing, variants, section.deploy_timeout_s), sorted(set(models.values()))
-    config = rollout.create_config(client, name, variants)
+        return (rollout.update(client, name, existing, variants, section.deploy_timeout_s, data_capture=capture),
+                sorted(set(models.values())))
+    config = rollout.create_config(client, name, variants, capture)
     client.create_endpoint(EndpointName=name, EndpointConfigName=config)
     return _wait_in_service(client, name, section.deploy_timeout_s), sorted(set(models.values()))
 
@@ -338,7 +340,8 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
     Returns:
         The endpoint record: ``name``, ``platform``, ``url``, ``status``, ``arn``,
         ``endpoint_config_name``, ``model_name`` (the deployed model's), ``model_names`` (every
-        variant's), ``variants``, ``region``, ``model_data``, ``image``...
+        variant's), ``variants``, ``region``, ``model_data``, ``image``, ``data_capture``
+        (``{"destination", "sampling_percentage"}`` of the live config, ``None`` without)...
 
     An endpoint of that name already InService is updated blue/green (:func:`rollout.update`):
     it serves throughout, and if the update fails it keeps serving its previous config.
@@ -357,6 +360,7 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
     session = aws.boto_session(settings.region)
     settings = aws.resolve_bucket(settings, session)
     sm_name = endpoint_name(name)
+    capture = data_capture.capture_config(settings_section.data_capture, settings)
     runs = {v.run: _run_model_dir(Path(work_dir), v.run) for v in settings_section.variants if v.run}
     run_manifests = {run: _servable(directory) for run, directory in runs.items()}  # refused before any AWS change
     sm_session = aws.sagemaker_session(session, settings.bucket)
@@ -385,6 +389,7 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
                 instance_type=settings_section.instance_type,
                 endpoint_name=sm_name,
                 wait=False,
+                data_capture_config=data_capture.sdk_capture_config(capture, sm_session),
             )
             description = _wait_in_service(client, sm_name, settings_section.deploy_timeout_s)
             models = [sm_name]
@@ -393,8 +398,9 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
                 return build(runs[run], run_manifests[run], _fallback(runs[run], work_dir)["job"],
                              rollout.unique_name(f"{sm_name}-{run[:8]}"))
 
-            description, models = _roll_out(client, sm_name, existing, model, settings_section, build_run)
+            description, models = _roll_out(client, sm_name, existing, model, settings_section, build_run, capture)
         container = client.describe_model(ModelName=model_name).get("PrimaryContainer", {})
+        config = client.describe_endpoint_config(EndpointConfigName=description["EndpointConfigName"])
     except (BotoCoreError, ClientError) as exc:
         raise aws.aws_error(f"deploying endpoint {sm_name}", exc) from exc
     finally:
@@ -408,8 +414,8 @@ def deploy(name: str, model_dir: Path, settings_section: Any, work_dir: Path) ->
         "endpoint_config_name": description["EndpointConfigName"],
         "model_name": model_name,
         "model_names": models,
-        "variants": [v["VariantName"] for v in client.describe_endpoint_config(
-            EndpointConfigName=description["EndpointConfigName"])["ProductionVariants"]],
+        "variants": [v["VariantName"] for v in config["ProductionVariants"]],
+        "data_capture": data_capture.describe(config.get("DataCaptureConfig")),
         "region": settings.region,
         "instance_type": settings_section.instance_type,
         "instance_count": settings_section.instance_count,
@@ -444,8 +450,10 @@ def predictor(endpoint: dict[str, Any]) -> Any:
                      serializer=JSONSerializer(), deserializer=JSONDeserializer())
 
 
-def invoke(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str) -> tuple[int, bytes, str]:
-    """One InvokeEndpoint call through a Predictor; errors come back as ``(status, JSON, type)``."""
+def invoke(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str,
+           inference_id: str | None = None) -> tuple[int, bytes, str]:
+    """One InvokeEndpoint call through a Predictor (with ``InferenceId`` when given: Data Capture
+    records it); errors come back as ``(status, JSON, type)``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     aws.import_sdk()
@@ -459,7 +467,7 @@ def invoke(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str
         deserializer=_Raw(accept),
     )
     try:
-        payload, returned_type = client.predict(body)
+        payload, returned_type = client.predict(body, inference_id=inference_id)
         return 200, payload, returned_type or accept
     except ClientError as exc:
         response = exc.response

@@ -44,18 +44,35 @@ def run_training_job(context: TrainingContext) -> TrainingResult:
 
 @hookimpl
 def deploy_endpoint(name: str, model_dir: Path, settings: ServingConfig, token: str | None, work_dir: Path) -> dict[str, Any]:
-    """Model → endpoint config → endpoint, waited on until InService. SageMaker endpoints are
-    authenticated by IAM (SigV4), so ``token`` does not apply."""
-    from modelcycle.platforms.sagemaker import endpoints
+    """Model → endpoint config (with Data Capture, ``serving.data_capture``) → endpoint, waited on
+    until InService. SageMaker endpoints are authenticated by IAM (SigV4), so ``token`` does not
+    apply. A capturing endpoint logs its payload (``payload_logging``): its capture is noted under
+    ``work_dir`` for ``flush_payload``."""
+    from modelcycle.core.artifacts import read_manifest
+    from modelcycle.platforms.sagemaker import capture, endpoints
 
-    return endpoints.deploy(name, Path(model_dir), settings, Path(work_dir))
+    record = endpoints.deploy(name, Path(model_dir), settings, Path(work_dir))
+    revisions = {v.name: read_manifest(endpoints._run_model_dir(Path(work_dir), v.run)).run_id
+                 for v in settings.variants if v.run}  # a canary's records name the run it serves
+    state = capture.remember(Path(work_dir), record, Path(model_dir), read_manifest(Path(model_dir)).run_id, revisions)
+    if state is not None:
+        record["data_capture"]["state"] = str(state)
+    record["payload_logging"] = state is not None
+    return record
 
 
 @hookimpl
 def invoke_endpoint(endpoint: dict[str, Any], body: bytes, content_type: str, accept: str, token: str | None) -> tuple[int, bytes, str]:
-    from modelcycle.platforms.sagemaker import endpoints
+    """InvokeEndpoint; on a capturing endpoint with a fresh ``InferenceId``, which a JSON answer
+    then carries as its ``scoring_id`` (``scoring_ids`` for several records), as the local
+    endpoint's answers do: the ids its captured records get."""
+    from modelcycle.platforms.sagemaker import capture, endpoints
 
-    return endpoints.invoke(endpoint, body, content_type, accept)
+    if not endpoint.get("data_capture"):
+        return endpoints.invoke(endpoint, body, content_type, accept)
+    given = capture.inference_id()
+    status, payload, returned = endpoints.invoke(endpoint, body, content_type, accept, given)
+    return status, capture.with_scoring_ids(status, payload, returned, given), returned
 
 
 @hookimpl
@@ -74,18 +91,23 @@ def delete_endpoint(endpoint: dict[str, Any]) -> int:
 
 @hookimpl
 def flush_payload(endpoint: dict[str, Any] | None, store: Any, work_dir: Path, token: str | None) -> int:
-    """SageMaker endpoints log no payload into the monitoring store: nothing to bring in (0)."""
-    return 0
+    """Ingest the Data Capture objects not ingested yet (of ``endpoint`` and of every endpoint of
+    this use case that captured before); see :func:`.capture.ingest`."""
+    from modelcycle.platforms.sagemaker import capture
+
+    return capture.ingest(endpoint, store, Path(work_dir))
 
 
 @hookimpl
 def send_feedback(endpoint: dict[str, Any], rows: list[Any], token: str | None) -> int:
-    """A SageMaker endpoint cannot store labelled records itself."""
-    from modelcycle.core.errors import EndpointError
+    """Score the labelled rows with an ``InferenceId`` per request; the labels attach to the
+    records whose capture carries it, when it is ingested. Returns the rows sent."""
+    from modelcycle.platforms.sagemaker import capture, endpoints
 
-    raise EndpointError(
-        f"SageMaker endpoint {endpoint.get('name')} cannot store labelled records itself: score test images "
-        "with 'modelcycle log-payload' first, then label them with 'modelcycle log-feedback'")
+    def invoke(body: bytes, content_type: str, inference_id: str) -> tuple[int, bytes, str]:
+        return endpoints.invoke(endpoint, body, content_type, "application/json", inference_id)
+
+    return capture.send_feedback(endpoint, rows, invoke)
 
 
 @hookimpl
@@ -116,3 +138,11 @@ def run_transform_job(name: str, model_dir: Path, settings: ServingConfig, work_
 
     return transform.run_job(name, Path(model_dir), settings, Path(work_dir), input, content_type, split_type,
                              Path(directory))
+
+
+@hookimpl
+def delete_payload(endpoint: dict[str, Any] | None, work_dir: Path) -> dict[str, int]:
+    """``cleanup --records``: delete the captured S3 objects that were ingested."""
+    from modelcycle.platforms.sagemaker import capture
+
+    return {"captured_objects": capture.delete_captured(endpoint, Path(work_dir))}

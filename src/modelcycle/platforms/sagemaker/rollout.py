@@ -109,10 +109,15 @@ def _delete_quietly(client: Any, configs: set[str], models: set[str]) -> list[st
     return left
 
 
+#: ``update(data_capture=KEEP)``: the new endpoint config captures as the old one did.
+KEEP: Any = object()
+
+
 def update(client: Any, endpoint: str, current: dict[str, Any], variants: list[dict[str, Any]],
-           timeout_s: float) -> dict[str, Any]:
+           timeout_s: float, data_capture: dict[str, Any] | None = KEEP) -> dict[str, Any]:
     """Blue/green: move the in-service ``endpoint`` (``current``: its DescribeEndpoint) to a new
-    endpoint config of ``variants``; the old config's DataCaptureConfig is carried over.
+    endpoint config of ``variants`` with the DataCaptureConfig ``data_capture`` (``None``: no
+    capture; :data:`KEEP`, the default: the old config's, carried over).
 
     Returns:
         The endpoint's description, InService on the new config; the old config and the models
@@ -128,7 +133,8 @@ def update(client: Any, endpoint: str, current: dict[str, Any], variants: list[d
     old_config = current["EndpointConfigName"]
     old = client.describe_endpoint_config(EndpointConfigName=old_config)
     old_models, new_models = _models(old["ProductionVariants"]), _models(variants)
-    config = create_config(client, endpoint, variants, old.get("DataCaptureConfig"))
+    capture = old.get("DataCaptureConfig") if data_capture is KEEP else data_capture
+    config = create_config(client, endpoint, variants, capture)
     weights = ", ".join(f"{v['VariantName']} {v['InitialVariantWeight']:g}" for v in variants)
     print(f"updating SageMaker endpoint {endpoint}: endpoint config {old_config} → {config} ({weights})",
           file=sys.stderr, flush=True)
