@@ -14,6 +14,9 @@ from typing import Any, Callable
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
+#: Why an endpoint logs no payload, for either platform.
+_PAYLOAD_OFF = "monitoring.payload.enabled: false locally, serving.data_capture.enabled: false on SageMaker"
+
 
 def parse_duration(text: str) -> float:
     """``30s``, ``5m``, ``1h``, ``1.5h``, ``2d`` or plain seconds → seconds."""
@@ -79,7 +82,7 @@ def cmd_monitor(args: argparse.Namespace, use_case: Any, print_json: Callable[[A
     console.print(f"\n Successfully finished adding subscription {outputs['subscription_id']}\n")
     console.print(f"deployment  {outputs['deployment_id']}  (asset revision {outputs['asset_revision']})")
     console.print(f"store       {outputs['store']}")
-    console.print(f"payload     {'logged by the endpoint' if outputs.get('payload_logging') else 'NOT logged (monitoring.payload.enabled is false)'}")
+    console.print(f"payload     {'logged by the endpoint' if outputs.get('payload_logging') else 'NOT logged (' + _PAYLOAD_OFF + ')'}")
     baseline = outputs.get("baseline", {})
     accuracy = baseline.get("accuracy")
     tabular = any(field.get("modeling_role") == "feature" for field in outputs["payload_schema"])
@@ -123,7 +126,7 @@ def cmd_log_payload(args: argparse.Namespace, use_case: Any, print_json: Callabl
     print(f"scored {result['records']} {result['dataset']} test {result.get('unit', 'images')} on {result['deployment_id']} "
           f"in {result['seconds']:.2f} s")
     if not result["payload_logging"]:
-        print("payload logging is off for this endpoint (monitoring.payload.enabled: false): nothing stored")
+        print(f"payload logging is off for this endpoint ({_PAYLOAD_OFF}): nothing stored")
         return 0
     print("\n---------------------------------------\n Successfully finished storing records\n"
           "---------------------------------------")
