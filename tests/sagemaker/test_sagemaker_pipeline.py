@@ -149,11 +149,11 @@ class StepFunctionsRecorder:
 @pytest.fixture
 def sfn(aws: Any, monkeypatch: pytest.MonkeyPatch) -> StepFunctionsRecorder:
     """The moto server with every Step Functions request recorded; polls without pauses."""
-    from modelcycle.platforms.sagemaker import workflow
+    from modelcycle.platforms.sagemaker import session
 
     recorder = StepFunctionsRecorder(aws.app)
     aws.app = recorder
-    monkeypatch.setattr(workflow, "_POLL_S", (0.01,))
+    monkeypatch.setattr(session, "POLL_INTERVALS_S", (0.01,))
     return recorder
 
 

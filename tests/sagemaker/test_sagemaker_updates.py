@@ -107,11 +107,11 @@ class FakeEndpointUpdates:
 
 @pytest.fixture
 def updates(aws: Any, monkeypatch: pytest.MonkeyPatch) -> FakeEndpointUpdates:
-    from modelcycle.platforms.sagemaker import rollout
+    from modelcycle.platforms.sagemaker import session
 
     fake = FakeEndpointUpdates(aws.app)
     aws.app = fake
-    monkeypatch.setattr(rollout, "_POLL_S", (0.01,))
+    monkeypatch.setattr(session, "POLL_INTERVALS_S", (0.01,))
     return fake
 
 

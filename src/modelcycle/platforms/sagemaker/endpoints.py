@@ -32,7 +32,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ from modelcycle.platforms.sagemaker import session as aws
 
 __all__ = ["deploy", "invoke", "describe", "delete", "predictor", "endpoint_name", "sagemaker_model"]
 
-_POLL_S = (1, 2, 4, 8, 15)
 
 
 def endpoint_name(name: str) -> str:
@@ -180,28 +178,26 @@ def _framework_model(framework: str, **kwargs: Any) -> Any:
 
 
 def _wait_in_service(client: Any, name: str, timeout_s: float) -> dict[str, Any]:
-    started = time.monotonic()
-    last = None
-    for attempt in range(10_000):
-        description = client.describe_endpoint(EndpointName=name)
+    """The endpoint's description once it is InService.
+
+    Raises:
+        EndpointError: it failed (its CloudWatch group named) or is not in service after ``timeout_s``.
+    """
+    def settled(description: dict[str, Any]) -> bool:
         status = description["EndpointStatus"]
-        if status != last:
-            print(f"endpoint {name}: {status}", file=sys.stderr, flush=True)
-            last = status
-        if status == "InService":
-            return description
         if status in ("Failed", "OutOfService", "Deleting"):
             raise EndpointError(
                 f"SageMaker endpoint {name} is {status}: {description.get('FailureReason', 'no reason given')}. "
                 f"Its container logs are in CloudWatch group /aws/sagemaker/Endpoints/{name}; "
                 "'modelcycle cleanup' removes the endpoint, its config and model"
             )
-        if time.monotonic() - started > timeout_s:
-            raise EndpointError(
-                f"SageMaker endpoint {name} still {status} after {timeout_s:.0f} s (serving.deploy_timeout_s)"
-            )
-        time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
-    raise AssertionError("unreachable")  # pragma: no cover
+        return bool(status == "InService")
+
+    return aws.wait_until(
+        lambda: client.describe_endpoint(EndpointName=name), lambda d: d["EndpointStatus"], settled, timeout_s,
+        lambda d: EndpointError(f"SageMaker endpoint {name} still {d['EndpointStatus']} after {timeout_s:.0f} s "
+                                "(serving.deploy_timeout_s)"),
+        f"endpoint {name}")
 
 
 def _existing_endpoint(client: Any, name: str) -> dict[str, Any] | None:

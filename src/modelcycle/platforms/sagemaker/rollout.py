@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelcycle.core.errors import EndpointError
+from modelcycle.platforms.sagemaker import session as aws
 
 __all__ = ["unique_name", "production_variants", "create_config", "update"]
 
-_POLL_S = (1, 2, 4, 8, 15)
 #: Statuses from which an update does not reach InService on the new config by itself.
 _BROKEN = ("Failed", "UpdateRollbackFailed", "OutOfService", "Deleting")
 
@@ -72,24 +72,26 @@ def _wait_updated(client: Any, endpoint: str, config: str, timeout_s: float) -> 
         EndpointError: it failed, rolled back to another config (``FailureReason``), or is still
             updating after ``timeout_s`` (``.in_flight`` is then True).
     """
-    started, last, moved = time.monotonic(), None, False
-    for attempt in range(1_000_000):
-        description = client.describe_endpoint(EndpointName=endpoint)
+    moved = False
+
+    def settled(description: dict[str, Any]) -> bool:
+        nonlocal moved
         status, current = description["EndpointStatus"], description.get("EndpointConfigName")
-        if status != last:
-            print(f"endpoint {endpoint}: {status} ({current})", file=sys.stderr, flush=True)
-            last = status
         if status == "InService" and current == config:
-            return description
+            return True
         moved = moved or status != "InService"
         if status in _BROKEN or (status == "InService" and (moved or description.get("FailureReason"))):
             raise EndpointError(f"it is {status} on {current}: {description.get('FailureReason') or 'no reason given'}")
-        if time.monotonic() - started > timeout_s:
-            error = EndpointError(f"it is still {status} after {timeout_s:.0f} s (serving.deploy_timeout_s)")
-            error.in_flight = True  # type: ignore[attr-defined]
-            raise error
-        time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
-    raise AssertionError("unreachable")  # pragma: no cover
+        return False
+
+    def timed_out(description: dict[str, Any]) -> Exception:
+        error = EndpointError(f"it is still {description['EndpointStatus']} after {timeout_s:.0f} s (serving.deploy_timeout_s)")
+        error.in_flight = True  # type: ignore[attr-defined]
+        return error
+
+    return aws.wait_until(lambda: client.describe_endpoint(EndpointName=endpoint),
+                          lambda d: f"{d['EndpointStatus']} ({d.get('EndpointConfigName')})", settled, timeout_s,
+                          timed_out, f"endpoint {endpoint}")
 
 
 def _delete_quietly(client: Any, configs: set[str], models: set[str]) -> list[str]:

@@ -13,6 +13,9 @@ import hashlib
 import logging
 import os
 import re
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,3 +281,28 @@ def object_exists(s3: Any, uri: str) -> bool:
         return True
     except ClientError:
         return False
+
+
+#: Seconds between two polls of a long-running SageMaker or Step Functions resource (then the last).
+POLL_INTERVALS_S = (1, 2, 4, 8, 15, 30)
+
+
+def wait_until(describe: Callable[[], dict[str, Any]], status: Callable[[dict[str, Any]], str],
+               settled: Callable[[dict[str, Any]], bool], timeout_s: float | None,
+               timed_out: Callable[[dict[str, Any]], Exception], what: str) -> dict[str, Any]:
+    """Poll ``describe()`` (backing off over :data:`POLL_INTERVALS_S`) until ``settled`` says the
+    description is final, and return it; each new ``status`` is printed as ``{what}: {status}``
+    to stderr. ``settled`` raises to end with an error (a failed resource). After ``timeout_s``
+    (``None``: no limit) the exception ``timed_out(description)`` is raised."""
+    started, last = time.monotonic(), None
+    for attempt in range(10_000_000):
+        description = describe()
+        if status(description) != last:
+            last = status(description)
+            print(f"{what}: {last}", file=sys.stderr, flush=True)
+        if settled(description):
+            return description
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise timed_out(description)
+        time.sleep(POLL_INTERVALS_S[min(attempt, len(POLL_INTERVALS_S) - 1)])
+    raise AssertionError("unreachable")  # pragma: no cover

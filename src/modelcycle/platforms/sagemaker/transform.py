@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from modelcycle.platforms.sagemaker import session as aws
 
 __all__ = ["fetch_input", "store_output", "run_job"]
 
-_POLL_S = (1, 2, 4, 8, 15, 30)
 _SCHEME = "s3://"
 _MAX_PAYLOAD_MB = 100  # SageMaker's limit for one transform request
 
@@ -129,25 +127,20 @@ def store_output(path: Path, uri: str) -> str | None:
 
 def _wait(client: Any, job_name: str, timeout_s: float) -> dict[str, Any]:
     """DescribeTransformJob until Completed; a Failed/Stopped job is an error with SageMaker's reason."""
-    started = time.monotonic()
-    last = None
-    for attempt in range(100_000):
-        description = client.describe_transform_job(TransformJobName=job_name)
+    def settled(description: dict[str, Any]) -> bool:
         status = description["TransformJobStatus"]
-        if status != last:
-            print(f"transform job {job_name}: {status}", file=sys.stderr, flush=True)
-            last = status
-        if status == "Completed":
-            return dict(description)
         if status in ("Failed", "Stopped", "Stopping"):
             raise StageError("transform", f"SageMaker transform job {job_name} ended {status}: "
                              f"{description.get('FailureReason', 'no reason given')}. Its logs are in CloudWatch group "
                              "/aws/sagemaker/TransformJobs")
-        if time.monotonic() - started > timeout_s:
-            raise StageError("transform", f"SageMaker transform job {job_name} still {status} after {timeout_s:.0f} s "
-                             "(serving.deploy_timeout_s); it keeps running: stop it in the SageMaker console")
-        time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
-    raise AssertionError("unreachable")  # pragma: no cover
+        return bool(status == "Completed")
+
+    return aws.wait_until(
+        lambda: client.describe_transform_job(TransformJobName=job_name), lambda d: d["TransformJobStatus"], settled,
+        timeout_s, lambda d: StageError("transform", f"SageMaker transform job {job_name} still {d['TransformJobStatus']} "
+                                        f"after {timeout_s:.0f} s (serving.deploy_timeout_s); it keeps running: stop it "
+                                        "in the SageMaker console"),
+        f"transform job {job_name}")
 
 
 def _max_payload_mb(s3: Any, input_uri: str) -> int:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -34,7 +32,6 @@ __all__ = ["ENV_WORKFLOW_ROLE", "TERMINAL", "create", "execute", "status", "dele
 ENV_WORKFLOW_ROLE = "MODELCYCLE_SAGEMAKER_WORKFLOW_ROLE"
 #: Execution statuses after which nothing changes any more.
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
-_POLL_S = (1, 2, 4, 8, 15, 30)
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -163,19 +160,13 @@ def _iso(value: Any) -> str | None:
 
 
 def _wait(target: _Target, arn: str, timeout_s: float | None) -> dict[str, Any]:
-    started, last = time.monotonic(), None
-    for attempt in range(1_000_000):
-        described = _call(f"describing execution {arn}", target.client.describe_execution, executionArn=arn)
-        if described["status"] != last:
-            last = described["status"]
-            print(f"execution {described['name']}: {last}", file=sys.stderr, flush=True)
-        if last in TERMINAL:
-            return described
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise StageError("pipeline", f"execution {arn} still {last} after {timeout_s:.0f} s (--timeout); "
-                                         "'modelcycle pipeline status' follows it")
-        time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
-    raise AssertionError("unreachable")  # pragma: no cover
+    """The execution's description once it has ended (:data:`TERMINAL`)."""
+    return aws.wait_until(
+        lambda: _call(f"describing execution {arn}", target.client.describe_execution, executionArn=arn),
+        lambda d: d["status"], lambda d: d["status"] in TERMINAL, timeout_s,
+        lambda d: StageError("pipeline", f"execution {arn} still {d['status']} after {timeout_s:.0f} s (--timeout); "
+                                         "'modelcycle pipeline status' follows it"),
+        f"execution {arn.rsplit(':', 1)[-1]}")
 
 
 def execute(config: Any, name: str | None = None, wait: bool = False, timeout_s: float | None = None) -> dict[str, Any]:
