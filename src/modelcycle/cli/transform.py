@@ -59,7 +59,7 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
                              "request document per line), or one such file")
     parser.add_argument("--split", choices=("test", "train"), help="score this split of the use case's data set")
     parser.add_argument("--output", required=True, metavar="PATH", help="the JSON Lines file to write")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="records per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=int, default=1024, metavar="N", help="records per forward pass (default 1024)")
     parser.add_argument("--log-payload", action="store_true",
                         help="store the records as payload of the deployed endpoint (evaluate sees them)")
     parser.add_argument("--skip-invalid", action="store_true",
