@@ -215,6 +215,20 @@ def test_an_untrained_use_case_and_payload_without_an_endpoint(tmp_path: Path, d
     assert result["records"] == 20 and not (tmp_path / "uc" / ".modelcycle" / "endpoints").exists()
 
 
+def test_threads_are_the_configured_ones_else_the_idle_cores(tmp_path: Path, data_dir: Path,
+                                                             trained_model_dir: Path) -> None:
+    import os
+
+    records = tmp_path / "records.npy"
+    np.save(records, np.zeros((3, 28, 28), np.uint8))
+    chosen = write_use_case(tmp_path / "chosen", name="threads", data={"dataset": "mnist"}, serving={"threads": 3})
+    mark_trained(chosen, trained_model_dir)
+    assert UseCase(chosen).transform(tmp_path / "a.jsonl", input=records)["threads"] == 3
+    idle = write_use_case(tmp_path / "idle", name="threads", data={"dataset": "mnist"})
+    mark_trained(idle, trained_model_dir)
+    assert 1 <= UseCase(idle).transform(tmp_path / "b.jsonl", input=records)["threads"] <= (os.cpu_count() or 1)
+
+
 def test_the_command_line(served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from modelcycle.cli import main
 
