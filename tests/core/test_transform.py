@@ -89,8 +89,8 @@ def test_each_line_is_the_endpoint_answer_for_its_record_alone(trained_model_dir
 
     pipeline = load_pipeline(trained_model_dir)
     probabilities = pipeline.predict(pipeline.decode(orjson.dumps(test_images[0][:37].tolist()), JSON))
-    tails = [{"scoring_id": f"batch-{i}", "source": "dir/ä \"q\".jsonl", "index": i, **({"line": i + 1} if i % 2 else {})}
-             for i in range(37)]
+    tails = [{"scoring_id": f"batch-{i}", "source": "dir/ä \"q\".jsonl", "index": i,
+              **({"line": i + 1} if i % 2 else {})} for i in range(37)]
     body, _ = encode_response(probabilities, JSON, classes=classes)
     lines = _record_lines(body, tails)
 
@@ -101,7 +101,8 @@ def test_each_line_is_the_endpoint_answer_for_its_record_alone(trained_model_dir
         assert orjson.loads(line) == {**orjson.loads(alone), **where}
     assert list(orjson.loads(lines[1])) == ["predictions", "scoring_id", "source", "index", "line"]
     fields = orjson.loads(lines[0])["predictions"][0]["fields"]
-    assert fields == (["prediction", "probability"] if classes is None else ["prediction", "prediction_label", "probability"])
+    named = ["prediction", "prediction_label", "probability"]
+    assert fields == (["prediction", "probability"] if classes is None else named)
     assert _record_lines(b'{"digits": [1, 2]}', tails[:2]) is None  # another shape: encoded record by record
     assert _record_lines(body, tails[:3]) is None  # not one row per record
 
@@ -221,7 +222,8 @@ def test_threads_are_the_configured_ones_else_the_idle_cores(tmp_path: Path, dat
 
     records = tmp_path / "records.npy"
     np.save(records, np.zeros((3, 28, 28), np.uint8))
-    chosen = write_use_case(tmp_path / "chosen", name="threads", data={"dataset": "mnist"}, serving={"threads": 3})
+    chosen = write_use_case(tmp_path / "chosen", name="threads", data={"dataset": "mnist"},
+                            serving={"threads": 3})
     mark_trained(chosen, trained_model_dir)
     assert UseCase(chosen).transform(tmp_path / "a.jsonl", input=records)["threads"] == 3
     idle = write_use_case(tmp_path / "idle", name="threads", data={"dataset": "mnist"})

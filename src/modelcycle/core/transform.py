@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["transform", "TransformError", "DEFAULT_BATCH_SIZE", "model_dir_for"]
 
-DEFAULT_BATCH_SIZE = 1024  # records per forward pass: the per-batch overheads vanish, activations stay small (MNIST: 23 MB)
+DEFAULT_BATCH_SIZE = 1024  # records per forward pass: per-batch overheads vanish, activations stay small (MNIST 23 MB)
 _SHOWN_ERRORS = 20  # invalid records named in an error message
 Progress = Callable[[int, int], None]
 
