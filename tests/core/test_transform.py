@@ -63,7 +63,7 @@ def test_the_test_split_scores_all_10000_images_as_the_endpoint_does(served: Pat
     lines = _lines(output)
     assert result["records"] == len(lines) == 10_000
     assert [(line["source"], line["index"]) for line in lines] == [("test", i) for i in range(10_000)]
-    assert seen[-1] == (10_000, 10_000) and len(seen) == 40  # 40 batches of 256 (the last one 16)
+    assert seen[-1] == (10_000, 10_000) and len(seen) == 10  # 10 batches of 1024 (the last one 784)
     assert len({line["scoring_id"] for line in lines}) == 10_000
     predictions = np.array([_prediction(line)[0] for line in lines])
     images, labels = test_images
@@ -74,6 +74,37 @@ def test_the_test_split_scores_all_10000_images_as_the_endpoint_does(served: Pat
     assert answered.predictions == predictions[sample].tolist()
     np.testing.assert_allclose(answered.probabilities, [_prediction(lines[i])[1] for i in sample], atol=1e-5)
     assert answered.response["predictions"][0]["fields"] == lines[0]["predictions"][0]["fields"]
+
+
+@pytest.mark.parametrize("classes", [None, ["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                               "eight", "nine"]])
+def test_each_line_is_the_endpoint_answer_for_its_record_alone(trained_model_dir: Path,
+                                                              test_images: tuple[np.ndarray, np.ndarray],
+                                                              classes: list[str] | None) -> None:
+    """The lines cut from a batch's encoded answer parse equal to the endpoint's encoding of each
+    record on its own (same probabilities, same scoring id), plus where the record came from."""
+    from modelcycle.core.serving.codecs import JSON, encode_response
+    from modelcycle.core.serving.pipeline import load_pipeline
+    from modelcycle.core.transform import _record_lines
+
+    pipeline = load_pipeline(trained_model_dir)
+    probabilities = pipeline.predict(pipeline.decode(orjson.dumps(test_images[0][:37].tolist()), JSON))
+    tails = [{"scoring_id": f"batch-{i}", "source": "dir/ä \"q\".jsonl", "index": i,
+              **({"line": i + 1} if i % 2 else {})} for i in range(37)]
+    body, _ = encode_response(probabilities, JSON, classes=classes)
+    lines = _record_lines(body, tails)
+
+    assert lines is not None and len(lines) == 37 and all(line.endswith(b"}\n") for line in lines)
+    for i, line in enumerate(lines):
+        alone, _ = encode_response(probabilities[i:i + 1], JSON, f"batch-{i}", classes)
+        where = {key: value for key, value in tails[i].items() if key != "scoring_id"}
+        assert orjson.loads(line) == {**orjson.loads(alone), **where}
+    assert list(orjson.loads(lines[1])) == ["predictions", "scoring_id", "source", "index", "line"]
+    fields = orjson.loads(lines[0])["predictions"][0]["fields"]
+    named = ["prediction", "prediction_label", "probability"]
+    assert fields == (["prediction", "probability"] if classes is None else named)
+    assert _record_lines(b'{"digits": [1, 2]}', tails[:2]) is None  # another shape: encoded record by record
+    assert _record_lines(body, tails[:3]) is None  # not one row per record
 
 
 def test_a_folder_of_npy_and_jsonl_files(served: Path, tmp_path: Path, test_images: tuple[np.ndarray, np.ndarray]) -> None:
@@ -183,6 +214,21 @@ def test_an_untrained_use_case_and_payload_without_an_endpoint(tmp_path: Path, d
         UseCase(directory).transform(tmp_path / "out.jsonl", input=records, log_payload=True)
     result = UseCase(directory).transform(tmp_path / "out.jsonl", input=records)  # the latest trained model
     assert result["records"] == 20 and not (tmp_path / "uc" / ".modelcycle" / "endpoints").exists()
+
+
+def test_threads_are_the_configured_ones_else_the_idle_cores(tmp_path: Path, data_dir: Path,
+                                                             trained_model_dir: Path) -> None:
+    import os
+
+    records = tmp_path / "records.npy"
+    np.save(records, np.zeros((3, 28, 28), np.uint8))
+    chosen = write_use_case(tmp_path / "chosen", name="threads", data={"dataset": "mnist"},
+                            serving={"threads": 3})
+    mark_trained(chosen, trained_model_dir)
+    assert UseCase(chosen).transform(tmp_path / "a.jsonl", input=records)["threads"] == 3
+    idle = write_use_case(tmp_path / "idle", name="threads", data={"dataset": "mnist"})
+    mark_trained(idle, trained_model_dir)
+    assert 1 <= UseCase(idle).transform(tmp_path / "b.jsonl", input=records)["threads"] <= (os.cpu_count() or 1)
 
 
 def test_the_command_line(served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,7 +67,7 @@ def add_commands(commands: Any, use_case: Callable[[Any], Any], print_json: Call
     parser.add_argument("--platform", metavar="NAME",
                         help="where to score: 'local' in this process, 'sagemaker' as a SageMaker batch transform "
                              "job (default: serving.platform)")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="records per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=int, default=1024, metavar="N", help="records per forward pass (default 1024)")
     parser.add_argument("--log-payload", action="store_true",
                         help="store the records as payload of the deployed endpoint (evaluate sees them)")
     parser.add_argument("--skip-invalid", action="store_true",

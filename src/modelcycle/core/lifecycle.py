@@ -679,7 +679,7 @@ class UseCase:
 
     # -- batch transform (modelcycle.core.transform) -----------------------------------------
     def transform(self, output: str | os.PathLike[str], input: str | os.PathLike[str] | None = None,
-                  split: str | None = None, batch_size: int = 256, log_payload: bool = False, force: bool = False,
+                  split: str | None = None, batch_size: int = 1024, log_payload: bool = False, force: bool = False,
                   skip_invalid: bool = False, progress: Callable[[int, int], Any] | None = None,
                   platform: str | None = None) -> dict[str, Any]:
         """Score a folder of ``.npy``/``.jsonl`` files (or one file, or an ``s3://`` prefix) or the
