@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_use_case
+from conftest import REPO, write_use_case
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _pip_install(python: Path, requirements: Path, wheelhouse: Path, cwd: Path) -> str:
     command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index",
-               "--find-links", str(wheelhouse), "--disable-pip-version-check", "-r", str(requirements)]
+               "--find-links", str(wheelhouse), "--disable-pip-version-check", "--no-compile", "-r", str(requirements)]
     done = subprocess.run(command, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -115,11 +115,20 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     info = installed_framework_info("pytorch")
     extra = tuple(re.split(r"[<>=!~\[; ]", line)[0] for line in info.requirements + info.training_requirements)
-    for name in sorted(_closure(("modelcycle", *extra)) - _closure(IMAGE) - own):
+    for name in sorted(_closure(("modelcycle", *_declared_dependencies(), *extra)) - _closure(IMAGE) - own):
         wheel = distribution_wheel(name, cache)
         (house / wheel.path.name).write_bytes(wheel.path.read_bytes())
     assert not list(house.glob("modelcycle*")) and not list(house.glob("torch-*"))
     return house
+
+
+def _declared_dependencies() -> tuple[str, ...]:
+    """The names in this checkout's ``[project] dependencies``: the shipped wheel is built from
+    them, and an editable install's metadata may predate a dependency added since."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return tuple(re.split(r"[<>=!~\[; ]", line)[0] for line in declared)
 
 
 def _installed_from(python: Path, module: str) -> Path:

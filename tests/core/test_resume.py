@@ -26,6 +26,11 @@ RESUMABLE = {
     "data": {"dataset": "mnist", "train_limit": 4000, "test_limit": 1000},
     "hyperparameters": {"epochs": 3, "log_interval": 5},
 }
+#: 2 epochs on 2,000 images, for the cases compared with no reference run (they check epochs and runs)
+SHORT = {
+    "data": {"dataset": "mnist", "train_limit": 2000, "test_limit": 500},
+    "hyperparameters": {"epochs": 2, "log_interval": 2},
+}
 EPOCH_LINE = re.compile(r"^Train Epoch: (\d+) ")
 ACCURACY_LINE = re.compile(r"^test accuracy ([\d.]+)%")
 
@@ -151,8 +156,7 @@ def test_a_killed_training_resumes_the_same_run_from_its_last_complete_epoch(
 
 
 def test_restart_abandons_the_interrupted_run_and_starts_at_epoch_1(tmp_path: Path, data_dir: Path) -> None:
-    directory = write_use_case(tmp_path / "uc", name="restart",
-                               data=RESUMABLE["data"], hyperparameters={**RESUMABLE["hyperparameters"], "epochs": 2})
+    directory = write_use_case(tmp_path / "uc", name="restart", **SHORT)
     _kill_during_epoch_2(directory)
     killed = _attempt(directory)["run_id"]
 
@@ -170,8 +174,7 @@ def test_restart_abandons_the_interrupted_run_and_starts_at_epoch_1(tmp_path: Pa
 
 def test_a_changed_configuration_starts_a_new_run(tmp_path: Path, data_dir: Path) -> None:
     """A resumed run must continue the same schedule: other hyperparameters mean a new run."""
-    directory = write_use_case(tmp_path / "uc", name="changed",
-                               data=RESUMABLE["data"], hyperparameters={**RESUMABLE["hyperparameters"], "epochs": 2})
+    directory = write_use_case(tmp_path / "uc", name="changed", **SHORT)
     _kill_during_epoch_2(directory)
     killed = _attempt(directory)["run_id"]
     outputs = UseCase(directory, overrides={"hyperparameters.epochs": 1}).train()
@@ -180,9 +183,7 @@ def test_a_changed_configuration_starts_a_new_run(tmp_path: Path, data_dir: Path
 
 @pytest.mark.parametrize("example", ["mnist-lightning", "mnist-keras"])
 def test_other_frameworks_resume_from_epoch_2(tmp_path: Path, data_dir: Path, example: str) -> None:
-    directory = write_use_case(tmp_path / "uc", example=example, name=f"resume-{example}",
-                               data={"dataset": "mnist", "train_limit": 2000, "test_limit": 500},
-                               hyperparameters={"epochs": 2, "log_interval": 2})
+    directory = write_use_case(tmp_path / "uc", example=example, name=f"resume-{example}", **SHORT)
     _kill_during_epoch_2(directory)
     run_id = _attempt(directory)["run_id"]
     lines, output = _train(directory)

@@ -130,9 +130,13 @@ def _deployed(directory: Path) -> dict[str, Any]:
     return UseCase(directory).state().stage("deploy").outputs
 
 
+#: the experiments train on a smaller slice than the served model: what is checked is the endpoint
+FEWER_IMAGES = ("--set", "data.train_limit=500", "--set", "data.test_limit=100")
+
+
 @pytest.mark.parametrize("command", [
-    ("sweep", "--param", "hidden_channels=3,4"),
-    ("train", "--force"),
+    ("sweep", "--param", "hidden_channels=3,4", *FEWER_IMAGES),
+    ("train", "--force", *FEWER_IMAGES),
 ], ids=["sweep", "train-force"])
 def test_experimenting_leaves_the_monitored_endpoint_serving(monitored: Path, command: tuple[str, ...]) -> None:
     before = UseCase(monitored).state()
