@@ -5,8 +5,12 @@ endpoint at concurrency 8 (``loadgen``), in rounds whose order alternates. The g
 ``transform_rps`` counts the whole call (model load, scoring, writing the JSON Lines file);
 ``endpoint_rps_c8`` is loadgen's successful requests per second (one record each), with the
 payload logging ``deploy`` sets up by default. Both sides are warmed up before the rounds the same
-way: loadgen sends 200 untimed requests before each timed run, and one untimed transform runs
-before the first round (first-call costs: the data set's first read, the first oneDNN kernels).
+way: loadgen sends 200 untimed requests before each timed run, and before the first round the
+endpoint answers 200 untimed requests (its payload drainer's start-up) and one untimed transform
+runs (first-call costs: the data set's first read, the first oneDNN kernels).
+Neither side starts while background work of the other is still running: the training run's
+MLflow writer has finished before the rounds, and each endpoint round's payload is drained
+(untimed) before the next measurement.
 Also recorded per round: ``transform_scoring_rps``, the transform's own rate over scoring and
 writing alone (without model and data set load, which the endpoint side does not count either:
 its model loads at deploy), and ``transform_threads``, the intra-op threads it chose.
@@ -30,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run_load  # noqa: E402
 
 from modelcycle.core.lifecycle import UseCase  # noqa: E402
+from modelcycle.core.monitoring.service import flush_payload  # noqa: E402
+from modelcycle.core.tracking import wait_for_pending_writes  # noqa: E402
 from modelcycle.platforms.local.endpoints import stop_endpoint  # noqa: E402
 
 
@@ -44,10 +50,12 @@ def _use_case(work: Path) -> UseCase:
     config["name"] = "bench-transform"
     config.setdefault("data", {})["train_limit"] = 2000
     config.setdefault("hyperparameters", {})["epochs"] = 1
+    config.setdefault("tracking", {})["log_model"] = False  # no MLflow model logging running into the rounds
     (directory / "modelcycle.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     use_case = UseCase(directory)
     use_case.train()
     use_case.deploy()
+    wait_for_pending_writes(use_case.work_dir)  # the run's MLflow writer is done before anything is timed
     return use_case
 
 
@@ -76,8 +84,12 @@ def run(rounds: int = 5, requests: int = 2000) -> dict[str, Any]:
                 load = run_load("127.0.0.1", endpoint["port"], "/invocations", body, concurrency=8, requests=requests)
                 assert load.errors == 0 and not load.timed_out, str(load)
                 results["endpoint_rps_c8"].append(load.throughput)
+                flush_payload(use_case)  # untimed: the round's payload drained, so it does not run into the next side
 
-            use_case.transform(work / "scores.jsonl", split="test", force=True)  # warm-up, untimed
+            # warm-ups, untimed: the endpoint's payload drainer finishes starting up on its first records
+            run_load("127.0.0.1", endpoint["port"], "/invocations", body, concurrency=8, requests=200)
+            flush_payload(use_case)
+            use_case.transform(work / "scores.jsonl", split="test", force=True)
             for round_ in range(rounds):
                 for measure in ((transform, endpoint_load) if round_ % 2 == 0 else (endpoint_load, transform)):
                     measure()
