@@ -4,7 +4,7 @@ hot path), the configured optimizer and schedule, and the NLL/accuracy evaluatio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelcycle.core.datasets import Split
     from modelcycle.core.training import TrainingContext
 
-__all__ = ["to_tensor", "make_optimizer", "evaluate_tensors", "evaluate"]
+__all__ = ["to_tensor", "make_optimizer", "evaluate_tensors", "evaluate", "summary"]
 
 
 def to_tensor(images: np.ndarray, context: TrainingContext) -> torch.Tensor:
@@ -68,3 +68,17 @@ def evaluate(model: torch.nn.Module, split: Split, context: TrainingContext) -> 
     """Evaluate on a raw split (normalised here)."""
     targets = torch.from_numpy(split.labels.astype(np.int64))
     return evaluate_tensors(model, to_tensor(split.images, context), targets, context.hyperparameters.test_batch_size)
+
+
+def summary(model: torch.nn.Module, context: TrainingContext) -> Any:
+    """torchinfo's statistics of ``model`` for one batch of the configured size (output sizes
+    and parameter counts per layer); ``str()`` of it is the table."""
+    from torchinfo import summary as torchinfo_summary
+
+    return torchinfo_summary(
+        model,
+        input_size=(context.hyperparameters.batch_size, *context.input_shape),
+        device="cpu",
+        verbose=0,
+        col_names=("output_size", "num_params"),
+    )

@@ -125,16 +125,9 @@ def _with_unused_children(model: torch.nn.Module, rows: list[Any]) -> list[Any]:
 def summarize_model(model: LightningConvNet, context: TrainingContext) -> str:
     """torchinfo's table of the whole module for one batch: loss, network (with its layers and
     their output sizes and parameter counts), accuracy."""
-    from torchinfo import summary
     from torchinfo.model_statistics import ModelStatistics
 
-    stats = summary(
-        model,
-        input_size=(context.hyperparameters.batch_size, *context.input_shape),
-        device="cpu",
-        verbose=0,
-        col_names=("output_size", "num_params"),
-    )
+    stats = torch_training.summary(model, context)
     try:
         rows = _with_unused_children(model, stats.summary_list)
         stats = ModelStatistics(rows, stats.input_size, stats.total_input, stats.formatting)

@@ -75,16 +75,9 @@ def build_model(model_config: PytorchModelConfig, dataset: Dataset, context: Tra
 @hookimpl
 def summarize_model(model: torch.nn.Module, context: TrainingContext) -> str:
     """A torchinfo table for one batch of the configured size."""
-    from torchinfo import summary
+    from modelcycle.lib.torch import training as torch_training
 
-    stats = summary(
-        model,
-        input_size=(context.hyperparameters.batch_size, *context.input_shape),
-        device="cpu",
-        verbose=0,
-        col_names=("output_size", "num_params"),
-    )
-    return str(stats)
+    return str(torch_training.summary(model, context))
 
 
 @hookimpl
