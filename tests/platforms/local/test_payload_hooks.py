@@ -105,11 +105,12 @@ def test_send_feedback_needs_payload_logging(endpoint: dict[str, Any], local: Pl
         local.call_platform("local", "send_feedback", endpoint=endpoint, rows=[[images[0], int(labels[0])]], token=None)
 
 
-def test_sagemaker_logs_no_payload_and_points_to_log_payload(tmp_path: Path) -> None:
+def test_a_sagemaker_endpoint_without_data_capture_logs_nothing_and_says_how_to_turn_it_on(tmp_path: Path) -> None:
+    """(Capturing endpoints are tested against moto in tests/sagemaker/test_sagemaker_capture.py.)"""
     registry = PluginRegistry()
     registry.load_platform("sagemaker", "serving")
     endpoint = {"name": "sm-1", "platform": "sagemaker", "url": "https://runtime.sagemaker", "status": "InService"}
     store = MonitoringStore(f"sqlite:///{tmp_path / 'm.db'}")
     assert registry.call_platform("sagemaker", "flush_payload", endpoint=endpoint, store=store, work_dir=tmp_path, token=None) == 0
-    with pytest.raises(EndpointError, match="sm-1 cannot store labelled records itself: .*'modelcycle log-payload'"):
+    with pytest.raises(EndpointError, match="sm-1 does not capture its traffic.*serving.data_capture.enabled"):
         registry.call_platform("sagemaker", "send_feedback", endpoint=endpoint, rows=[], token=None)
