@@ -227,21 +227,16 @@ def import_handlers(model_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def keras_use_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def keras_use_case(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A tiny keras CNN trained locally on 600 MNIST images, its serving section on SageMaker."""
     import os
 
-    from conftest import _data_dir
-
-    data = _data_dir()
-    if data is None:
-        pytest.skip("real MNIST not found")
     from modelcycle.core.lifecycle import UseCase
 
     directory = write_use_case(tmp_path_factory.mktemp("sm-keras") / "uc", example="mnist-keras", name="sm-keras",
                                serving={"platform": "sagemaker", "role": ROLE, "bucket": BUCKET}, **TINY)
     previous = os.environ.get("MODELCYCLE_DATA_DIR")
-    os.environ["MODELCYCLE_DATA_DIR"] = str(data)
+    os.environ["MODELCYCLE_DATA_DIR"] = str(data_dir)
     try:
         UseCase(directory).train()
     finally:
@@ -404,14 +399,13 @@ def test_a_keras_model_without_its_savedmodel_is_refused_before_any_aws_call(
 ) -> None:
     import shutil
 
-    from conftest import copy_model
-
     from modelcycle.core.config import ServingConfig
     from modelcycle.core.errors import ConfigError
     from modelcycle.core.lifecycle import UseCase
     from modelcycle.platforms.sagemaker import endpoints
 
-    model_dir = copy_model(Path(UseCase(keras_use_case).state().stage("train").outputs["model_dir"]), tmp_path / "m")
+    model_dir = tmp_path / "m"
+    shutil.copytree(Path(UseCase(keras_use_case).state().stage("train").outputs["model_dir"]), model_dir)
     shutil.rmtree(model_dir / "model")
     settings = ServingConfig(platform="sagemaker", role=ROLE, bucket=BUCKET)
     with pytest.raises(ConfigError, match=r"no TensorFlow Serving SavedModel \(model/1/saved_model\.pb\).*retrain"):
