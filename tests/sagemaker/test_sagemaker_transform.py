@@ -182,7 +182,7 @@ def test_a_folder_and_a_split_run_as_transform_jobs_as_the_local_transform_score
     from modelcycle.core.lifecycle import UseCase
 
     use_case = UseCase(use_case_dir)
-    use_case.transform(tmp_path / "local.jsonl", input=folder, platform="local")
+    local = use_case.transform(tmp_path / "local.jsonl", input=folder, platform="local")
     result = use_case.transform(tmp_path / "job.jsonl", input=folder)  # serving.platform: sagemaker
 
     job = result["job"]
@@ -238,7 +238,7 @@ def test_an_s3_prefix_scores_locally_as_the_same_folder_and_the_output_goes_to_s
     _upload(folder, "records/")
     _s3().put_object(Bucket=BUCKET, Key="records2/x.npy", Body=b"not read: another prefix")
     use_case = UseCase(use_case_dir)
-    use_case.transform(tmp_path / "local.jsonl", input=folder, platform="local")
+    local = use_case.transform(tmp_path / "local.jsonl", input=folder, platform="local")
     remote = use_case.transform("s3://modelcycle-test-bucket/scores/out.jsonl", input=f"s3://{BUCKET}/records",
                                 platform="local")
     assert remote["output"] == f"s3://{BUCKET}/scores/out.jsonl"
