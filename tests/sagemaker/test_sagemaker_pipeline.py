@@ -3,7 +3,6 @@ state machine (ASL), the create-state-machine input, and its picture. No AWS cal
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 pytest.importorskip("sagemaker")
 
 from conftest import write_use_case  # noqa: E402
-from test_sagemaker_platform import BUCKET, REGION, aws, moto_server, no_internet  # noqa: E402,F401 - fixtures by name
+from test_sagemaker_platform import aws_json_request, BUCKET, REGION, aws, moto_server, no_internet  # noqa: E402,F401 - fixtures by name
 
 from modelcycle.cli import main  # noqa: E402
 
@@ -116,12 +115,10 @@ class StepFunctionsRecorder:
         self._described: dict[str, int] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith("AWSStepFunctions."):
+        call = aws_json_request(environ, "AWSStepFunctions")
+        if call is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        action, request = target.split(".", 1)[1], json.loads(body or b"{}")
+        action, request = call
         self.calls.append((action, request))
         if action == "DescribeExecution":
             self._advance(request["executionArn"])

@@ -40,6 +40,18 @@ INFERENCE_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inferenc
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
+def aws_json_request(environ: dict[str, Any], service: str) -> tuple[str, dict[str, Any]] | None:
+    """``(action, request)`` of an AWS JSON-protocol call to ``service`` (``X-Amz-Target:
+    <service>.<action>``) in a WSGI ``environ``, its body left readable for the app behind;
+    ``None`` for any other request."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if not target.startswith(service + "."):
+        return None
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
+    return target.split(".", 1)[1], json.loads(body or b"{}")
+
+
 class FakeTrainingService:
     """WSGI middleware over moto: runs each created training job on local hosts."""
 

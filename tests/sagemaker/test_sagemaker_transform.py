@@ -28,6 +28,7 @@ pytest.importorskip("moto")
 
 from conftest import mark_trained, write_use_case  # noqa: E402
 from test_sagemaker_platform import (  # noqa: E402,F401 - the fixtures are used by name
+    aws_json_request,
     BUCKET,
     INFERENCE_IMAGE,
     REGION,
@@ -53,12 +54,10 @@ class FakeTransformService:
         self._failed: dict[str, str] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith("SageMaker."):
+        call = aws_json_request(environ, "SageMaker")
+        if call is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        action, request = target.split(".", 1)[1], json.loads(body or b"{}")
+        action, request = call
         self.log.append((action, request))
         if action == "CreateModel":
             self.models[request["ModelName"]] = request

@@ -8,7 +8,6 @@ InService on the old one with a FailureReason) and records every SageMaker reque
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ pytest.importorskip("moto")
 
 from conftest import mark_trained, write_use_case  # noqa: E402
 from test_sagemaker_platform import (  # noqa: E402,F401 - the fixtures are used by name
+    aws_json_request,
     BUCKET,
     REGION,
     ROLE,
@@ -43,12 +43,10 @@ class FakeEndpointUpdates:
         self._updates: dict[str, dict[str, Any]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith("SageMaker."):
+        call = aws_json_request(environ, "SageMaker")
+        if call is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        action, request = target.split(".", 1)[1], json.loads(body or b"{}")
+        action, request = call
         answer = None
         if action == "UpdateEndpoint":
             return self._update(request, start_response)
