@@ -27,6 +27,7 @@ from modelcycle import hookimpl
 from modelcycle.core.errors import ConfigError, DatasetNotFoundError, StageError
 from modelcycle.core.lifecycle import UseCase
 from modelcycle.core.state import StageRecord, State
+from modelcycle.core.tracking import wait_for_pending_writes
 from modelcycle.platforms.local.endpoints import process_alive, stop_endpoint
 
 
@@ -67,6 +68,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterato
         directory = write_use_case(tmp_path_factory.mktemp("lifecycle") / "uc", name="small-mnist", **SMALL)
         recorder = Recorder()
         outputs = UseCase(directory, plugins=[recorder]).train()
+        wait_for_pending_writes(directory / ".modelcycle")  # copies of it must not catch MLflow mid-write
     yield Trained(directory, outputs, recorder)
 
 

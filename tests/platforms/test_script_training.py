@@ -110,9 +110,10 @@ def test_a_changed_model_file_is_refused(trained: dict[str, Any], tmp_path: Path
 
 
 def test_metrics_are_parsed_from_the_log_one_mlflow_step_per_line(trained: dict[str, Any]) -> None:
-    from modelcycle.core.tracking import mlflow_client
+    from modelcycle.core.tracking import mlflow_client, wait_for_pending_writes
 
     outputs = trained["outputs"]
+    wait_for_pending_writes(trained["directory"] / ".modelcycle")
     client = mlflow_client(outputs["tracking_uri"])
     history = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(outputs["mlflow_run_id"], key),
                                                        key=lambda m: m.step)]

@@ -85,8 +85,9 @@ def assert_order(shown: list[tuple[str, float]], expected: list[tuple[str, float
 
 def epoch_series(use_case: UseCase, mlflow_run_id: str) -> dict[str, list[int]]:
     """The run's per-epoch metric series straight from MLflow: ``{metric: [epochs]}``."""
-    from modelcycle.core.tracking import default_tracking_uri, mlflow_client
+    from modelcycle.core.tracking import default_tracking_uri, mlflow_client, wait_for_pending_writes
 
+    wait_for_pending_writes(use_case.work_dir)
     client = mlflow_client(default_tracking_uri(use_case.work_dir))
     series = {}
     for key in client.get_run(mlflow_run_id).data.metrics:

@@ -377,6 +377,7 @@ def test_autolog_through_the_use_case_adds_to_the_tracked_run_without_duplicates
     from mlflow import MlflowClient
 
     from modelcycle.core.lifecycle import UseCase
+    from modelcycle.core.tracking import wait_for_pending_writes
 
     monkeypatch.chdir(tmp_path)  # whatever MLflow writes relative to the working directory stays here
     previous = mlflow.get_tracking_uri()
@@ -386,6 +387,7 @@ def test_autolog_through_the_use_case_adds_to_the_tracked_run_without_duplicates
         outputs = UseCase(directory).train()
     finally:
         mlflow.set_tracking_uri(previous)
+    wait_for_pending_writes(directory / ".modelcycle")  # the detached writer may still be applying the spool
     client = MlflowClient(outputs["tracking_uri"])
     run = client.get_run(outputs["mlflow_run_id"])
     assert run.info.status == "FINISHED"
